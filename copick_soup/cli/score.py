@@ -1,0 +1,41 @@
+"""`copick-soup score` (and the plugin `copick evaluation soup-score`): the CZII metric over a project."""
+
+import click
+
+from copick_soup.cli.util import config_option, reports_errors, runs_option, split_names
+
+
+@click.command("score", no_args_is_help=True)
+@config_option
+@click.option("--reference-user", default="curation", show_default=True, help="User ID of the ground truth.")
+@click.option("--reference-session", default="0", show_default=True, help="Session ID of the ground truth.")
+@click.option("--candidate-user", required=True, help="User ID of the picks to score.")
+@click.option("--candidate-session", default=None, help="Session ID of the picks to score. Default: any.")
+@runs_option
+@click.option("--objects", "object_names", multiple=True, metavar="NAME",
+              help="Score only these classes (repeat or comma-separate). Default: every particle class.")
+@click.option("--beta", default=4.0, show_default=True, type=float, help="F-beta's beta (the CZII metric uses 4).")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON instead of a table.")
+@reports_errors
+def score(config, reference_user, reference_session, candidate_user, candidate_session, run_names, object_names,
+          beta, as_json):
+    """Score picks against ground truth with the CZII metric (per-class TP/FP/FN, F-beta, weighted mean).
+
+    \b
+    Example:
+      copick-soup score -c copick.json --candidate-user copick-soup --candidate-session 0
+    """
+    import json
+
+    from copick_soup.data.project import open_project
+    from copick_soup.metric import score_project
+
+    root = open_project(config)
+    result = score_project(root, reference_user, candidate_user, reference_session, candidate_session,
+                           run_names=split_names(run_names), object_names=split_names(object_names), beta=beta)
+    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.table())
+
+
+# The same command under the name copick's plugin groups show: `copick evaluation soup-score`.
+soup_score = click.Command("soup-score", params=score.params, callback=score.callback, help=score.help,
+                           no_args_is_help=True)

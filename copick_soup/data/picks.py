@@ -1,0 +1,79 @@
+"""Read picks as Å arrays per class, and write a run's picks all at once (or not at all)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from copick_soup.errors import SoupError
+
+
+def _picks_of(run, name: str, user_id: str, session_id: str | None) -> list:
+    kwargs = dict(object_name=name, user_id=user_id)
+    if session_id is not None:
+        kwargs["session_id"] = session_id
+    return run.get_picks(**kwargs)
+
+
+def read_picks(run, names, user_id: str, session_id: str | None = None, with_scores: bool = False) -> dict:
+    """{class name: (N, 3) positions in Å, (x, y, z)} for a user (and session; None means every session).
+
+    Positions include the translation of each pick's transform (copick's `full_positions`), which is where
+    refinement puts its shifts. With `with_scores`, values are `(positions, scores)` pairs.
+    """
+    out = {}
+    for name in names:
+        positions, scores = [np.zeros((0, 3))], [np.zeros(0)]
+        for picks in _picks_of(run, name, user_id, session_id):
+            if picks.points:
+                positions.append(picks.full_positions())
+                scores.append(picks.scores())
+        pos, sc = np.concatenate(positions), np.concatenate(scores)
+        out[name] = (pos, sc) if with_scores else pos
+    return out
+
+
+def existing_picks(run, names, user_id: str, session_id: str) -> list[str]:
+    """Names of the classes for which the run already has picks by this user and session."""
+    return [name for name in names if _picks_of(run, name, user_id, session_id)]
+
+
+def write_picks(run, picks: dict, user_id: str, session_id: str, overwrite: bool = False) -> None:
+    """Write {class name: (positions (N, 3) Å, scores (N,))} for one run, every class or none.
+
+    Refuses (before touching anything) when any of these classes already has picks by this user and session,
+    unless `overwrite`. If a write fails half-way, the classes already written are put back as they were, so a
+    crash never leaves a run with a mix of old and new picks. Classes with no picks get an empty picks file,
+    which records that the run was processed.
+    """
+    taken = existing_picks(run, picks, user_id, session_id)
+    if taken and not overwrite:
+        raise SoupError(
+            f"run {run.name}: picks by user '{user_id}' session '{session_id}' already exist for "
+            f"{', '.join(taken)}; pass --overwrite to replace them"
+        )
+    for name, (positions, scores) in picks.items():
+        positions = np.asarray(positions, dtype=float).reshape(-1, 3)
+        if len(scores) != len(positions) or not np.isfinite(positions).all():
+            raise SoupError(f"run {run.name}: invalid picks for {name} (non-finite or mismatched scores)")
+
+    undo = []  # (picks object, previous points or None when we created it)
+    try:
+        for name, (positions, scores) in picks.items():
+            target = run.new_picks(object_name=name, session_id=session_id, user_id=user_id, exist_ok=True)
+            undo.append((target, list(target.points) if name in taken else None))
+            target.from_numpy(np.asarray(positions, dtype=float).reshape(-1, 3), scores=np.asarray(scores, float))
+    except Exception as err:
+        _roll_back(undo)
+        raise SoupError(f"run {run.name}: writing picks failed, nothing was changed ({err})") from err
+
+
+def _roll_back(undo) -> None:
+    for target, previous in reversed(undo):
+        try:
+            if previous is None:
+                target.delete()
+            else:
+                target.points = previous
+                target.store()
+        except Exception:  # noqa: BLE001 - best effort: the original error is the one to report
+            pass

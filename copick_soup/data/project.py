@@ -1,0 +1,62 @@
+"""Open a copick project (filesystem or CZ cryoET Data Portal config) and choose its runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from copick_soup.errors import SoupError
+
+
+def open_project(config_path):
+    """Open a copick project from its config file, turning every failure into a one-line `SoupError`."""
+    path = Path(config_path)
+    if not path.is_file():
+        raise SoupError(f"{path}: no such copick config file")
+    try:
+        json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SoupError(f"{path}: not valid JSON ({err})") from err
+
+    import copick  # heavy: imported only when a project is opened
+    from pydantic import ValidationError
+
+    try:
+        return copick.from_file(str(path))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SoupError(f"{path}: not a valid copick config ({where}: {first['msg']})") from err
+    except (ValueError, KeyError, TypeError, OSError) as err:
+        raise SoupError(f"{path}: cannot open copick project ({err})") from err
+
+
+def list_names(names, limit: int = 10) -> str:
+    """'a, b, c' for error messages, shortened to `limit` names."""
+    names = list(names)
+    shown = ", ".join(str(n) for n in names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "") if names else "none"
+
+
+def select_runs(root, run_names=None) -> list:
+    """The runs named (in the order given), or all runs when `run_names` is empty. Unknown names are an error."""
+    runs = root.runs
+    if not run_names:
+        return list(runs)
+    by_name = {run.name: run for run in runs}
+    unknown = [name for name in run_names if name not in by_name]
+    if unknown:
+        raise SoupError(f"unknown run(s) {list_names(unknown)}; the project has {list_names(sorted(by_name))}")
+    return [by_name[name] for name in run_names]
+
+
+def object_names(root) -> list[str]:
+    return [obj.name for obj in root.pickable_objects]
+
+
+def check_object_names(root, names) -> None:
+    """Raise if a name is not a pickable object of the project."""
+    known = object_names(root)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SoupError(f"unknown object(s) {list_names(unknown)}; the project has {list_names(known)}")

@@ -1,0 +1,56 @@
+"""Lazy, windowed access to copick tomograms.
+
+`open_tomogram` returns the zarr array of the full-resolution scale. Slicing it reads only the chunks that the
+window touches, so a sliding-window job never holds the whole volume. Arrays are reached through copick's
+own `tomogram.zarr()` store (never a hand-built path), which keeps portal, S3 and local projects alike.
+"""
+
+from __future__ import annotations
+
+import math
+
+from copick_soup.data.project import list_names
+from copick_soup.errors import SoupError
+
+
+def find_voxel_spacing(run, voxel_size: float):
+    """The run's voxel spacing closest to `voxel_size` (within 1e-3 Å), or an error listing those it has."""
+    spacings = run.voxel_spacings
+    for vs in spacings:
+        if math.isclose(vs.voxel_size, voxel_size, abs_tol=1e-3):
+            return vs
+    have = sorted(vs.voxel_size for vs in spacings)
+    raise SoupError(f"run {run.name}: no voxel size {voxel_size:g} Å; it has {list_names(have)}")
+
+
+def find_tomogram(run, voxel_size: float, tomo_type: str):
+    """The copick tomogram of a type at a voxel size, or an error listing the types there are."""
+    vs = find_voxel_spacing(run, voxel_size)
+    tomograms = vs.get_tomograms(tomo_type)
+    if not tomograms:
+        have = sorted({t.tomo_type for t in vs.tomograms})
+        raise SoupError(
+            f"run {run.name}: no tomogram of type '{tomo_type}' at {voxel_size:g} Å; it has {list_names(have)}"
+        )
+    return tomograms[0]
+
+
+def open_tomogram(run, voxel_size: float, tomo_type: str):
+    """The full-resolution zarr array (Z, Y, X) of a run's tomogram, opened read-only. Nothing is read yet."""
+    import zarr
+
+    tomogram = find_tomogram(run, voxel_size, tomo_type)
+    try:
+        group = zarr.open(tomogram.zarr(), mode="r")
+        return group["0"]
+    except (KeyError, ValueError, OSError) as err:
+        raise SoupError(f"run {run.name}: cannot read tomogram '{tomo_type}' ({err})") from err
+
+
+def available_tomo_types(run, voxel_size: float) -> list[str]:
+    """Tomogram types a run has at a voxel size (empty if it lacks that voxel size)."""
+    try:
+        vs = find_voxel_spacing(run, voxel_size)
+    except SoupError:
+        return []
+    return sorted({t.tomo_type for t in vs.tomograms})

@@ -1,0 +1,100 @@
+"""The CZII Kaggle metric, exactly as the competition scored it.
+
+Per class and run: TP = distinct ground-truth points with at least one pick within 0.5 x radius (Å, distance
+<= threshold); FP = picks - TP; FN = truth - TP. Counts are summed over runs, then per class
+F-beta = (1 + b^2) P R / (b^2 P + R) with b = 4, and the score is sum(weight * F) / sum(weight) over all classes.
+
+Kept on purpose from the competition's code: one pick within range of two particles makes two TPs, so FP can
+go negative and precision can exceed 1. Scores stay comparable with the leaderboard this way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+BETA = 4.0
+DISTANCE_MULTIPLIER = 0.5
+
+
+def count_matches(truth: np.ndarray, picks: np.ndarray, threshold: float) -> tuple[int, int, int]:
+    """(TP, FP, FN) for one class in one run; `truth` and `picks` are (N, 3) positions in Å."""
+    from scipy.spatial import cKDTree
+
+    truth = np.asarray(truth, dtype=float).reshape(-1, 3)
+    picks = np.asarray(picks, dtype=float).reshape(-1, 3)
+    if len(truth) == 0:
+        return 0, len(picks), 0
+    if len(picks) == 0:
+        return 0, 0, len(truth)
+    matched = cKDTree(picks).query_ball_point(truth, r=threshold)
+    tp = int(sum(1 for hits in matched if hits))
+    return tp, len(picks) - tp, len(truth) - tp
+
+
+@dataclass
+class ClassScore:
+    name: str
+    weight: float
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp > 0 else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn > 0 else 0.0
+
+    def fbeta(self, beta: float = BETA) -> float:
+        p, r = self.precision, self.recall
+        return (1 + beta**2) * p * r / (beta**2 * p + r) if p + r > 0 else 0.0
+
+
+@dataclass
+class Score:
+    classes: list[ClassScore]
+    beta: float = BETA
+
+    @property
+    def weighted(self) -> float:
+        total = sum(c.weight for c in self.classes)
+        return sum(c.weight * c.fbeta(self.beta) for c in self.classes) / total if total > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        per_class = {
+            c.name: dict(tp=c.tp, fp=c.fp, fn=c.fn, precision=c.precision, recall=c.recall,
+                         fbeta=c.fbeta(self.beta), weight=c.weight)
+            for c in self.classes
+        }
+        return dict(beta=self.beta, score=self.weighted, classes=per_class)
+
+    def table(self) -> str:
+        """A fixed-width per-class table with the weighted score as its last line."""
+        head = f"{'class':<22}{'weight':>7}{'TP':>6}{'FP':>6}{'FN':>6}{'precision':>11}{'recall':>8}{'F4':>8}"
+        lines = [head, "-" * len(head)]
+        for c in self.classes:
+            lines.append(f"{c.name:<22}{c.weight:>7g}{c.tp:>6}{c.fp:>6}{c.fn:>6}"
+                         f"{c.precision:>11.3f}{c.recall:>8.3f}{c.fbeta(self.beta):>8.3f}")
+        lines.append("-" * len(head))
+        lines.append(f"{'weighted F' + format(self.beta, 'g'):<22}{'':>44}{self.weighted:>8.3f}")
+        return "\n".join(lines)
+
+
+def score_picks(runs: list[tuple[dict, dict]], classes, beta: float = BETA,
+                distance_multiplier: float = DISTANCE_MULTIPLIER) -> Score:
+    """Score runs given as (truth, picks) pairs of {class name: (N, 3) Å arrays}; `classes` are ParticleClass.
+
+    A class missing from a run's dict counts as having no points there.
+    """
+    scores = [ClassScore(c.name, c.score_weight) for c in classes]
+    for truth, picks in runs:
+        for cls, acc in zip(classes, scores):
+            empty = np.zeros((0, 3))
+            tp, fp, fn = count_matches(truth.get(cls.name, empty), picks.get(cls.name, empty),
+                                       distance_multiplier * cls.radius)
+            acc.tp, acc.fp, acc.fn = acc.tp + tp, acc.fp + fp, acc.fn + fn
+    return Score(scores, beta)
