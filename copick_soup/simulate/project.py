@@ -68,7 +68,10 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
         raise SoupError(f"--shape: need three sizes Z,Y,X of at least 16 voxels, got {','.join(map(str, shape))}")
     if (out / "copick.json").exists():
         raise SoupError(f"{out / 'copick.json'} already exists; choose an empty --out directory")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SoupError(f"{out}: cannot create the project directory ({err.strerror})") from err
 
     objects = objects or czii_pickable_objects()
     classes = classes_from_objects(objects)

@@ -1,0 +1,38 @@
+"""Shared fixtures: small simulated copick projects on disk, made by the project's own simulator."""
+
+import os
+
+import pytest
+
+# Ray in tests: no auth prompt, loopback only, no usage reporting.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+SMALL = (64, 128, 128)
+
+
+@pytest.fixture
+def make_project(tmp_path):
+    """Factory: a fresh simulated project under tmp_path; returns the path of its copick.json."""
+    from copick_soup.simulate import simulate_project
+
+    def make(name="project", **kwargs):
+        kwargs.setdefault("runs", 2)
+        kwargs.setdefault("shape", SMALL)
+        kwargs.setdefault("crowding", 4.0)
+        return simulate_project(tmp_path / name, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def project(make_project):
+    return make_project()
+
+
+@pytest.fixture
+def root(project):
+    from copick_soup.data import open_project
+
+    return open_project(project)

@@ -1,0 +1,105 @@
+"""The command line: help texts, plugin discovery, end-to-end simulate + score, one-line errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from copick_soup.cli import main
+
+BIN = Path(sys.executable).parent
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("command", [[], ["simulate"], ["score"], ["demo"]])
+def test_help(command):
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0 and "Usage:" in result.output
+
+
+def test_copick_discovers_the_evaluation_plugin():
+    out = subprocess.run([BIN / "copick", "evaluation", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "soup-score" in out.stdout
+    out = subprocess.run([BIN / "copick", "evaluation", "soup-score", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "--candidate-user" in out.stdout
+
+
+def test_console_script_runs():
+    out = subprocess.run([BIN / "copick-soup", "--version"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "copick-soup" in out.stdout
+
+
+def test_simulate_then_score_truth_against_itself(tmp_path):
+    out = tmp_path / "proj"
+    result = invoke("simulate", "--out", out, "--runs", 2, "--shape", "64,128,128", "--crowding", 4, "--seed", 3)
+    assert result.exit_code == 0, result.output
+    assert "wrote 2 run(s)" in result.output
+    config = out / "copick.json"
+    result = invoke("score", "-c", config, "--candidate-user", "curation", "--candidate-session", "0", "--json")
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)
+    for name, c in scores["classes"].items():
+        assert c["fp"] == 0 and c["fn"] == 0, name
+        assert c["fbeta"] == (1.0 if c["tp"] else 0.0)
+    table = invoke("score", "-c", config, "--candidate-user", "curation", "-r", "exp_001").output
+    assert "weighted F4" in table and "ribosome" in table
+
+
+def test_score_on_one_class(project):
+    result = invoke("score", "-c", project, "--candidate-user", "curation", "--objects", "ribosome", "--json")
+    assert list(json.loads(result.output)["classes"]) == ["ribosome"]
+
+
+def one_line_error(result):
+    """The error is the last line, alone: no traceback, no usage text (progress lines may come before it)."""
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert result.exit_code != 0
+    assert lines[-1].startswith("Error:"), result.output
+    assert not any("Traceback" in line or line.startswith("Usage:") for line in lines), result.output
+    return lines[-1]
+
+
+def test_errors_are_one_line_and_name_what_is_wrong(project, tmp_path):
+    assert "missing.json" in one_line_error(invoke("score", "-c", tmp_path / "missing.json", "--candidate-user", "x"))
+    assert "TS_404" in one_line_error(invoke("score", "-c", project, "--candidate-user", "x", "--runs", "TS_404"))
+    assert "ferritin" in one_line_error(invoke("score", "-c", project, "--candidate-user", "x", "--objects",
+                                               "ferritin"))
+    assert "already exists" in one_line_error(invoke("simulate", "--out", project.parent))
+    bad_shape = invoke("simulate", "--out", tmp_path / "new", "--shape", "64,128")
+    assert bad_shape.exit_code != 0 and "--shape" in bad_shape.output
+
+
+def test_demo_prints_scores_and_writes_a_picture(tmp_path):
+    result = invoke("demo", "--out", tmp_path / "demo", "--runs", 1, "--shape", "64,128,128")
+    assert result.exit_code == 0, result.output
+    assert "weighted F4" in result.output
+    picture = tmp_path / "demo" / "picks.png"
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = invoke("demo", "--out", tmp_path / "demo", "--runs", 1, "--shape", "64,128,128")
+    assert again.exit_code == 0 and again.output.splitlines()[-3:] == result.output.splitlines()[-3:]
+
+
+def test_output_that_cannot_be_written_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert "file/demo" in one_line_error(invoke("demo", "--out", blocker / "demo", "--runs", 1, "--shape", "32,64,64"))
+    assert "file/sim" in one_line_error(invoke("simulate", "--out", blocker / "sim"))
+
+
+def test_picture_that_cannot_be_written_is_a_clear_error(tmp_path):
+    import numpy as np
+
+    from copick_soup.errors import SoupError
+    from copick_soup.viz import save_slices_png
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SoupError, match="picks.png: cannot write the picture"):
+        save_slices_png(np.zeros((8, 16, 16)), blocker / "picks.png", 10.0, [])
