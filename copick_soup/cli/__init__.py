@@ -6,6 +6,7 @@ from copick_soup import __version__
 from copick_soup.cli.demo import demo
 from copick_soup.cli.score import score
 from copick_soup.cli.simulate import simulate
+from copick_soup.cli.train import train
 
 
 @click.group()
@@ -16,4 +17,5 @@ def main():
 
 main.add_command(simulate)
 main.add_command(score)
+main.add_command(train)
 main.add_command(demo)

@@ -54,3 +54,20 @@ def available_tomo_types(run, voxel_size: float) -> list[str]:
     except SoupError:
         return []
     return sorted({t.tomo_type for t in vs.tomograms})
+
+
+def normalisation_stats(array) -> tuple[float, float]:
+    """(mean, std) for per-tomogram z-scoring, from the central eighth of the volume.
+
+    The centre holds the sample and avoids empty borders, and reading it costs an eighth of the volume, so
+    training (which loads whole tomograms) and streaming inference (which never does) normalise alike.
+    """
+    import numpy as np
+
+    z, y, x = array.shape
+    centre = np.asarray(array[z // 4: z // 4 + max(z // 2, 1), y // 4: y // 4 + max(y // 2, 1),
+                              x // 4: x // 4 + max(x // 2, 1)], dtype=np.float32)
+    if not np.isfinite(centre).all():
+        raise SoupError("tomogram contains NaN or infinite values")
+    std = float(centre.std())
+    return float(centre.mean()), (std if std > 0 else 1.0)

@@ -1,0 +1,73 @@
+"""One 3D U-Net. Variants (tiny, medium, large) are named configs of it, registered in `model/__init__.py`.
+
+Encoder: per level two 3x3x3 convolutions (instance norm, LeakyReLU), then a strided 2x2x2 convolution down.
+Decoder: a 2x2x2 transposed convolution up, concatenation with the skip, two convolutions. A 1x1x1 head
+gives one heatmap channel per class. Input sides must be divisible by 2**(levels-1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class UNetConfig:
+    channels: tuple = (16, 32, 64)  # features per level; len(channels) = number of levels
+    in_channels: int = 1
+    n_classes: int = 6
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, 3, padding=1, bias=False),
+        nn.InstanceNorm3d(cout, affine=True),
+        nn.LeakyReLU(0.01, inplace=True),
+        nn.Conv3d(cout, cout, 3, padding=1, bias=False),
+        nn.InstanceNorm3d(cout, affine=True),
+        nn.LeakyReLU(0.01, inplace=True),
+    )
+
+
+class UNet3D(nn.Module):
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = config
+        ch = list(config.channels)
+        self.encoders = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        cin = config.in_channels
+        for i, c in enumerate(ch):
+            self.encoders.append(conv_block(cin, c))
+            if i < len(ch) - 1:
+                self.downs.append(nn.Conv3d(c, c, 2, stride=2))
+            cin = c
+        self.ups = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for c_deep, c in zip(ch[::-1][:-1], ch[::-1][1:]):
+            self.ups.append(nn.ConvTranspose3d(c_deep, c, 2, stride=2))
+            self.decoders.append(conv_block(2 * c, c))
+        self.head = nn.Conv3d(ch[0], config.n_classes, 1)
+
+    @property
+    def divisor(self) -> int:
+        """Input sides must be multiples of this."""
+        return 2 ** (len(self.config.channels) - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, D, H, W) -> (B, C, D, H, W)
+        skips = []
+        for i, encode in enumerate(self.encoders):
+            x = encode(x)
+            if i < len(self.downs):
+                skips.append(x)
+                x = self.downs[i](x)
+        for up, decode, skip in zip(self.ups, self.decoders, reversed(skips)):
+            x = decode(torch.cat([up(x), skip], dim=1))
+        return self.head(x)

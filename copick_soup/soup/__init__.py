@@ -1,0 +1,1 @@
+"""Soups: weighted sets of members with per-class thresholds (manifest.py)."""

@@ -1,0 +1,70 @@
+"""Training configuration: one plain dataclass, overridable from YAML recipes and `--set key=value`."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import asdict, dataclass, fields, replace
+
+from copick_soup.errors import SoupError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    variant: str = "unet3d_tiny"
+    patch: int = 64  # cube side in voxels; 128 on a GPU
+    batch_size: int = 2
+    steps: int = 300
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup: int = 20  # steps of linear warm-up before the cosine decay
+    ema: float = 0.0  # EMA decay of the weights (0 = off); validation and checkpoints use the EMA
+    val_every: int = 50  # an "epoch": steps between validations
+    val_threshold: float = 0.25  # peak threshold for the validation F4
+    val_window: int = 64
+    sigma_scale: float = 0.3  # target Gaussian sigma, x particle radius
+    fg_weight: float = 10.0  # loss weight on foreground voxels (see loss.py)
+    p_particle: float = 0.8  # chance a patch is centred near a particle
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
+    amp: str = "none"  # none, bf16, fp16
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_value(text: str):
+    """'3' -> 3, '1e-3' -> 0.001, 'bf16' -> 'bf16', '[1, 2]' -> [1, 2]."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def override(config, updates: dict, where: str = "--set"):
+    """A copy of a dataclass config with `updates` applied; unknown keys and wrong types are errors."""
+    known = {f.name: f for f in fields(config)}
+    clean = {}
+    for key, value in updates.items():
+        if key not in known:
+            raise SoupError(f"{where}: unknown setting '{key}'; known: {', '.join(sorted(known))}")
+        default = getattr(config, key)
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            clean[key] = type(default)(value) if default is not None else value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            clean[key] = type(default)(value) if isinstance(default, float) or float(value).is_integer() else value
+            if isinstance(default, int) and not float(value).is_integer():
+                raise SoupError(f"{where}: '{key}' needs a whole number, got {value}")
+        else:
+            raise SoupError(f"{where}: '{key}' needs a number, got {value!r}")
+    return replace(config, **clean)
+
+
+def parse_overrides(pairs) -> dict:
+    """['lr=1e-3', 'steps=10'] -> {'lr': 0.001, 'steps': 10}."""
+    out = {}
+    for pair in pairs or ():
+        if "=" not in pair:
+            raise SoupError(f"--set: expected key=value, got '{pair}'")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = parse_value(value.strip())
+    return out

@@ -1,0 +1,99 @@
+"""Training volumes from copick runs, and random patches biased towards particles.
+
+Tomograms are loaded whole and z-scored once (training revisits every voxel many times; a 184x630x630
+tomogram is 290 MB). Bad runs are skipped with a warning that names them, so one broken run does not stop a
+training job: runs without picks, and tomograms with NaN values.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from copick_soup.data import angstrom_to_voxel, open_tomogram, read_picks
+from copick_soup.data.tomogram import normalisation_stats
+from copick_soup.errors import SoupError
+from copick_soup.train.augment import augment
+from copick_soup.train.targets import class_sigmas, gaussian_heatmaps
+
+log = logging.getLogger("copick_soup.train")
+
+
+@dataclass
+class TrainVolume:
+    run: str
+    tomo_type: str
+    image: np.ndarray  # (Z, Y, X) float32, z-scored
+    points: list  # per class, (N, 3) voxel (z, y, x)
+
+    @property
+    def n_points(self) -> int:
+        return sum(len(p) for p in self.points)
+
+
+def load_volumes(root, runs, tomo_types, classes, voxel_size: float, picks_user: str,
+                 picks_session: str | None, warn=log.warning) -> list[TrainVolume]:
+    """One TrainVolume per (run, tomogram type); runs without picks or with NaNs are skipped with a warning."""
+    names = [c.name for c in classes]
+    volumes = []
+    for run in runs:
+        picks = read_picks(run, names, picks_user, picks_session)
+        if sum(len(p) for p in picks.values()) == 0:
+            warn(f"run {run.name}: no picks by user '{picks_user}' session '{picks_session}'; skipped")
+            continue
+        points = [angstrom_to_voxel(picks[n], voxel_size) for n in names]
+        for tomo_type in tomo_types:
+            image = np.asarray(open_tomogram(run, voxel_size, tomo_type)[:], dtype=np.float32)
+            if not np.isfinite(image).all():
+                warn(f"run {run.name}: tomogram '{tomo_type}' has NaN or infinite values; skipped")
+                continue
+            mean, std = normalisation_stats(image)
+            image -= mean
+            image /= std
+            volumes.append(TrainVolume(run.name, tomo_type, image, points))
+    return volumes
+
+
+class PatchSampler:
+    """Random (image, target) patches; with probability `p_particle` a patch is centred near a particle of a
+    class drawn uniformly (so rare classes are seen as often as common ones)."""
+
+    def __init__(self, volumes: list[TrainVolume], classes, patch: int, voxel_size: float, sigma_scale: float,
+                 rng: np.random.Generator, p_particle: float = 0.8, augment_data: bool = True):
+        if not volumes:
+            raise SoupError("no training data: every run was skipped or none was given")
+        for v in volumes:
+            if min(v.image.shape) < patch:
+                raise SoupError(f"run {v.run}: patch {patch} is larger than its tomogram {v.image.shape}; "
+                                f"use a smaller --patch")
+        self.volumes, self.patch, self.rng = volumes, patch, rng
+        self.sigmas = class_sigmas(classes, voxel_size, sigma_scale)
+        self.p_particle, self.augment_data = p_particle, augment_data
+
+    def origin(self, volume: TrainVolume) -> np.ndarray:
+        shape = np.asarray(volume.image.shape)
+        present = [c for c, pts in enumerate(volume.points) if len(pts)]
+        if present and self.rng.random() < self.p_particle:
+            pts = volume.points[int(self.rng.choice(present))]
+            centre = pts[int(self.rng.integers(len(pts)))] + self.rng.uniform(-0.3, 0.3, 3) * self.patch
+            start = np.round(centre - self.patch / 2).astype(int)
+        else:
+            start = np.array([self.rng.integers(0, s - self.patch + 1) for s in shape])
+        return np.clip(start, 0, shape - self.patch)
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """image (1, P, P, P), target (C, P, P, P)."""
+        volume = self.volumes[int(self.rng.integers(len(self.volumes)))]
+        z, y, x = self.origin(volume)
+        p = self.patch
+        image = volume.image[z:z + p, y:y + p, x:x + p]
+        target = gaussian_heatmaps(volume.points, self.sigmas, (z, y, x), (p, p, p))
+        if self.augment_data:
+            image, target = augment(image, target, self.rng)
+        return image[None].copy(), target
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [self.sample() for _ in range(size)]
+        return np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])

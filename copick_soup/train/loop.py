@@ -1,0 +1,205 @@
+"""The training loop, top to bottom: sample patches, step AdamW, validate with the CZII F4, keep the best.
+
+`train_member` trains one member (one variant on one tomogram type) on volumes already loaded; the recipe
+(`recipe.py`) calls it once to pretrain on simulated runs and once more to fine-tune on experimental ones.
+Everything it writes goes to `out_dir`:
+  best.safetensors + best.json   the member with the best validation F4 (what `pick` and `soup` use)
+  state.safetensors + state.json the latest training state, for `--resume`
+  log.csv, curve.png             loss and validation F4 per epoch (an epoch is `val_every` steps)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from copick_soup.data.coords import voxel_to_angstrom
+from copick_soup.errors import SoupError
+from copick_soup.metric import score_picks
+from copick_soup.train.config import TrainConfig
+from copick_soup.train.dataset import PatchSampler, TrainVolume
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SoupError(f"--device {name}: no CUDA device is available")
+    return name
+
+
+def amp_dtype(name: str):
+    import torch
+
+    dtypes = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if name not in dtypes:
+        raise SoupError(f"amp: choose one of {', '.join(dtypes)}, got '{name}'")
+    return dtypes[name]
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 5% of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def validate(model, volumes: list[TrainVolume], classes, cfg: TrainConfig, voxel_size: float, device: str):
+    """The CZII score of the model on whole validation volumes (peaks at `cfg.val_threshold`)."""
+    from copick_soup.infer.windows import TorchPredictor, predict_volume
+    from copick_soup.peaks import heatmaps_to_picks
+
+    predictor = TorchPredictor(model.eval(), device, amp_dtype(cfg.amp))
+    pairs = []
+    for v in volumes:
+        heat = predict_volume(predictor, v.image, len(classes), window=cfg.val_window, stats=(0.0, 1.0))
+        picks = heatmaps_to_picks(heat, classes, voxel_size, cfg.val_threshold)
+        truth = {c.name: voxel_to_angstrom(v.points[i], voxel_size) for i, c in enumerate(classes)}
+        pairs.append((truth, {name: pos for name, (pos, _) in picks.items()}))
+    return score_picks(pairs, classes)
+
+
+def load_init(model, manifest_or_path, classes, warn=print) -> None:
+    """Start from a member's weights. Same architecture required; if its classes differ, every layer but the
+    class head is taken (the head is re-initialised), which is how a lab fine-tunes for its own targets."""
+    from copick_soup.model.checkpoint import load_member
+
+    init, manifest = load_member(manifest_or_path)
+    if manifest["architecture"]["config"]["channels"] != list(model.config.channels):
+        raise SoupError(f"{manifest['path']}: architecture {manifest['architecture']['name']} does not match "
+                        f"the {len(model.config.channels)}-level model being trained")
+    state = init.state_dict()
+    if [c["name"] for c in manifest["classes"]] != [c.name for c in classes]:
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        warn(f"{Path(manifest['path']).name}: its classes differ from the project's; class head re-initialised")
+    model.load_state_dict(state, strict=False)
+
+
+def member_manifest(cfg: TrainConfig, classes, voxel_size: float, tomo_type: str, provenance: dict) -> dict:
+    return dict(
+        name=f"{cfg.variant}-{tomo_type}",
+        architecture=dict(name=cfg.variant),
+        classes=[dict(name=c.name, label=c.label, radius=c.radius, score_weight=c.score_weight) for c in classes],
+        voxel_size=voxel_size,
+        tomo_type=tomo_type,
+        normalisation=dict(method="zscore", region="central eighth of the tomogram"),
+        target=dict(kind="gaussian heatmap", sigma_scale=cfg.sigma_scale),
+        peaks=dict(threshold=cfg.val_threshold, nms_scale=0.5),
+        training=dict(provenance, config=cfg.as_dict()),
+    )
+
+
+def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir, voxel_size: float,
+                 tomo_type: str, init=None, resume: bool = False, provenance: dict | None = None,
+                 echo=print) -> Path:
+    """Train one member; returns the path of its best manifest (`out_dir/best.json`)."""
+    import torch
+    from tqdm import tqdm
+
+    from copick_soup.model import create_model
+    from copick_soup.model.checkpoint import save_member
+    from copick_soup.train.loss import weighted_mse
+    from copick_soup.train.state import load_state, save_state
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    device, dtype = resolve_device(cfg.device), amp_dtype(cfg.amp)
+    model = create_model(cfg.variant, n_classes=len(classes)).to(device)
+    if init is not None:
+        load_init(model, init, classes, warn=echo)
+    ema = copy.deepcopy(model).eval() if cfg.ema > 0 else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sampler = PatchSampler(train_volumes, classes, cfg.patch, voxel_size, cfg.sigma_scale, rng, cfg.p_particle)
+    manifest = member_manifest(cfg, classes, voxel_size, tomo_type, provenance or {})
+    step, best, history = 0, -1.0, []
+    if resume and (out_dir / "state.json").exists():
+        meta = load_state(out_dir / "state", model, ema, optimizer)
+        if meta["classes"] != manifest["classes"] or meta["config"]["variant"] != cfg.variant:
+            raise SoupError(f"{out_dir / 'state.json'}: saved for other classes or another variant; cannot resume")
+        step, best, history = meta["step"], meta["best"], meta["history"]
+        rng.bit_generator.state = meta["numpy_rng"]
+        echo(f"resuming {out_dir.name} at step {step}")
+    scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
+    device_type = torch.device(device).type
+
+    losses, started = [], time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=step, desc=manifest["name"], unit="step", leave=False)
+    while step < cfg.steps:
+        image, target = (torch.from_numpy(a).to(device) for a in sampler.batch(cfg.batch_size))
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(cfg, step)
+        model.train()
+        with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            loss = weighted_mse(model(image), target, cfg.fg_weight)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        if ema is not None:
+            with torch.no_grad():
+                for e, p in zip(ema.state_dict().values(), model.state_dict().values()):
+                    e.copy_(cfg.ema * e + (1 - cfg.ema) * p) if e.is_floating_point() else e.copy_(p)
+        step += 1
+        losses.append(loss.item())
+        bar.update()
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if step % cfg.val_every and step < cfg.steps:
+            continue
+
+        # End of an epoch: validate, keep the best, save the state, log.
+        net = ema if ema is not None else model
+        score = validate(net, val_volumes, classes, cfg, voxel_size, device) if val_volumes else None
+        f4 = score.weighted if score else float("nan")
+        history.append(dict(step=step, loss=float(np.mean(losses)), val_f4=f4, lr=learning_rate(cfg, step - 1),
+                            seconds=time.perf_counter() - started,
+                            **({f"f4_{c.name}": c.fbeta() for c in score.classes} if score else {})))
+        losses = []
+        if score is None or f4 > best:
+            best = f4 if score else best
+            manifest["training"].update(step=step, val_f4=f4 if score else None,
+                                        val_per_class={c.name: c.fbeta() for c in score.classes} if score else None)
+            save_member(out_dir / "best", net, manifest)
+        save_state(out_dir / "state", model, ema, optimizer, step,
+                   dict(best=best, history=history, classes=manifest["classes"], config=cfg.as_dict(),
+                        numpy_rng=rng.bit_generator.state))
+        write_log(out_dir, history)
+        bar.write(f"{manifest['name']} step {step}: loss {history[-1]['loss']:.4f}  val F4 {f4:.3f}")
+    bar.close()
+    return out_dir / "best.json"
+
+
+def write_log(out_dir: Path, history: list[dict]) -> None:
+    """log.csv with one row per epoch, and curve.png with loss and validation F4 against steps."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with open(out_dir / "log.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    steps = [h["step"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [h["loss"] for h in history], "o-", color="tab:blue", label="train loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss", color="tab:blue")
+    ax2 = ax.twinx()
+    ax2.plot(steps, [h["val_f4"] for h in history], "s-", color="tab:orange", label="val F4")
+    ax2.set_ylabel("validation F4", color="tab:orange")
+    ax2.set_ylim(0, 1)
+    fig.tight_layout()
+    fig.savefig(out_dir / "curve.png", dpi=90)
+    plt.close(fig)

@@ -1,0 +1,173 @@
+"""Recipes: pretrain on simulated runs, fine-tune on experimental runs, one member per (variant, tomo type).
+
+A recipe is a YAML file (see configs/recipes/). Each stage names its project, either an existing copick
+config (`config: path`, or `--pretrain-config` / `--finetune-config`) or phantoms to simulate
+(`simulate: {...}`, written once under OUT/data/STAGE and reused), plus how many runs to hold out for
+validation and its training settings. `finetune_members` is the lab path: fine-tune existing members on a
+lab's own annotated runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from copick_soup.data import open_project, select_runs
+from copick_soup.errors import SoupError
+from copick_soup.objects import VOXEL_SIZE, classes_from_root
+from copick_soup.train.config import TrainConfig, override
+from copick_soup.train.dataset import load_volumes
+from copick_soup.train.loop import train_member
+
+log = logging.getLogger("copick_soup.train")
+RECIPE_KEYS = {"name", "variants", "tomo_types", "voxel_size", "picks", "train", "pretrain", "finetune"}
+STAGE_KEYS = {"simulate", "config", "val_runs", "train", "train_runs"}
+
+
+def load_recipe(path) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise SoupError(f"{path}: no such recipe")
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise SoupError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    unknown = set(recipe) - RECIPE_KEYS
+    for stage in ("pretrain", "finetune"):
+        unknown |= {f"{stage}.{k}" for k in set(recipe.get(stage) or {}) - STAGE_KEYS}
+    if unknown:
+        raise SoupError(f"{path}: unknown recipe key(s) {', '.join(sorted(unknown))}")
+    if not recipe.get("pretrain") and not recipe.get("finetune"):
+        raise SoupError(f"{path}: a recipe needs a 'pretrain' or a 'finetune' stage")
+    recipe.setdefault("name", path.stem)
+    return recipe
+
+
+def stage_project(stage: dict, name: str, out: Path, config_override=None) -> Path:
+    """The copick config of a stage: given, or simulated once under OUT/data/NAME."""
+    if config_override:
+        return Path(config_override)
+    if stage.get("config"):
+        return Path(stage["config"])
+    if not stage.get("simulate"):
+        raise SoupError(f"recipe stage '{name}' needs 'config' or 'simulate'")
+    config = out / "data" / name / "copick.json"
+    if not config.exists():
+        from copick_soup.simulate import simulate_project
+
+        spec = dict(stage["simulate"])
+        if "shape" in spec:
+            spec["shape"] = tuple(spec["shape"])
+        log.info("simulating the %s project into %s", name, config.parent)
+        simulate_project(config.parent, **spec)
+    return config
+
+
+def split_runs(root, stage: dict, train_runs=None, val_runs=None):
+    """(train runs, validation runs): explicit names win; else the last `val_runs` runs are held out."""
+    runs = select_runs(root)
+    if train_runs or val_runs:
+        train = select_runs(root, train_runs) if train_runs else None
+        val = select_runs(root, val_runs) if val_runs else []
+        if train is None:
+            held = {r.name for r in val}
+            train = [r for r in runs if r.name not in held]
+        return train, val
+    held_out = stage.get("val_runs", 1)
+    if isinstance(held_out, list):
+        val = select_runs(root, held_out)
+        return [r for r in runs if r.name not in held_out], val
+    if held_out >= len(runs):
+        raise SoupError(f"{len(runs)} run(s) cannot leave {held_out} for validation and any for training")
+    return runs[: len(runs) - held_out], runs[len(runs) - held_out:]
+
+
+def stage_config(recipe: dict, stage: dict, variant: str, overrides: dict) -> TrainConfig:
+    cfg = override(TrainConfig(variant=variant), recipe.get("train") or {}, where="recipe train")
+    cfg = override(cfg, stage.get("train") or {}, where="recipe stage train")
+    return override(cfg, overrides)
+
+
+def run_recipe(recipe: dict, out, pretrain_config=None, finetune_config=None, overrides=None,
+               resume: bool = False, echo=print) -> list[Path]:
+    """Train every (variant, tomo type) member of a recipe; returns the member manifests in OUT."""
+    out = Path(out)
+    picks = recipe.get("picks") or {}
+    user, session = picks.get("user", "curation"), str(picks.get("session", "0"))
+    voxel_size = float(recipe.get("voxel_size", VOXEL_SIZE))
+    tomo_types = list(recipe.get("tomo_types") or ["denoised"])
+    stages = []
+    for name, given in (("pretrain", pretrain_config), ("finetune", finetune_config)):
+        if recipe.get(name):
+            root = open_project(stage_project(recipe[name], name, out, given))
+            train_runs, val_runs = split_runs(root, recipe[name])
+            classes = classes_from_root(root)
+            volumes = load_volumes(root, train_runs, tomo_types, classes, voxel_size, user, session, warn=echo)
+            val = load_volumes(root, val_runs, tomo_types, classes, voxel_size, user, session, warn=echo)
+            stages.append((name, recipe[name], classes, volumes, val, root, train_runs, val_runs))
+
+    members = []
+    for variant in recipe.get("variants") or ["unet3d_tiny"]:
+        for tomo_type in tomo_types:
+            member = f"{variant}-{tomo_type}"
+            init, history = None, []
+            for name, stage, classes, volumes, val, root, train_runs, val_runs in stages:
+                cfg = stage_config(recipe, stage, variant, overrides or {})
+                provenance = dict(recipe=recipe["name"], stage=name, project=str(root.config.name),
+                                  train_runs=[r.name for r in train_runs], val_runs=[r.name for r in val_runs],
+                                  init=str(init) if init else None, earlier_stages=list(history))
+                echo(f"{member}: {name} on {len(train_runs)} run(s), validating on {len(val_runs)}")
+                init = train_member(cfg, classes, [v for v in volumes if v.tomo_type == tomo_type],
+                                    [v for v in val if v.tomo_type == tomo_type], out / "stages" / member / name,
+                                    voxel_size, tomo_type, init=init, resume=resume, provenance=provenance,
+                                    echo=echo)
+                history.append(dict(stage=name, manifest=str(init)))
+            members.append(publish_member(init, out / member))
+    return members
+
+
+def publish_member(best_manifest: Path, target: Path) -> Path:
+    """Copy a stage's best member to OUT/<member>.safetensors + .json, the files `pick` and `soup` read."""
+    manifest = json.loads(Path(best_manifest).read_text())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(best_manifest).with_suffix(".safetensors"), target.with_suffix(".safetensors"))
+    manifest["weights"] = target.with_suffix(".safetensors").name
+    target.with_suffix(".json").write_text(json.dumps(manifest, indent=2))
+    return target.with_suffix(".json")
+
+
+def finetune_members(config, init_members: list[Path], out, train_runs=None, val_runs=None,
+                     picks_user: str = "curation", picks_session: str | None = "0", overrides=None,
+                     resume: bool = False, echo=print) -> list[Path]:
+    """Fine-tune each given member on a lab's annotated runs (same variant, same tomogram type)."""
+    from copick_soup.model.checkpoint import read_manifest
+
+    out = Path(out)
+    root = open_project(config)
+    classes = classes_from_root(root)
+    train, val = split_runs(root, {"val_runs": 1 if not val_runs else val_runs}, train_runs, val_runs)
+    cache = {}
+    results = []
+    for path in init_members:
+        manifest = read_manifest(path)
+        tomo_type, variant = manifest["tomo_type"], manifest["architecture"]["name"]
+        voxel_size = float(manifest["voxel_size"])
+        if (tomo_type, voxel_size) not in cache:
+            cache[(tomo_type, voxel_size)] = (
+                load_volumes(root, train, [tomo_type], classes, voxel_size, picks_user, picks_session, warn=echo),
+                load_volumes(root, val, [tomo_type], classes, voxel_size, picks_user, picks_session, warn=echo))
+        volumes, val_volumes = cache[(tomo_type, voxel_size)]
+        cfg = override(TrainConfig(**{**manifest["training"]["config"], "variant": variant}),
+                       dict(dict(steps=100, lr=5e-4, warmup=10), **(overrides or {})))
+        member = manifest["name"]
+        provenance = dict(recipe="lab fine-tune", project=str(root.config.name), init=manifest["path"],
+                          train_runs=[r.name for r in train], val_runs=[r.name for r in val])
+        echo(f"{member}: fine-tuning on {len(train)} run(s), validating on {len(val)}")
+        best = train_member(cfg, classes, volumes, val_volumes, out / "stages" / member / "finetune", voxel_size,
+                            tomo_type, init=manifest["path"], resume=resume, provenance=provenance, echo=echo)
+        results.append(publish_member(best, out / member))
+    return results
