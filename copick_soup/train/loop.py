@@ -11,6 +11,7 @@ Everything it writes goes to `out_dir`:
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from pathlib import Path
@@ -122,9 +123,10 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     manifest = member_manifest(cfg, classes, voxel_size, tomo_type, provenance or {})
     step, best, history = 0, -1.0, []
     if resume and (out_dir / "state.json").exists():
-        meta = load_state(out_dir / "state", model, ema, optimizer)
-        if meta["classes"] != manifest["classes"] or meta["config"]["variant"] != cfg.variant:
+        saved = json.loads((out_dir / "state.json").read_text())
+        if saved["classes"] != manifest["classes"] or saved["config"]["variant"] != cfg.variant:
             raise SoupError(f"{out_dir / 'state.json'}: saved for other classes or another variant; cannot resume")
+        meta = load_state(out_dir / "state", model, ema, optimizer)
         step, best, history = meta["step"], meta["best"], meta["history"]
         rng.bit_generator.state = meta["numpy_rng"]
         echo(f"resuming {out_dir.name} at step {step}")

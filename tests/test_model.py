@@ -1,0 +1,81 @@
+"""The U-Net family and member checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from copick_soup.errors import SoupError
+from copick_soup.model import create_model, list_models
+from copick_soup.model.checkpoint import load_member, save_member
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_variant_maps_a_volume_to_one_heatmap_per_class(name):
+    model = create_model(name, n_classes=3).eval()
+    side = max(2 * model.divisor, 16)  # instance norm needs more than one voxel at the deepest level
+    with torch.inference_mode():
+        out = model(torch.randn(2, 1, side, side, side))
+    assert out.shape == (2, 3, side, side, side)
+
+
+@pytest.mark.parametrize("name, low, high, levels", [
+    ("unet3d_tiny", 1e6, 2e6, 3), ("unet3d_medium", 4e6, 5e6, 4), ("unet3d_large", 10e6, 12e6, 5)])
+def test_variant_sizes(name, low, high, levels):
+    model = create_model(name, n_classes=6)
+    assert low <= sum(p.numel() for p in model.parameters()) <= high
+    assert len(model.config.channels) == levels
+
+
+def test_unknown_variant_lists_the_known_ones():
+    with pytest.raises(SoupError, match="unknown model 'unet3d_huge'; known models: .*unet3d_tiny"):
+        create_model("unet3d_huge")
+
+
+def test_bf16_autocast_on_cpu():
+    model = create_model("unet3d_test", n_classes=2)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(1, 1, 16, 16, 16))
+    assert out.shape == (1, 2, 16, 16, 16) and torch.isfinite(out.float()).all()
+
+
+def manifest():
+    return dict(name="m", architecture=dict(name="unet3d_test"), classes=[dict(name="a", label=1, radius=60.0)],
+                voxel_size=10.012, tomo_type="denoised")
+
+
+def test_member_round_trip_is_bit_exact(tmp_path):
+    model = create_model("unet3d_test", n_classes=1)
+    path = save_member(tmp_path / "m", model, manifest())
+    loaded, meta = load_member(path)
+    for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), k
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.inference_mode():
+        assert torch.equal(model.eval()(x), loaded(x))
+    assert meta["tomo_type"] == "denoised" and meta["architecture"]["config"]["channels"] == [4, 8]
+
+
+def test_corrupt_weights_are_refused(tmp_path):
+    path = save_member(tmp_path / "m", create_model("unet3d_test", n_classes=1), manifest())
+    weights = path.with_suffix(".safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-5] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(SoupError, match="m.safetensors: corrupt checkpoint"):
+        load_member(path)
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    path = save_member(tmp_path / "m", create_model("unet3d_test", n_classes=1), manifest())
+    meta = json.loads(path.read_text())
+    meta["architecture"] = dict(name="unet3d_tiny", config=dict(channels=[16, 48, 160], in_channels=1, n_classes=1))
+    path.write_text(json.dumps(meta))
+    with pytest.raises(SoupError, match="weights do not fit architecture unet3d_tiny"):
+        load_member(path)
+
+
+def test_a_file_that_is_not_a_member(tmp_path):
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(SoupError, match="x.json: not a copick-soup member"):
+        load_member(tmp_path / "x.json")

@@ -1,0 +1,97 @@
+"""Recipes end to end (pretrain -> fine-tune -> members) and fine-tuning on a lab's own classes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from copick_soup.cli import main
+from copick_soup.model.checkpoint import load_member
+
+RECIPE = dict(
+    name="test-recipe",
+    variants=["unet3d_test"],
+    tomo_types=["denoised", "wbp"],
+    train=dict(patch=16, batch_size=1, steps=4, val_every=4, val_window=32),
+    pretrain=dict(simulate=dict(runs=2, shape=[32, 96, 96], profile="simulated", seed=5, crowding=10.0), val_runs=1),
+    finetune=dict(simulate=dict(runs=2, shape=[32, 96, 96], profile="experimental", seed=6, crowding=10.0),
+                  val_runs=1, train=dict(steps=2, val_every=2)),
+)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("recipe")
+    recipe = tmp / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    result = invoke("train", "--recipe", recipe, "--out", tmp / "out")
+    assert result.exit_code == 0, result.output
+    return tmp / "out", result.output
+
+
+def test_recipe_makes_one_member_per_variant_and_tomo_type(trained):
+    out, output = trained
+    for tomo_type in ("denoised", "wbp"):
+        model, manifest = load_member(out / f"unet3d_test-{tomo_type}.json")
+        assert manifest["tomo_type"] == tomo_type and manifest["architecture"]["name"] == "unet3d_test"
+        training = manifest["training"]
+        assert training["stage"] == "finetune" and training["recipe"] == "test-recipe"
+        assert training["init"].endswith(f"stages/unet3d_test-{tomo_type}/pretrain/best.json")
+        assert [s["stage"] for s in training["earlier_stages"]] == ["pretrain"]
+        assert training["train_runs"] == ["exp_000"] and training["val_runs"] == ["exp_001"]
+    assert f"member: {out / 'unet3d_test-wbp.json'}" in output
+    assert (out / "data" / "pretrain" / "copick.json").exists()
+
+
+def test_lab_fine_tunes_members_for_its_own_classes(trained, tmp_path):
+    from copick_soup.simulate import simulate_project
+
+    members, _ = trained
+    objects = [dict(name="proteasome", is_particle=True, label=1, radius=100.0),
+               dict(name="nucleosome", is_particle=True, label=2, radius=55.0,
+                    metadata=dict(simulation=dict(per_tomogram=300)))]
+    lab = simulate_project(tmp_path / "lab", runs=2, shape=(32, 96, 96), objects=objects, crowding=6.0)
+    result = invoke("train", "-c", lab, "--init", members, "--train-runs", "exp_000", "--val-runs", "exp_001",
+                    "--set", "steps=2", "--set", "val_every=2", "--out", tmp_path / "lab-members")
+    assert result.exit_code == 0, result.output
+    assert "class head re-initialised" in result.output
+    model, manifest = load_member(tmp_path / "lab-members" / "unet3d_test-denoised.json")
+    assert [c["name"] for c in manifest["classes"]] == ["proteasome", "nucleosome"]
+    assert model.config.n_classes == 2
+    assert manifest["training"]["init"] == str(members / "unet3d_test-denoised.json")
+
+
+def test_bad_recipes_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(dict(RECIPE, pretrian={})))
+    result = invoke("train", "--recipe", bad, "--out", tmp_path / "o")
+    assert result.exit_code != 0 and "unknown recipe key(s) pretrian" in result.output
+    result = invoke("train", "--recipe", tmp_path / "none.yaml", "--out", tmp_path / "o")
+    assert result.exit_code != 0 and "none.yaml: no such recipe" in result.output
+    result = invoke("train", "--out", tmp_path / "o", "--init", "default")
+    assert result.exit_code != 0 and "give --recipe, or --config with --init" in result.output
+
+
+def test_shipped_recipes_parse():
+    from copick_soup.train.config import TrainConfig, override
+    from copick_soup.train.recipe import load_recipe
+
+    for path in (Path(__file__).parent.parent / "configs" / "recipes").glob("*.yaml"):
+        recipe = load_recipe(path)
+        for stage in ("pretrain", "finetune"):
+            override(override(TrainConfig(), recipe["train"]), recipe[stage]["train"])
+    assert json.dumps(load_recipe(path))
+
+
+def test_copick_discovers_the_training_plugin():
+    copick = Path(sys.executable).parent / "copick"
+    out = subprocess.run([copick, "training", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "soup-train" in out.stdout

@@ -1,0 +1,129 @@
+"""Training: targets, augmentation, patches, the loop (loss falls, checkpoints round-trip, resume), recipes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from copick_soup.data import open_project
+from copick_soup.errors import SoupError
+from copick_soup.objects import VOXEL_SIZE, classes_from_root
+from copick_soup.train.augment import augment
+from copick_soup.train.config import TrainConfig, override, parse_overrides
+from copick_soup.train.dataset import PatchSampler, load_volumes
+from copick_soup.train.loop import train_member
+from copick_soup.train.targets import gaussian_heatmaps
+
+
+def test_heatmap_peaks_at_the_particle_and_follows_its_sigma():
+    heat = gaussian_heatmaps([np.array([[10.0, 12.0, 14.0]])], [2.0], origin=(0, 0, 0), shape=(24, 24, 24))
+    assert heat.shape == (1, 24, 24, 24)
+    assert np.unravel_index(heat.argmax(), heat.shape[1:]) == (10, 12, 14)
+    assert heat[0, 10, 12, 14] == pytest.approx(1.0)
+    assert heat[0, 10, 12, 16] == pytest.approx(np.exp(-0.5), rel=1e-5)  # 2 voxels = 1 sigma away
+
+
+def test_heatmap_uses_patch_coordinates_and_keeps_particles_cut_by_the_border():
+    pts = np.array([[20.5, 20.0, 20.0], [31.0, 20.0, 20.0], [60.0, 60.0, 60.0]])
+    heat = gaussian_heatmaps([pts], [1.5], origin=(10, 10, 10), shape=(20, 20, 20))
+    assert heat[0, 10, 10, 10] == pytest.approx(heat[0, 11, 10, 10])  # 20.5 sits between voxels 20 and 21
+    assert 0 < heat[0, 19, 10, 10] < 1  # the particle at z=31 lies just outside, its tail inside
+    assert heat[0, :, 19, 19].max() < 1e-6  # the one at 60 is far away
+
+
+def test_augmentation_moves_image_and_target_together():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        image = np.zeros((16, 16, 16), np.float32)
+        image[3, 5, 11] = 100.0
+        target = gaussian_heatmaps([np.array([[3.0, 5.0, 11.0]])], [1.0], (0, 0, 0), (16, 16, 16))
+        a, t = augment(image, target, rng, intensity=0.01)
+        assert np.unravel_index(a.argmax(), a.shape) == np.unravel_index(t[0].argmax(), a.shape)
+
+
+def test_settings_override_and_unknown_keys():
+    cfg = override(TrainConfig(), parse_overrides(["steps=12", "lr=1e-4", "amp=bf16"]))
+    assert (cfg.steps, cfg.lr, cfg.amp) == (12, 1e-4, "bf16")
+    with pytest.raises(SoupError, match="unknown setting 'stpes'"):
+        override(cfg, {"stpes": 3})
+    with pytest.raises(SoupError, match="'steps' needs a whole number"):
+        override(cfg, {"steps": 2.5})
+    with pytest.raises(SoupError, match="expected key=value"):
+        parse_overrides(["steps"])
+
+
+@pytest.fixture
+def volumes(project):
+    root = open_project(project)
+    classes = classes_from_root(root)
+    train = load_volumes(root, root.runs[:1], ["denoised"], classes, VOXEL_SIZE, "curation", "0")
+    val = load_volumes(root, root.runs[1:], ["denoised"], classes, VOXEL_SIZE, "curation", "0")
+    return classes, train, val
+
+
+def test_patch_larger_than_the_tomogram_names_the_run(volumes):
+    classes, train, _ = volumes
+    with pytest.raises(SoupError, match="run exp_000: patch 96 is larger than its tomogram"):
+        PatchSampler(train, classes, 96, VOXEL_SIZE, 0.3, np.random.default_rng(0))
+
+
+def test_runs_without_picks_or_with_nan_are_skipped_with_a_warning(root):
+    classes = classes_from_root(root)
+    warnings = []
+    vols = load_volumes(root, root.runs, ["wbp"], classes, VOXEL_SIZE, "nobody", "0", warn=warnings.append)
+    assert vols == [] and len(warnings) == 2 and "run exp_000: no picks by user 'nobody'" in warnings[0]
+    tomogram = root.runs[0].voxel_spacings[0].get_tomograms("wbp")[0]
+    import zarr
+
+    array = zarr.open(tomogram.zarr())["0"]
+    array[5, 5, 5] = np.nan
+    warnings.clear()
+    vols = load_volumes(root, root.runs, ["wbp"], classes, VOXEL_SIZE, "curation", "0", warn=warnings.append)
+    assert [v.run for v in vols] == ["exp_001"]
+    assert warnings == ["run exp_000: tomogram 'wbp' has NaN or infinite values; skipped"]
+
+
+def test_tiny_trains_loss_falls_and_checkpoint_round_trips(volumes, tmp_path):
+    from copick_soup.model.checkpoint import load_member
+
+    classes, train, val = volumes
+    cfg = TrainConfig(variant="unet3d_tiny", patch=32, batch_size=2, steps=36, lr=3e-3, warmup=4, val_every=36,
+                      val_window=32, seed=1)
+    best = train_member(cfg, classes, train, val, tmp_path / "m", VOXEL_SIZE, "denoised")
+    log = (tmp_path / "m" / "log.csv").read_text().splitlines()
+    assert len(log) == 2 and (tmp_path / "m" / "curve.png").exists()
+    history = json.loads((tmp_path / "m" / "state.json").read_text())["history"]
+    assert history[-1]["step"] == 36
+    model, manifest = load_member(best)
+    again, _ = load_member(best)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    assert [c["name"] for c in manifest["classes"]] == [c.name for c in classes]
+    assert manifest["tomo_type"] == "denoised" and manifest["training"]["step"] == 36
+
+
+def test_loss_falls(volumes, tmp_path):
+    """Per-step losses from the state's history are too coarse; train twice as long and compare epochs."""
+    classes, train, _ = volumes
+    cfg = TrainConfig(variant="unet3d_tiny", patch=32, batch_size=2, steps=40, lr=3e-3, warmup=4, val_every=8,
+                      seed=2)
+    train_member(cfg, classes, train, [], tmp_path / "m", VOXEL_SIZE, "denoised")
+    losses = [h["loss"] for h in json.loads((tmp_path / "m" / "state.json").read_text())["history"]]
+    assert len(losses) == 5
+    assert np.mean(losses[-2:]) < 0.5 * losses[0]
+
+
+def test_resume_continues_from_the_saved_step(volumes, tmp_path):
+    classes, train, _ = volumes
+    cfg = TrainConfig(variant="unet3d_test", patch=16, steps=6, val_every=3, seed=3)
+    train_member(cfg, classes, train, [], tmp_path / "m", VOXEL_SIZE, "denoised")
+    messages = []
+    longer = override(cfg, {"steps": 9})
+    train_member(longer, classes, train, [], tmp_path / "m", VOXEL_SIZE, "denoised", resume=True,
+                 echo=messages.append)
+    assert messages == ["resuming m at step 6"]
+    history = json.loads((tmp_path / "m" / "state.json").read_text())["history"]
+    assert [h["step"] for h in history] == [3, 6, 9]
+    with pytest.raises(SoupError, match="saved for other classes or another variant"):
+        train_member(override(longer, {"steps": 12}), classes[:2], train, [], tmp_path / "m", VOXEL_SIZE,
+                     "denoised", resume=True)
