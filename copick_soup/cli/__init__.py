@@ -4,6 +4,7 @@ import click
 
 from copick_soup import __version__
 from copick_soup.cli.demo import demo
+from copick_soup.cli.pick import pick
 from copick_soup.cli.score import score
 from copick_soup.cli.simulate import simulate
 from copick_soup.cli.train import train
@@ -16,6 +17,7 @@ def main():
 
 
 main.add_command(simulate)
+main.add_command(pick)
 main.add_command(score)
 main.add_command(train)
 main.add_command(demo)

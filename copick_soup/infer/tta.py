@@ -1,16 +1,16 @@
-"""Test-time augmentation over the group of axis flips and in-plane rot90 (the symmetries that keep the
-missing wedge along z). Views are applied to (B, C, D, H, W) arrays and undone on the predictions."""
+"""Test-time augmentation over the in-plane symmetries of a tomogram: rot90 in the y-x plane, with and
+without a flip of x (the dihedral group D4, 8 views). The missing wedge lies along z, so z is left alone.
+
+Views are ordered so that the first 1, 2, 4 and 8 form groups themselves (identity; + rot180; all rotations;
+all eight), which makes the averaged prediction exactly equivariant for those counts.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-# (flip z, flip y, flip x, in-plane rot90 k). The first 8 cover the dihedral group of the y-x plane with and
-# without a z flip in the order that helps most when fewer are asked for.
-VIEWS = [
-    (False, False, False, 0), (True, False, False, 0), (False, False, False, 1), (False, True, False, 0),
-    (False, False, True, 0), (False, False, False, 2), (False, False, False, 3), (True, False, False, 2),
-]
+# (flip x first?, then rot90 k times in the y-x plane)
+VIEWS = [(False, 0), (False, 2), (False, 1), (False, 3), (True, 0), (True, 1), (True, 2), (True, 3)]
 
 
 def tta_views(n: int) -> list[tuple]:
@@ -22,20 +22,20 @@ def tta_views(n: int) -> list[tuple]:
 
 
 def apply_view(x, view):
-    """x (B, C, D, H, W), numpy or torch."""
-    fz, fy, fx, k = view
-    dims = [d for d, f in zip((2, 3, 4), (fz, fy, fx)) if f]
+    """x (B, C, D, H, W), numpy or torch: flip x (optional), then rotate by k x 90° in the (H, W) plane."""
+    flip, k = view
     if hasattr(x, "flip"):  # torch
-        x = x.flip(dims) if dims else x
+        x = x.flip([4]) if flip else x
         return x.rot90(k, dims=(3, 4)) if k else x
-    x = np.flip(x, dims) if dims else x
+    x = np.flip(x, 4) if flip else x
     return np.rot90(x, k, axes=(3, 4)) if k else x
 
 
 def undo_view(x, view):
-    fz, fy, fx, k = view
+    """The inverse of `apply_view`: rotate back, then flip back."""
+    flip, k = view
     if hasattr(x, "flip"):
         x = x.rot90(-k, dims=(3, 4)) if k else x
-    else:
-        x = np.rot90(x, -k, axes=(3, 4)) if k else x
-    return apply_view(x, (fz, fy, fx, 0))
+        return x.flip([4]) if flip else x
+    x = np.rot90(x, -k, axes=(3, 4)) if k else x
+    return np.flip(x, 4) if flip else x

@@ -1,11 +1,19 @@
-"""Sliding-window prediction over a whole tomogram, with Gaussian blending of overlapping windows.
+"""Sliding-window prediction over a whole tomogram, streamed in z, with Gaussian blending.
 
-The tomogram is read one z-slab of windows at a time, straight from zarr, so the input never sits in memory
-whole. Windows of a slab are batched through the network; each prediction is weighted by a Gaussian that
-fades towards the window's border, where a U-Net sees least context, which leaves no seams.
+Windows sit on a grid (the product of per-axis start offsets). Each prediction is weighted by a Gaussian that
+fades towards the window's border, where a U-Net sees least context, so overlaps blend without seams. Because
+both the grid and the Gaussian are separable, the total weight at a voxel is a product of three 1-D sums:
+no weight volume is ever stored.
+
+`stream_heatmaps` reads the input one z-slab of windows at a time straight from zarr, runs every member of an
+ensemble on the same windows (each on its own tomogram type), and yields planes as soon as no later window can
+touch them. It holds one slab of accumulators (C x window x Y x X), never the whole C-channel heatmap, which is
+what keeps `pick` within a fraction of the memory of whole-volume sliding-window inference.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,49 +29,99 @@ def window_starts(length: int, window: int, overlap: float) -> list[int]:
     return starts + [length - window]
 
 
-def gaussian_weight(window: int, sigma_scale: float = 0.125) -> np.ndarray:
-    g = np.exp(-0.5 * ((np.arange(window) - (window - 1) / 2) / (sigma_scale * window)) ** 2)
-    w = g[:, None, None] * g[None, :, None] * g[None, None, :]
-    return np.maximum(w / w.max(), 1e-3).astype(np.float32)  # never 0, so every voxel gets a weight
+def gaussian_1d(window: int, sigma_scale: float = 0.125) -> np.ndarray:
+    """Peak 1 at the window centre; exp(-8) at the edges, so every voxel keeps a positive weight."""
+    return np.exp(-0.5 * ((np.arange(window) - (window - 1) / 2) / (sigma_scale * window)) ** 2).astype(np.float32)
 
 
-def read_window_slab(volume, z0: int, window: int, mean: float, std: float) -> np.ndarray:
-    """Normalised volume[z0:z0+window], zero-padded (the normalised mean) to `window` along every axis."""
+def axis_weight(length: int, starts: list[int], g: np.ndarray) -> np.ndarray:
+    """Sum over windows of the 1-D Gaussian, along one axis of `length` voxels."""
+    total = np.zeros(length, dtype=np.float32)
+    for s in starts:
+        n = min(len(g), length - s)
+        total[s:s + n] += g[:n]
+    return total
+
+
+@dataclass
+class Source:
+    """One ensemble member's input: `predict_batch` maps (B, 1, w, w, w) to (B, C, w, w, w)."""
+
+    predict_batch: object
+    volume: object  # (Z, Y, X) zarr array or numpy array
+    weight: float = 1.0
+    stats: tuple | None = None  # (mean, std); computed from the volume when None
+
+
+def read_slab(volume, z0: int, window: int, mean: float, std: float) -> np.ndarray:
+    """Normalised volume[z0:z0+window], zero-padded to at least `window` along every axis."""
     slab = (np.asarray(volume[z0:z0 + window], dtype=np.float32) - mean) / std
     pad = [(0, max(window - s, 0)) for s in slab.shape]
     return np.pad(slab, pad) if any(p[1] for p in pad) else slab
 
 
+def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, overlap: float = 0.25,
+                    batch_size: int = 4, progress=None):
+    """Yield (z0, planes) in order: planes (C, n, Y, X) are the final blended heatmaps of z0 .. z0 + n - 1.
+
+    The ensemble heatmap is the weighted mean of the sources' predictions (weights are normalised here).
+    """
+    shape = tuple(sources[0].volume.shape)
+    for s in sources:
+        if tuple(s.volume.shape) != shape:
+            raise ValueError(f"ensemble inputs differ in shape: {tuple(s.volume.shape)} vs {shape}")
+    total = sum(s.weight for s in sources)
+    weights = [s.weight / total for s in sources]
+    stats = [s.stats or normalisation_stats(s.volume) for s in sources]
+    g = gaussian_1d(window)
+    zs, ys, xs = (window_starts(n, window, overlap) for n in shape)
+    norm_y = axis_weight(shape[1], ys, g)[:, None]
+    norm_x = axis_weight(shape[2], xs, g)[None, :]
+    norm_z = axis_weight(shape[0], zs, g)
+    g3 = g[:, None, None] * g[None, :, None] * g[None, None, :]
+    depth = min(window, shape[0])
+    acc = np.zeros((n_classes, depth, shape[1], shape[2]), dtype=np.float32)
+    jobs = [(y0, x0) for y0 in ys for x0 in xs]
+
+    for i, z0 in enumerate(zs):
+        slabs = [read_slab(s.volume, z0, window, *st) for s, st in zip(sources, stats)]
+        dz = min(window, shape[0] - z0)
+        for b in range(0, len(jobs), batch_size):
+            part = jobs[b:b + batch_size]
+            pred = None
+            for source, slab, w in zip(sources, slabs, weights):
+                batch = np.stack([_crop(slab, y0, x0, window) for y0, x0 in part])[:, None]
+                p = source.predict_batch(batch) * np.float32(w)
+                pred = p if pred is None else pred + p
+            for (y0, x0), p in zip(part, pred):
+                dy, dx = min(window, shape[1] - y0), min(window, shape[2] - x0)
+                acc[:, :dz, y0:y0 + dy, x0:x0 + dx] += p[:, :dz, :dy, :dx] * g3[:dz, :dy, :dx]
+            if progress:
+                progress(len(part))
+        z_next = zs[i + 1] if i + 1 < len(zs) else shape[0]
+        n = z_next - z0
+        acc[:, :n] /= (norm_z[z0:z_next, None, None] * norm_y * norm_x)[None]
+        yield z0, acc[:, :n]  # a view: valid until the next iteration, so consumers copy what they keep
+        # Shift the accumulator by n planes, one plane at a time (no second buffer), and clear the tail.
+        for k in range(depth - n):
+            acc[:, k] = acc[:, k + n]
+        acc[:, max(depth - n, 0):] = 0
+
+
+def count_windows(shape, window: int, overlap: float) -> int:
+    return int(np.prod([len(window_starts(n, window, overlap)) for n in shape]))
+
+
 def predict_volume(predict_batch, volume, n_classes: int, window: int = 64, overlap: float = 0.25,
                    batch_size: int = 4, stats=None) -> np.ndarray:
-    """(C, Z, Y, X) float32 heatmaps of `volume` (zarr or numpy, (Z, Y, X)).
-
-    `predict_batch` maps a (B, 1, w, w, w) float32 array to (B, C, w, w, w) predictions (see `TorchPredictor`).
-    `stats` is the (mean, std) to normalise with; by default computed from the volume.
-    """
-    mean, std = stats or normalisation_stats(volume)
-    shape = volume.shape
-    out = np.zeros((n_classes, *shape), dtype=np.float32)
-    weight = np.zeros(shape, dtype=np.float32)
-    g = gaussian_weight(window)
-    ys, xs = window_starts(shape[1], window, overlap), window_starts(shape[2], window, overlap)
-    for z0 in window_starts(shape[0], window, overlap):
-        slab = read_window_slab(volume, z0, window, mean, std)
-        jobs = [(y0, x0) for y0 in ys for x0 in xs]
-        for i in range(0, len(jobs), batch_size):
-            part = jobs[i:i + batch_size]
-            batch = np.stack([_padded(slab[:, y0:y0 + window, x0:x0 + window], window) for y0, x0 in part])[:, None]
-            pred = predict_batch(batch)
-            for (y0, x0), p in zip(part, pred):
-                dz, dy, dx = (min(window, shape[0] - z0), min(window, shape[1] - y0), min(window, shape[2] - x0))
-                gw = g[:dz, :dy, :dx]
-                out[:, z0:z0 + dz, y0:y0 + dy, x0:x0 + dx] += p[:, :dz, :dy, :dx] * gw
-                weight[z0:z0 + dz, y0:y0 + dy, x0:x0 + dx] += gw
-    out /= weight
-    return out
+    """The whole (C, Z, Y, X) float32 heatmap of one input (for validation, tests and saved heatmaps)."""
+    planes = [p.copy() for _, p in stream_heatmaps([Source(predict_batch, volume, 1.0, stats)], n_classes, window,
+                                                   overlap, batch_size)]
+    return np.concatenate(planes, axis=1)
 
 
-def _padded(block: np.ndarray, window: int) -> np.ndarray:
+def _crop(slab: np.ndarray, y0: int, x0: int, window: int) -> np.ndarray:
+    block = slab[:, y0:y0 + window, x0:x0 + window]
     pad = [(0, window - s) for s in block.shape]
     return np.pad(block, pad) if any(p[1] for p in pad) else block
 

@@ -1,8 +1,12 @@
-"""Per-class local maxima by max-pool non-maximum suppression, refined to sub-voxel positions.
+"""Per-class local maxima by max-pool non-maximum suppression, refined to sub-voxel positions, streamed in z.
 
-A voxel is a peak when it equals the maximum of its cube of side 2 * round(nms_scale * radius) + 1 and
-exceeds the class threshold. Its position is then refined by the intensity centroid of its 3x3x3
-neighbourhood, which recovers the fraction of a voxel a particle centre sits off the grid.
+A voxel is a peak of class c when it equals the maximum of its cube of side 2 r_c + 1, r_c = round(nms_scale
+x radius in voxels), and exceeds the class threshold. Its position is then refined to the intensity centroid
+of its 3x3x3 neighbourhood, which recovers the fraction of a voxel a particle sits off the grid.
+
+`PeakStream` takes heatmap planes in z order, as `stream_heatmaps` yields them, and decides each plane once
+the R = max(r_c) + 1 planes after it have arrived, keeping only 2R planes per class between chunks. Whole
+heatmaps go through the same code as a single chunk (`heatmaps_to_picks`).
 """
 
 from __future__ import annotations
@@ -12,48 +16,94 @@ import numpy as np
 from copick_soup.data.coords import voxel_to_angstrom
 
 
-def find_peaks(heatmap: np.ndarray, radius_vox: float, threshold: float, nms_scale: float = 0.5):
-    """((N, 3) fractional voxel (z, y, x), (N,) scores) of one class's heatmap (Z, Y, X), strongest first."""
+def class_thresholds(classes, thresholds) -> list[float]:
+    """Per-class thresholds from a dict by name, a list in class order, or one number."""
+    if isinstance(thresholds, dict):
+        return [float(thresholds[c.name]) for c in classes]
+    if np.ndim(thresholds):
+        return [float(t) for t in thresholds]
+    return [float(thresholds)] * len(classes)
+
+
+def local_maxima(block: np.ndarray, r: int, threshold: float, lo: int, hi: int) -> np.ndarray:
+    """(N, 3) indices (into `block`, (Z, Y, X)) of peaks whose z lies in [lo, hi)."""
     import torch
     import torch.nn.functional as F
 
-    h = torch.from_numpy(np.ascontiguousarray(heatmap, dtype=np.float32))[None, None]
-    r = max(int(round(nms_scale * radius_vox)), 1)
-    pooled = F.max_pool3d(h, kernel_size=2 * r + 1, stride=1, padding=r)
+    h = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))[None, None]
+    pooled = F.max_pool3d(h, kernel_size=2 * r + 1, stride=1, padding=r)  # pads with -inf at every edge
     mask = (h == pooled) & (h > threshold)
     idx = mask[0, 0].nonzero().numpy()
-    scores = heatmap[tuple(idx.T)].astype(np.float64) if len(idx) else np.zeros(0)
-    order = np.argsort(-scores, kind="stable")
-    idx, scores = idx[order], scores[order]
-    return refine(heatmap, idx), scores
+    return idx[(idx[:, 0] >= lo) & (idx[:, 0] < hi)]
 
 
-def refine(heatmap: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Sub-voxel positions: the centroid of max(h - floor, 0) in each peak's 3x3x3 neighbourhood."""
+def refine(block: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Sub-voxel positions: the centroid of (h - local minimum) over each peak's 3x3x3 neighbourhood."""
     out = idx.astype(np.float64)
-    shape = np.asarray(heatmap.shape)
+    shape = np.asarray(block.shape)
     offsets = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
     for n, p in enumerate(idx):
         nb = p + offsets
-        ok = np.all((nb >= 0) & (nb < shape), axis=1)
-        values = heatmap[tuple(nb[ok].T)].astype(np.float64)
-        w = np.clip(values - values.min(), 0, None)
+        nb = nb[np.all((nb >= 0) & (nb < shape), axis=1)]
+        values = block[tuple(nb.T)].astype(np.float64)
+        w = values - values.min()
         if w.sum() > 0:
-            out[n] = (nb[ok] * w[:, None]).sum(0) / w.sum()
+            out[n] = (nb * w[:, None]).sum(0) / w.sum()
     return out
 
 
+class PeakStream:
+    """Accumulates peaks over heatmap chunks that arrive in z order and together cover [0, depth)."""
+
+    def __init__(self, classes, voxel_size: float, thresholds, depth: int, nms_scale: float = 0.5):
+        self.voxel_size, self.depth = voxel_size, depth
+        self.names = [c.name for c in classes]
+        self.radii = [max(int(round(nms_scale * c.radius / voxel_size)), 1) for c in classes]
+        self.thresholds = class_thresholds(classes, thresholds)
+        self.margin = max(self.radii) + 1
+        self.carry = [None] * len(classes)  # per class, the last planes kept for context
+        self.carry_start = 0  # z of the first carried plane
+        self.done = 0  # planes below this z are decided
+        self.found = [[] for _ in classes]  # per class, (zyx, score) arrays
+
+    def add(self, z0: int, planes: np.ndarray) -> None:
+        """planes (C, n, Y, X) for z0 .. z0 + n - 1, the next planes in order."""
+        end = z0 + planes.shape[1]
+        decide_to = end if end >= self.depth else max(end - self.margin, self.done)
+        keep_from = max(decide_to - self.margin, 0)
+        for c in range(len(self.names)):
+            block = planes[c] if self.carry[c] is None else np.concatenate([self.carry[c], planes[c]])
+            offset = self.carry_start if self.carry[c] is not None else z0
+            idx = local_maxima(block, self.radii[c], self.thresholds[c], self.done - offset, decide_to - offset)
+            if len(idx):
+                zyx = refine(block, idx)
+                zyx[:, 0] += offset
+                self.found[c].append((zyx, block[tuple(idx.T)].astype(np.float64)))
+            self.carry[c] = block[keep_from - offset:].copy()
+        self.carry_start, self.done = keep_from, decide_to
+
+    def picks(self) -> dict:
+        """{class name: ((N, 3) Å (x, y, z), (N,) scores)}, strongest first."""
+        out = {}
+        for name, found in zip(self.names, self.found):
+            zyx = np.concatenate([f[0] for f in found]) if found else np.zeros((0, 3))
+            scores = np.concatenate([f[1] for f in found]) if found else np.zeros(0)
+            order = np.argsort(-scores, kind="stable")
+            out[name] = (voxel_to_angstrom(zyx[order], self.voxel_size), scores[order])
+        return out
+
+
 def heatmaps_to_picks(heatmaps: np.ndarray, classes, voxel_size: float, thresholds, nms_scale: float = 0.5) -> dict:
-    """{class name: ((N, 3) Å (x, y, z), (N,) scores)} from (C, Z, Y, X) heatmaps; `thresholds` per class
-    (a dict by name, a list in class order, or one number)."""
-    picks = {}
-    for c, cls in enumerate(classes):
-        if isinstance(thresholds, dict):
-            t = thresholds[cls.name]
-        elif np.ndim(thresholds):
-            t = thresholds[c]
-        else:
-            t = thresholds
-        zyx, scores = find_peaks(heatmaps[c], cls.radius / voxel_size, float(t), nms_scale)
-        picks[cls.name] = (voxel_to_angstrom(zyx, voxel_size), scores)
-    return picks
+    """{class name: ((N, 3) Å (x, y, z), (N,) scores)} from whole (C, Z, Y, X) heatmaps."""
+    stream = PeakStream(classes, voxel_size, thresholds, heatmaps.shape[1], nms_scale)
+    stream.add(0, heatmaps)
+    return stream.picks()
+
+
+def find_peaks(heatmap: np.ndarray, radius_vox: float, threshold: float, nms_scale: float = 0.5):
+    """((N, 3) fractional voxel (z, y, x), (N,) scores) of one class's heatmap (Z, Y, X), strongest first."""
+    r = max(int(round(nms_scale * radius_vox)), 1)
+    idx = local_maxima(heatmap, r, threshold, 0, heatmap.shape[0])
+    scores = heatmap[tuple(idx.T)].astype(np.float64) if len(idx) else np.zeros(0)
+    order = np.argsort(-scores, kind="stable")
+    return refine(heatmap, idx[order]), scores[order]

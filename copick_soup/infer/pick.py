@@ -1,0 +1,154 @@
+"""Picking a copick run with a loaded soup: the one function the CLI, the copick plugin and Ray actors call.
+
+For each run: refuse early if its picks exist (unless overwrite); choose the members whose tomogram type the
+run has (renormalising their weights); stream windows through every member, blend, and find peaks as planes
+complete; write all classes' picks at once. A bad run raises `SoupError`; `pick_runs` records it and goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from copick_soup.data.picks import existing_picks, write_picks
+from copick_soup.data.project import list_names, select_runs
+from copick_soup.data.tomogram import find_voxel_spacing, open_tomogram
+from copick_soup.errors import SoupError
+from copick_soup.infer.windows import Source, TorchPredictor, count_windows, stream_heatmaps
+from copick_soup.peaks.nms import PeakStream
+
+
+@dataclass(frozen=True)
+class PickOptions:
+    user_id: str = "copick-soup"
+    session_id: str = "0"
+    tomo_type: str | None = None  # read this type with every member instead of each member's own
+    tta: int = 1  # test-time augmentation views, 1-8
+    window: int = 64
+    overlap: float = 0.25
+    batch_size: int = 4
+    device: str = "cpu"
+    amp: str = "none"
+    overwrite: bool = False
+    save_heatmaps: bool = False
+
+
+def run_volume(run, voxel_size: float, tomo_type: str, echo=print):
+    """The run's tomogram at the soup's voxel size; another voxel size is resampled (linear) in memory."""
+    try:
+        return open_tomogram(run, voxel_size, tomo_type)
+    except SoupError:
+        spacings = [vs for vs in run.voxel_spacings if vs.get_tomograms(tomo_type)]
+        if not spacings or any(abs(vs.voxel_size - voxel_size) < 1e-3 for vs in run.voxel_spacings):
+            raise
+    source = min(spacings, key=lambda vs: abs(vs.voxel_size - voxel_size))  # closest size that has this type
+    echo(f"run {run.name}: resampling '{tomo_type}' from {source.voxel_size:g} Å to {voxel_size:g} Å")
+    return resample(open_tomogram(run, source.voxel_size, tomo_type)[:], source.voxel_size, voxel_size)
+
+
+def resample(volume: np.ndarray, from_size: float, to_size: float) -> np.ndarray:
+    """Linear resampling that keeps voxel 0 at 0 Å: output voxel j samples input position j * to / from."""
+    from scipy.ndimage import affine_transform
+
+    scale = to_size / from_size
+    shape = tuple(max(int(np.floor((n - 1) / scale)) + 1, 1) for n in volume.shape)
+    return affine_transform(volume.astype(np.float32), np.full(3, scale), output_shape=shape, order=1)
+
+
+def member_sources(run, soup, opts: PickOptions, echo=print) -> list[Source]:
+    """Inputs for the members that can run on this run; the rest are left out (and said so)."""
+    from copick_soup.infer.tta import tta_views
+    from copick_soup.train.loop import amp_dtype
+
+    views = tta_views(opts.tta)
+    sources, missing = [], []
+    for model, manifest, weight in soup.members:
+        tomo_type = opts.tomo_type or manifest["tomo_type"]
+        try:
+            volume = run_volume(run, soup.voxel_size, tomo_type, echo)
+        except SoupError:
+            missing.append(tomo_type)
+            continue
+        predictor = TorchPredictor(model, opts.device, amp_dtype(opts.amp), views)
+        sources.append(Source(predictor, volume, weight))
+    if not sources:
+        have = sorted({t.tomo_type for vs in run.voxel_spacings for t in vs.tomograms})
+        raise SoupError(f"run {run.name}: none of the soup's tomogram types ({list_names(sorted(set(missing)))}) "
+                        f"is here; it has {list_names(have)}")
+    if missing:
+        echo(f"run {run.name}: using {len(sources)} of {len(soup.members)} members (no "
+             f"{', '.join(sorted(set(missing)))} here); their weights are renormalised")
+    return sources
+
+
+def pick_run(run, soup, opts: PickOptions, echo=print, progress=None) -> dict:
+    """Pick one run and write its picks; returns {run, processed, picks: {class: n}, members, seconds}."""
+    start = time.perf_counter()
+    names = [c.name for c in soup.classes]
+    taken = existing_picks(run, names, opts.user_id, opts.session_id)
+    if taken and not opts.overwrite:
+        raise SoupError(f"run {run.name}: picks by user '{opts.user_id}' session '{opts.session_id}' already exist "
+                        f"for {', '.join(taken)}; pass --overwrite to replace them")
+    sources = member_sources(run, soup, opts, echo)
+    shape = tuple(sources[0].volume.shape)
+    peaks = PeakStream(soup.classes, soup.voxel_size, soup.thresholds, shape[0], soup.nms_scale)
+    heat = np.zeros((len(names), *shape), dtype=np.uint8) if opts.save_heatmaps else None
+    if progress:
+        progress(start=count_windows(shape, opts.window, opts.overlap))
+    for z0, planes in stream_heatmaps(sources, len(names), opts.window, opts.overlap, opts.batch_size,
+                                      progress=progress):
+        peaks.add(z0, planes)
+        if heat is not None:
+            heat[:, z0:z0 + planes.shape[1]] = np.clip(planes * 255, 0, 255).astype(np.uint8)
+    picks = peaks.picks()
+    write_picks(run, picks, opts.user_id, opts.session_id, overwrite=opts.overwrite)
+    if heat is not None:
+        save_heatmaps(run, soup, heat, opts)
+    return dict(run=run.name, processed=True, picks={n: len(picks[n][0]) for n in names},
+                members=len(sources), seconds=time.perf_counter() - start, error=None)
+
+
+def save_heatmaps(run, soup, heat: np.ndarray, opts: PickOptions) -> None:
+    """The ensemble heatmaps as copick segmentations, one per class, uint8 (0-255 = heat 0-1)."""
+    find_voxel_spacing(run, soup.voxel_size)  # the segmentation needs the voxel spacing to exist
+    for c, cls in enumerate(soup.classes):
+        seg = run.new_segmentation(voxel_size=soup.voxel_size, name=cls.name, session_id=opts.session_id,
+                                   is_multilabel=False, user_id=opts.user_id, exist_ok=opts.overwrite)
+        seg.from_numpy(heat[c], dtype=np.uint8)
+
+
+def pick_runs(root, soup, run_names, opts: PickOptions, echo=print, progress_factory=None) -> list[dict]:
+    """Pick every chosen run; a run that fails is reported (with its reason) and the others go on."""
+    results = []
+    for run in select_runs(root, run_names):
+        progress = progress_factory(run.name) if progress_factory else None
+        try:
+            results.append(pick_run(run, soup, opts, echo, progress))
+        except SoupError as err:
+            echo(f"skipped: {err}")
+            results.append(dict(run=run.name, processed=False, picks={}, members=0, seconds=0.0, error=str(err)))
+        finally:
+            if progress:
+                progress(close=True)
+    return results
+
+
+def summary_table(results: list[dict], classes) -> str:
+    """Picks per class and run, with a total row and the reasons for skipped runs."""
+    names = [c.name for c in classes]
+    width = max([len("run")] + [len(r["run"]) for r in results]) + 2
+    head = f"{'run':<{width}}" + "".join(f"{n[:14]:>15}" for n in names) + f"{'seconds':>9}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        if r["processed"]:
+            lines.append(f"{r['run']:<{width}}" + "".join(f"{r['picks'][n]:>15}" for n in names)
+                         + f"{r['seconds']:>9.1f}")
+        else:
+            lines.append(f"{r['run']:<{width}}  skipped: {r['error']}")
+    done = [r for r in results if r["processed"]]
+    lines.append("-" * len(head))
+    lines.append(f"{'total':<{width}}" + "".join(f"{sum(r['picks'][n] for r in done):>15}" for n in names))
+    lines.append(f"{len(done)} of {len(results)} run(s) picked")
+    return "\n".join(lines)
