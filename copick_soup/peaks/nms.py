@@ -1,8 +1,9 @@
 """Per-class local maxima by max-pool non-maximum suppression, refined to sub-voxel positions, streamed in z.
 
 A voxel is a peak of class c when it equals the maximum of its cube of side 2 r_c + 1, r_c = round(nms_scale
-x radius in voxels), and exceeds the class threshold. Its position is then refined to the intensity centroid
-of its 3x3x3 neighbourhood, which recovers the fraction of a voxel a particle sits off the grid.
+x radius in voxels), and exceeds the class threshold; of peaks that tie on a plateau, the first is kept. Its
+position is then refined by a log-parabola fit along each axis, which recovers the fraction of a voxel a
+particle sits off the grid.
 
 `PeakStream` takes heatmap planes in z order, as `stream_heatmaps` yields them, and decides each plane once
 the R = max(r_c) + 1 planes after it have arrived, keeping only 2R planes per class between chunks. Whole
@@ -34,21 +35,42 @@ def local_maxima(block: np.ndarray, r: int, threshold: float, lo: int, hi: int) 
     pooled = F.max_pool3d(h, kernel_size=2 * r + 1, stride=1, padding=r)  # pads with -inf at every edge
     mask = (h == pooled) & (h > threshold)
     idx = mask[0, 0].nonzero().numpy()
+    idx = drop_plateau_twins(idx, r)
     return idx[(idx[:, 0] >= lo) & (idx[:, 0] < hi)]
 
 
+def drop_plateau_twins(idx: np.ndarray, r: int) -> np.ndarray:
+    """Equal neighbouring maxima (a flat top) all pass the max-pool test; keep the first within r of another."""
+    if len(idx) < 2:
+        return idx
+    from scipy.spatial import cKDTree
+
+    keep = np.ones(len(idx), dtype=bool)
+    for i, j in sorted(cKDTree(idx).query_pairs(r, p=np.inf)):
+        if keep[i] and keep[j]:
+            keep[j] = False
+    return idx[keep]
+
+
 def refine(block: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Sub-voxel positions: the centroid of (h - local minimum) over each peak's 3x3x3 neighbourhood."""
+    """Sub-voxel positions: per axis, the vertex of a parabola through the log heat at the peak and its two
+    neighbours, which is exact for a Gaussian peak. Offsets are capped at half a voxel."""
     out = idx.astype(np.float64)
-    shape = np.asarray(block.shape)
-    offsets = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    for n, p in enumerate(idx):
-        nb = p + offsets
-        nb = nb[np.all((nb >= 0) & (nb < shape), axis=1)]
-        values = block[tuple(nb.T)].astype(np.float64)
-        w = values - values.min()
-        if w.sum() > 0:
-            out[n] = (nb * w[:, None]).sum(0) / w.sum()
+    eps = 1e-12
+    for axis in range(3):
+        lo, hi = idx.copy(), idx.copy()
+        lo[:, axis] -= 1
+        hi[:, axis] += 1
+        inside = (lo[:, axis] >= 0) & (hi[:, axis] < block.shape[axis])
+        if not inside.any():
+            continue
+        f0 = np.log(np.maximum(block[tuple(idx[inside].T)], eps))
+        fm = np.log(np.maximum(block[tuple(lo[inside].T)], eps))
+        fp = np.log(np.maximum(block[tuple(hi[inside].T)], eps))
+        curvature = fm - 2 * f0 + fp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shift = np.where(curvature < 0, 0.5 * (fm - fp) / curvature, 0.0)
+        out[inside, axis] += np.clip(np.nan_to_num(shift), -0.5, 0.5)
     return out
 
 

@@ -1,0 +1,136 @@
+"""Inference pieces: peaks to Å, streamed peaks, seamless blending, TTA equivariance."""
+
+import numpy as np
+import pytest
+import torch
+
+from copick_soup.infer.tta import VIEWS, apply_view, tta_views, undo_view
+from copick_soup.infer.windows import Source, TorchPredictor, predict_volume, stream_heatmaps, window_starts
+from copick_soup.objects import ParticleClass
+from copick_soup.peaks.nms import PeakStream, heatmaps_to_picks
+
+VS = 10.012
+A = ParticleClass("a", 1, radius=60.0)  # 6 voxels: NMS cube of side 7
+B = ParticleClass("b", 2, radius=150.0)
+
+
+def blob(shape, center, sigma=1.5, height=1.0):
+    grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    d2 = sum((g - c) ** 2 for g, c in zip(grids, center))
+    return (height * np.exp(-0.5 * d2 / sigma**2)).astype(np.float32)
+
+
+def test_known_peaks_come_back_as_exact_angstrom_coordinates():
+    shape = (40, 50, 60)
+    heat = np.zeros((2, *shape), np.float32)
+    heat[0] = blob(shape, (10, 20, 30)) + blob(shape, (30, 35, 12.5), height=0.8)
+    heat[1] = blob(shape, (20.25, 25, 40), sigma=3.0, height=0.6)
+    picks = heatmaps_to_picks(heat, [A, B], VS, {"a": 0.5, "b": 0.5})
+    pos_a, scores_a = picks["a"]
+    assert len(pos_a) == 2  # the peak between two voxels is found once
+    np.testing.assert_allclose(pos_a[0], [30 * VS, 20 * VS, 10 * VS], atol=1e-6)  # (x, y, z) in Å
+    np.testing.assert_allclose(pos_a[1], [12.5 * VS, 35 * VS, 30 * VS], atol=0.05 * VS)  # between voxels
+    assert scores_a[0] == pytest.approx(1.0) and scores_a[1] < scores_a[0]
+    np.testing.assert_allclose(picks["b"][0], [[40 * VS, 25 * VS, 20.25 * VS]], atol=0.05 * VS)
+
+
+def test_thresholds_are_per_class_and_nms_keeps_one_peak_per_particle():
+    shape = (30, 30, 30)
+    heat = np.zeros((2, *shape), np.float32)
+    heat[0] = blob(shape, (15, 15, 15)) + 0.05 * blob(shape, (15, 15, 18), sigma=0.5)  # a shoulder, not a peak
+    heat[1] = blob(shape, (15, 15, 15), height=0.4)
+    picks = heatmaps_to_picks(heat, [A, B], VS, {"a": 0.3, "b": 0.5})
+    assert len(picks["a"][0]) == 1 and len(picks["b"][0]) == 0
+
+
+def test_streamed_peaks_match_whole_volume_peaks():
+    rng = np.random.default_rng(0)
+    shape = (70, 32, 32)
+    heat = np.zeros((2, *shape), np.float32)
+    for _ in range(25):
+        c = rng.uniform(0, shape)
+        heat[int(rng.integers(2))] += blob(shape, c, sigma=1.2, height=rng.uniform(0.3, 1))
+    whole = heatmaps_to_picks(heat, [A, B], VS, 0.2)
+    stream = PeakStream([A, B], VS, 0.2, shape[0])
+    for z0, z1 in [(0, 9), (9, 10), (10, 33), (33, 48), (48, 70)]:
+        stream.add(z0, heat[:, z0:z1])
+    streamed = stream.picks()
+    for name in ("a", "b"):
+        assert len(whole[name][0]) > 0
+        np.testing.assert_allclose(streamed[name][0], whole[name][0])
+        np.testing.assert_allclose(streamed[name][1], whole[name][1])
+
+
+def test_window_starts_cover_the_axis():
+    assert window_starts(184, 64, 0.25) == [0, 48, 96, 120]
+    assert window_starts(50, 64, 0.25) == [0]
+
+
+def identity(batch):
+    return batch  # (B, 1, w, w, w) -> one "class": the input itself
+
+
+def test_blending_leaves_no_seams():
+    """With a network that returns its input, blended windows must rebuild the normalised volume exactly."""
+    rng = np.random.default_rng(1)
+    volume = rng.normal(size=(70, 90, 100)).astype(np.float32)
+    out = predict_volume(identity, volume, 1, window=32, overlap=0.3, batch_size=3, stats=(0.0, 1.0))
+    np.testing.assert_allclose(out[0], volume, atol=1e-5)
+    ones = predict_volume(lambda b: np.ones((len(b), 2, 32, 32, 32), np.float32), volume, 2, window=32,
+                          stats=(0.0, 1.0))
+    np.testing.assert_allclose(ones, 1.0, atol=1e-6)
+
+
+def test_ensemble_is_the_weighted_mean_of_its_members():
+    volume = np.random.default_rng(2).normal(size=(40, 40, 40)).astype(np.float32)
+    sources = [Source(lambda b: np.full((len(b), 1, 32, 32, 32), 1.0, np.float32), volume, 3.0, (0.0, 1.0)),
+               Source(lambda b: np.full((len(b), 1, 32, 32, 32), 5.0, np.float32), volume, 1.0, (0.0, 1.0))]
+    planes = np.concatenate([p.copy() for _, p in stream_heatmaps(sources, 1, window=32)], axis=1)
+    np.testing.assert_allclose(planes, 2.0, atol=1e-5)  # (3 * 1 + 1 * 5) / 4
+
+
+def test_volume_smaller_than_the_window():
+    volume = np.random.default_rng(3).normal(size=(20, 30, 40)).astype(np.float32)
+    out = predict_volume(identity, volume, 1, window=48, stats=(0.0, 1.0))
+    np.testing.assert_allclose(out[0], volume, atol=1e-5)
+
+
+def test_views_are_undone_exactly():
+    x = np.random.default_rng(4).normal(size=(1, 2, 4, 6, 6))
+    for view in VIEWS:
+        np.testing.assert_array_equal(undo_view(apply_view(x, view), view), x)
+        t = torch.from_numpy(x.copy())
+        assert torch.equal(undo_view(apply_view(t, view), view), t)
+
+
+def d4_symmetric(shape):
+    """A volume unchanged by every in-plane rotation and x flip: radial in (y, x), anything in z."""
+    z, y, x = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    c = (shape[1] - 1) / 2
+    r = np.sqrt((y - c) ** 2 + (x - c) ** 2)
+    return np.sin(r / 2) * (1 + z / shape[0]) + np.cos(z)
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_tta_of_a_symmetric_input_is_symmetric(n):
+    from copick_soup.model import create_model
+
+    torch.manual_seed(0)
+    predictor = TorchPredictor(create_model("unet3d_test", n_classes=2).eval(), views=tta_views(n))
+    x = d4_symmetric((16, 16, 16))[None, None]
+    out = predictor(x)
+    for view in VIEWS[:n]:  # the first n views form a group
+        np.testing.assert_allclose(apply_view(out, view), out, atol=1e-5)
+    plain = TorchPredictor(predictor.model, views=tta_views(1))(x)
+    assert not np.allclose(apply_view(plain, VIEWS[2]), plain, atol=1e-5)  # without TTA it is not
+
+
+def test_tta_is_equivariant_for_any_input():
+    from copick_soup.model import create_model
+
+    torch.manual_seed(1)
+    predictor = TorchPredictor(create_model("unet3d_test", n_classes=1).eval(), views=tta_views(8))
+    x = np.random.default_rng(5).normal(size=(1, 1, 16, 16, 16)).astype(np.float32)
+    for view in VIEWS:
+        np.testing.assert_allclose(predictor(np.ascontiguousarray(apply_view(x, view))),
+                                   apply_view(predictor(x), view), atol=1e-5)

@@ -1,0 +1,194 @@
+"""`pick` on real copick projects: picks written once, partial soups, resampling, heatmaps, export, errors."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from copick_soup.cli import main
+from copick_soup.data import open_project, read_picks
+from copick_soup.errors import SoupError
+from copick_soup.infer.pick import PickOptions, pick_run, pick_runs, resample
+from copick_soup.objects import VOXEL_SIZE, classes_from_root
+from copick_soup.soup.manifest import load_soup, write_soup
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    """Two quickly trained unet3d_test members (denoised, wbp) and a soup of both."""
+    from copick_soup.simulate import simulate_project
+    from copick_soup.train.config import TrainConfig
+    from copick_soup.train.dataset import load_volumes
+    from copick_soup.train.loop import train_member
+
+    tmp = tmp_path_factory.mktemp("members")
+    root = open_project(simulate_project(tmp / "train", runs=1, shape=(32, 64, 64), crowding=10.0, seed=9))
+    classes = classes_from_root(root)
+    paths = []
+    for tomo_type in ("denoised", "wbp"):
+        vols = load_volumes(root, root.runs, [tomo_type], classes, VOXEL_SIZE, "curation", "0")
+        cfg = TrainConfig(variant="unet3d_test", patch=16, steps=2, val_every=2, val_threshold=0.0)
+        best = train_member(cfg, classes, vols, [], tmp / tomo_type, VOXEL_SIZE, tomo_type)
+        paths.append(best)
+    soup = write_soup(tmp / "soup" / "soup.json", [(paths[0], 2.0), (paths[1], 1.0)], classes, VOXEL_SIZE,
+                      {c.name: 0.0 for c in classes}, name="test-soup")
+    return paths, soup
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_pick_writes_every_class_once_and_refuses_to_overwrite(members, project):
+    _, soup_path = members
+    soup = load_soup(soup_path)
+    root = open_project(project)
+    run = root.runs[0]
+    stats = pick_run(run, soup, PickOptions(window=32, user_id="soupy", session_id="3"), echo=lambda m: None)
+    assert stats["processed"] and stats["members"] == 2
+    picks = read_picks(run, [c.name for c in soup.classes], "soupy", "3", with_scores=True)
+    assert {n: len(p[0]) for n, p in picks.items()} == stats["picks"]
+    assert sum(stats["picks"].values()) > 0  # threshold 0: an untrained net still has local maxima
+    extent = np.array([128, 128, 64]) * VOXEL_SIZE
+    for pos, scores in picks.values():
+        assert np.all(pos >= -0.5 * VOXEL_SIZE) and np.all(pos <= extent)
+        assert np.all(np.diff(scores) <= 0)  # strongest first
+    before = {n: p[0].copy() for n, p in picks.items()}
+    with pytest.raises(SoupError, match="run exp_000: picks by user 'soupy' session '3' already exist"):
+        pick_run(run, soup, PickOptions(window=32, user_id="soupy", session_id="3"))
+    after = read_picks(run, list(before), "soupy", "3")
+    assert all(np.array_equal(before[n], after[n]) for n in before)
+    pick_run(run, soup, PickOptions(window=32, user_id="soupy", session_id="3", overwrite=True), echo=print)
+
+
+def test_members_whose_type_a_run_lacks_are_left_out_and_weights_renormalised(members, project):
+    _, soup_path = members
+    root = open_project(project)
+    root.runs[0].voxel_spacings[0].delete_tomograms("wbp")
+    root = open_project(project)
+    messages = []
+    results = pick_runs(root, load_soup(soup_path), None, PickOptions(window=32), echo=messages.append)
+    assert [r["members"] for r in results] == [1, 2]
+    assert "run exp_000: using 1 of 2 members (no wbp here); their weights are renormalised" in messages
+
+
+def test_a_run_with_no_usable_tomogram_is_skipped_and_the_rest_go_on(members, project):
+    member, _ = members
+    root = open_project(project)
+    for vs in root.runs[1].voxel_spacings:
+        vs.delete_tomograms("denoised")
+    root = open_project(project)
+    messages = []
+    results = pick_runs(root, load_soup(member[0]), None, PickOptions(window=32), echo=messages.append)
+    assert [r["processed"] for r in results] == [True, False]
+    assert "run exp_001: none of the soup's tomogram types (denoised) is here; it has ctfdeconvolved, wbp" in \
+        results[1]["error"]
+
+
+def test_cli_pick_summary_and_all_runs_skipped_is_an_error(members, project):
+    member, soup = members
+    result = invoke("pick", "-c", project, "--soup", soup, "--window", 32, "--runs", "exp_001")
+    assert result.exit_code == 0, result.output
+    assert "1 of 1 run(s) picked" in result.output and "exp_001" in result.output
+    result = invoke("pick", "-c", project, "--soup", member[0], "--tomo-type", "isonetcorrected", "--window", 32)
+    assert result.exit_code != 0
+    assert "skipped: run exp_000: none of the soup's tomogram types (isonetcorrected)" in result.output
+    assert result.output.strip().splitlines()[-1] == "Error: no run was picked"
+
+
+def test_other_voxel_sizes_are_resampled(members, tmp_path):
+    from copick_soup.simulate import simulate_project
+
+    member, _ = members
+    root = open_project(simulate_project(tmp_path / "p", runs=1, shape=(32, 64, 64), voxel_size=7.0, crowding=5.0))
+    messages = []
+    stats = pick_run(root.runs[0], load_soup(member[0]), PickOptions(window=32), echo=messages.append)
+    assert stats["processed"]
+    assert messages == ["run exp_000: resampling 'denoised' from 7 Å to 10.012 Å"]
+
+
+def test_resampling_keeps_positions_in_angstrom():
+    volume = np.zeros((40, 40, 40), np.float32)
+    volume[20, 10, 30] = 1.0  # at (x, y, z) = (210, 70, 140) Å on a 7 Å grid
+    out = resample(volume, 7.0, 10.0)
+    assert out.shape == (28, 28, 28)
+    zyx = np.array(np.unravel_index(out.argmax(), out.shape))
+    np.testing.assert_allclose(zyx * 10.0, [140, 70, 210], atol=5.0)
+
+
+def test_save_heatmaps_as_compact_segmentations(members, project):
+    _, soup = members
+    result = invoke("pick", "-c", project, "--soup", soup, "--window", 32, "-r", "exp_000", "--save-heatmaps",
+                    "--user-id", "heat")
+    assert result.exit_code == 0, result.output
+    run = open_project(project).runs[0]
+    segs = run.get_segmentations(user_id="heat", session_id="0")
+    assert sorted(s.name for s in segs) == sorted(c.name for c in load_soup(soup).classes)
+    import zarr
+
+    array = zarr.open(segs[0].zarr(), mode="r")["0"]
+    assert array.dtype == np.uint8 and array.shape == (64, 128, 128)
+
+
+def test_corrupt_checkpoint_is_a_one_line_error(members, project, tmp_path):
+    member, _ = members
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for suffix in (".json", ".safetensors"):
+        (bad / f"m{suffix}").write_bytes(member[0].with_suffix(suffix).read_bytes())
+    manifest = json.loads((bad / "m.json").read_text())
+    manifest["weights"] = "m.safetensors"
+    (bad / "m.json").write_text(json.dumps(manifest))
+    (bad / "m.safetensors").write_bytes((bad / "m.safetensors").read_bytes()[:-100])
+    result = invoke("pick", "-c", project, "--soup", bad / "m.json")
+    assert result.exit_code != 0 and "m.safetensors: corrupt checkpoint" in result.output
+
+
+def test_members_for_different_classes_do_not_make_a_soup(members, tmp_path):
+    member, _ = members
+    other = tmp_path / "other.json"
+    manifest = json.loads(member[1].read_text())
+    manifest["classes"] = manifest["classes"][:3]
+    other.write_text(json.dumps(manifest))
+    (tmp_path / manifest["weights"]).write_bytes(member[1].with_suffix(".safetensors").read_bytes())
+    soup = write_soup(tmp_path / "soup.json", [(member[0], 1.0), (other, 1.0)], [], VOXEL_SIZE, {})
+    with pytest.raises(SoupError, match="were trained for different classes"):
+        load_soup(soup)
+
+
+def test_picks_export_with_copick_export(members, project, tmp_path):
+    _, soup = members
+    assert invoke("pick", "-c", project, "--soup", soup, "--window", 32, "-r", "exp_000").exit_code == 0
+    root = open_project(project)
+    mine = read_picks(root.runs[0], ["ribosome"], "copick-soup", "0")["ribosome"]
+    out = subprocess.run([BIN / "copick", "export", "picks", "-c", project, "--picks-uri", "ribosome:copick-soup/0",
+                          "--output-dir", tmp_path / "csv", "--output-format", "csv"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    files = list((tmp_path / "csv").rglob("*.csv"))
+    assert files
+    rows = [r for f in files for r in csv.DictReader(f.open())]
+    assert len(rows) == len(mine)
+    xyz = np.array([[float(r["x"]), float(r["y"]), float(r["z"])] for r in rows])
+    np.testing.assert_allclose(np.sort(xyz, axis=0), np.sort(mine, axis=0), atol=1e-3)
+    star = subprocess.run([BIN / "copick", "export", "picks", "-c", project, "--picks-uri", "ribosome:copick-soup/0",
+                           "--output-file", tmp_path / "p.star", "--output-format", "star", "--voxel-size",
+                           str(VOXEL_SIZE)], capture_output=True, text=True, timeout=300)
+    assert star.returncode == 0, star.stderr
+    import starfile
+
+    table = starfile.read(tmp_path / "p.star")
+    particles = table["particles"] if isinstance(table, dict) else table
+    assert len(particles) == len(mine)
+
+
+def test_copick_discovers_the_inference_plugin():
+    out = subprocess.run([BIN / "copick", "inference", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "soup-pick" in out.stdout
