@@ -7,6 +7,7 @@ from copick_soup.cli.demo import demo
 from copick_soup.cli.pick import pick
 from copick_soup.cli.score import score
 from copick_soup.cli.simulate import simulate
+from copick_soup.cli.soup import soup
 from copick_soup.cli.train import train
 
 
@@ -20,4 +21,5 @@ main.add_command(simulate)
 main.add_command(pick)
 main.add_command(score)
 main.add_command(train)
+main.add_command(soup)
 main.add_command(demo)

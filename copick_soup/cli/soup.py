@@ -1,0 +1,33 @@
+"""`copick-soup soup`: build a soup (member weights + per-class thresholds) from validation runs."""
+
+import click
+
+from copick_soup.cli.util import config_option, reports_errors, split_names
+
+
+@click.command("soup", no_args_is_help=True)
+@config_option
+@click.option("--members", multiple=True, required=True,
+              help="Member manifests, folders of members or soups (repeatable).")
+@click.option("--val-runs", multiple=True, required=True, help="Validation runs with ground truth (repeatable).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for soup.json.")
+@click.option("--truth-user", default="curation", show_default=True)
+@click.option("--truth-session", default="0", show_default=True)
+@click.option("--step", default=0.25, show_default=True, type=float, help="Weight grid step on the simplex.")
+@click.option("--tta", default=1, show_default=True, type=click.IntRange(1, 8))
+@click.option("--window", default=64, show_default=True, type=int)
+@click.option("--device", default="auto", show_default=True)
+@reports_errors
+def soup(config, members, val_runs, out, truth_user, truth_session, step, tta, window, device):
+    """Search ensemble weights and per-class thresholds that maximise the CZII F4 on validation runs.
+
+    \b
+    Example:
+      copick-soup soup -c copick.json --members members/ --val-runs TS_6_4 --out soups/mine
+    """
+    from copick_soup.soup.build import build_soup
+    from copick_soup.train.loop import resolve_device
+
+    path = build_soup(config, split_names(members), split_names(val_runs), out, truth_user, truth_session, step,
+                      window=window, tta=tta, device=resolve_device(device), echo=click.echo)
+    click.echo(f"soup: {path}")

@@ -1,0 +1,131 @@
+"""Ensemble search: member weights on a simplex grid and per-class peak thresholds, by CZII F4 on validation runs.
+
+Each member's heatmaps are computed once per validation run and cached, so trying a weighting costs only a
+weighted sum and a peak search, never a network pass. Thresholds need no second peak search either: max-pool
+NMS does not depend on the threshold, so peaks are found once at the lowest threshold and each candidate
+threshold just keeps the peaks scoring above it. Classes are scored independently, so each class gets its
+own best threshold.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from copick_soup.data import read_picks
+from copick_soup.errors import SoupError
+from copick_soup.metric import count_matches
+from copick_soup.metric.czii import BETA, DISTANCE_MULTIPLIER
+from copick_soup.peaks.nms import heatmaps_to_picks
+
+THRESHOLDS = np.round(np.arange(0.02, 0.96, 0.02), 2)
+
+
+@dataclass
+class ValRun:
+    name: str
+    heatmaps: list  # per member, (C, Z, Y, X) float16
+    truth: dict  # class -> (N, 3) Å
+
+
+def member_heatmaps(run, members, voxel_size: float, window: int, overlap: float, tta: int, device: str,
+                    amp: str = "none", echo=print) -> list:
+    """(C, Z, Y, X) float16 heatmaps of every member on one run (None where the run lacks its type)."""
+    from copick_soup.infer.pick import run_volume
+    from copick_soup.infer.tta import tta_views
+    from copick_soup.infer.windows import TorchPredictor, predict_volume
+    from copick_soup.train.loop import amp_dtype
+
+    out = []
+    for model, manifest, _ in members:
+        try:
+            volume = run_volume(run, voxel_size, manifest["tomo_type"], echo)
+        except SoupError as err:
+            echo(f"{err}; member {manifest['name']} left out on this run")
+            out.append(None)
+            continue
+        predictor = TorchPredictor(model, device, amp_dtype(amp), tta_views(tta))
+        heat = predict_volume(predictor, volume, len(manifest["classes"]), window, overlap)
+        out.append(heat.astype(np.float16))
+    return out
+
+
+def load_val_runs(root, runs, soup, truth_user: str, truth_session: str, window=64, overlap=0.25, tta=1,
+                  device="cpu", echo=print) -> list[ValRun]:
+    names = [c.name for c in soup.classes]
+    val = []
+    for run in runs:
+        truth = read_picks(run, names, truth_user, truth_session)
+        if sum(len(t) for t in truth.values()) == 0:
+            raise SoupError(f"run {run.name}: no ground truth by user '{truth_user}' session '{truth_session}'; "
+                            f"validation runs need picks to score against")
+        echo(f"{run.name}: computing the heatmaps of {len(soup.members)} member(s)")
+        val.append(ValRun(run.name, member_heatmaps(run, soup.members, soup.voxel_size, window, overlap, tta,
+                                                    device, echo=echo), truth))
+    return val
+
+
+def simplex_grid(n: int, step: float) -> list[tuple]:
+    """All weight vectors of n non-negative multiples of `step` that sum to 1 (at least one member > 0)."""
+    k = int(round(1 / step))
+    if abs(k * step - 1) > 1e-9:
+        raise SoupError(f"--step {step}: must divide 1 (e.g. 0.5, 0.25, 0.1)")
+    return [tuple(c / k for c in combo) for combo in itertools.product(range(k + 1), repeat=n) if sum(combo) == k]
+
+
+def blend(heatmaps: list, weights) -> np.ndarray | None:
+    """Weighted mean of the members that ran (weights renormalised over them, as `pick` does)."""
+    used = [(h, w) for h, w in zip(heatmaps, weights) if h is not None and w > 0]
+    if not used:
+        return None
+    total = sum(w for _, w in used)
+    return sum(h.astype(np.float32) * np.float32(w / total) for h, w in used)
+
+
+def sweep_thresholds(val: list[ValRun], weights, classes, voxel_size: float, nms_scale: float = 0.5,
+                     thresholds=THRESHOLDS, beta: float = BETA) -> tuple[dict, dict]:
+    """({class: best threshold}, {class: its F-beta}) for one weighting, counts summed over the runs."""
+    counts = np.zeros((len(classes), len(thresholds), 3))  # tp, fp, fn
+    for run in val:
+        heat = blend(run.heatmaps, weights)
+        if heat is None:
+            for c, cls in enumerate(classes):
+                counts[c, :, 2] += len(run.truth[cls.name])
+            continue
+        picks = heatmaps_to_picks(heat, classes, voxel_size, float(thresholds[0]) - 1e-6, nms_scale)
+        for c, cls in enumerate(classes):
+            positions, scores = picks[cls.name]
+            for t, threshold in enumerate(thresholds):
+                kept = positions[scores > threshold]
+                counts[c, t] += count_matches(run.truth[cls.name], kept, DISTANCE_MULTIPLIER * cls.radius)
+    best_t, best_f = {}, {}
+    for c, cls in enumerate(classes):
+        tp, fp, fn = counts[c].T
+        precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
+        recall = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=tp + fn > 0)
+        denom = beta**2 * precision + recall
+        f = np.divide((1 + beta**2) * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+        i = int(np.argmax(f))
+        best_t[cls.name], best_f[cls.name] = float(thresholds[i]), float(f[i])
+    return best_t, best_f
+
+
+def weighted_score(per_class: dict, classes) -> float:
+    total = sum(c.score_weight for c in classes)
+    return sum(c.score_weight * per_class[c.name] for c in classes) / total if total else 0.0
+
+
+def search(val: list[ValRun], classes, voxel_size: float, n_members: int, step: float = 0.25,
+           nms_scale: float = 0.5, echo=print) -> dict:
+    """The best weighting and thresholds; also every single member's own best, for comparison."""
+    results = []
+    for weights in simplex_grid(n_members, step):
+        thresholds, per_class = sweep_thresholds(val, weights, classes, voxel_size, nms_scale)
+        results.append(dict(weights=list(weights), thresholds=thresholds, per_class=per_class,
+                            score=weighted_score(per_class, classes)))
+    best = max(results, key=lambda r: r["score"])
+    singles = [r for r in results if max(r["weights"]) == 1.0]
+    echo(f"searched {len(results)} weighting(s): best F4 {best['score']:.3f} with weights {best['weights']}")
+    return dict(best=best, singles=singles, tried=len(results))

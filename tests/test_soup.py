@@ -1,0 +1,132 @@
+"""Soup search: the simplex grid, threshold sweeps on cached heatmaps, and `copick-soup soup` end to end."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from copick_soup.cli import main
+from copick_soup.data.coords import voxel_to_angstrom
+from copick_soup.errors import SoupError
+from copick_soup.objects import ParticleClass
+from copick_soup.soup.search import ValRun, blend, search, simplex_grid, sweep_thresholds
+
+VS = 10.0
+A = ParticleClass("a", 1, radius=60.0, score_weight=1.0)
+B = ParticleClass("b", 2, radius=60.0, score_weight=2.0)
+
+
+def blob(shape, center, height, sigma=1.5):
+    grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    return height * np.exp(-0.5 * sum((g - c) ** 2 for g, c in zip(grids, center)) / sigma**2)
+
+
+def val_run(seed=0):
+    """Member 0 marks the true particles at 0.6 and decoys at 0.3; member 1 marks only decoys, at 0.9."""
+    rng = np.random.default_rng(seed)
+    shape = (24, 48, 48)
+    truth_zyx = rng.uniform(4, 20, size=(4, 3)) * [1, 2, 2]
+    decoys = rng.uniform(4, 20, size=(4, 3)) * [1, 2, 2] + [0, 1, 1]
+    good, bad = np.zeros((2, *shape), np.float32), np.zeros((2, *shape), np.float32)
+    for c in range(2):
+        for p in truth_zyx:
+            good[c] += blob(shape, p, 0.6)
+        for p in decoys:
+            good[c] += blob(shape, p, 0.3)
+            bad[c] += blob(shape, p, 0.9)
+    truth = {"a": voxel_to_angstrom(truth_zyx, VS), "b": voxel_to_angstrom(truth_zyx, VS)}
+    return ValRun(f"r{seed}", [good.astype(np.float16), bad.astype(np.float16)], truth)
+
+
+def test_simplex_grid():
+    assert simplex_grid(2, 0.5) == [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0)]
+    assert len(simplex_grid(3, 0.25)) == 15
+    assert all(abs(sum(w) - 1) < 1e-9 for w in simplex_grid(4, 0.25))
+    with pytest.raises(SoupError, match="--step 0.3: must divide 1"):
+        simplex_grid(2, 0.3)
+
+
+def test_thresholds_separate_particles_from_decoys():
+    thresholds, f = sweep_thresholds([val_run(0), val_run(1)], (1.0, 0.0), [A, B], VS)
+    assert 0.3 <= thresholds["a"] < 0.6 and f == {"a": 1.0, "b": 1.0}
+
+
+def test_search_prefers_the_good_member_and_beats_the_bad_one():
+    found = search([val_run(0), val_run(1)], [A, B], VS, n_members=2, step=0.5, echo=lambda m: None)
+    best = found["best"]
+    assert best["score"] == 1.0 and best["weights"][0] >= 0.5
+    singles = {tuple(r["weights"]): r["score"] for r in found["singles"]}
+    assert singles[(1.0, 0.0)] == 1.0 and singles[(0.0, 1.0)] < 0.5
+
+
+def test_blend_renormalises_over_members_that_ran():
+    h = np.ones((1, 2, 2, 2), np.float16)
+    np.testing.assert_allclose(blend([h, None], (0.25, 0.75)), 1.0)
+    assert blend([None, None], (0.5, 0.5)) is None
+
+
+@pytest.fixture(scope="module")
+def trained_members(tmp_path_factory):
+    from copick_soup.data import open_project
+    from copick_soup.objects import VOXEL_SIZE, classes_from_root
+    from copick_soup.simulate import simulate_project
+    from copick_soup.train.config import TrainConfig
+    from copick_soup.train.dataset import load_volumes
+    from copick_soup.train.loop import train_member
+
+    tmp = tmp_path_factory.mktemp("soupmembers")
+    config = simulate_project(tmp / "proj", runs=2, shape=(32, 64, 64), crowding=10.0, seed=4)
+    root = open_project(config)
+    classes = classes_from_root(root)
+    out = tmp / "members"
+    for tomo_type in ("denoised", "wbp"):
+        vols = load_volumes(root, root.runs[:1], [tomo_type], classes, VOXEL_SIZE, "curation", "0")
+        best = train_member(TrainConfig(variant="unet3d_test", patch=16, steps=3, val_every=3), classes, vols, [],
+                            tmp / tomo_type, VOXEL_SIZE, tomo_type)
+        out.mkdir(exist_ok=True)
+        for suffix in (".json", ".safetensors"):
+            (out / f"test-{tomo_type}{suffix}").write_bytes(best.with_suffix(suffix).read_bytes())
+        manifest = json.loads((out / f"test-{tomo_type}.json").read_text())
+        manifest["weights"] = f"test-{tomo_type}.safetensors"
+        (out / f"test-{tomo_type}.json").write_text(json.dumps(manifest))
+    return config, out
+
+
+def test_soup_command_writes_a_manifest_that_pick_uses(trained_members, tmp_path):
+    config, members = trained_members
+    runner = CliRunner()
+    result = runner.invoke(main, ["soup", "-c", str(config), "--members", str(members), "--val-runs", "exp_001",
+                                  "--step", "0.5", "--window", "32", "--out", str(tmp_path / "soup")])
+    assert result.exit_code == 0, result.output
+    soup = json.loads((tmp_path / "soup" / "soup.json").read_text())
+    assert soup["format"] == "copick-soup-soup/1"
+    assert len(soup["members"]) == 2 and abs(sum(m["weight"] for m in soup["members"]) - 1) < 1e-9
+    assert set(soup["thresholds"]) == {c["name"] for c in soup["classes"]}
+    assert soup["validation"]["runs"] == ["exp_001"] and set(soup["validation"]["members"]) == {
+        "test-denoised", "test-wbp"}
+    assert soup["validation"]["score"] >= max(m["score"] for m in soup["validation"]["members"].values())
+    result = runner.invoke(main, ["pick", "-c", str(config), "--soup", str(tmp_path / "soup"), "-r", "exp_000",
+                                  "--window", "32"])
+    assert result.exit_code == 0, result.output
+
+
+def test_validation_runs_need_ground_truth(trained_members, tmp_path):
+    config, members = trained_members
+    result = CliRunner().invoke(main, ["soup", "-c", str(config), "--members", str(members), "--val-runs", "exp_001",
+                                       "--truth-user", "nobody", "--out", str(tmp_path / "s")])
+    assert result.exit_code != 0
+    assert "run exp_001: no ground truth by user 'nobody' session '0'" in result.output
+
+
+def test_members_at_different_voxel_sizes_are_refused(trained_members, tmp_path):
+    config, members = trained_members
+    manifest = json.loads((members / "test-wbp.json").read_text())
+    manifest["voxel_size"] = 7.0
+    other = tmp_path / "m"
+    other.mkdir()
+    (other / "test-wbp.json").write_text(json.dumps(manifest))
+    (other / "test-wbp.safetensors").write_bytes((members / "test-wbp.safetensors").read_bytes())
+    result = CliRunner().invoke(main, ["soup", "-c", str(config), "--members", str(members / "test-denoised.json"),
+                                       "--members", str(other), "--val-runs", "exp_001", "--out", str(tmp_path / "s")])
+    assert result.exit_code != 0 and "have different voxel sizes" in result.output
