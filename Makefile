@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build on this machine's disk; GPU users pass their own, e.g. make TORCH=torch test.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench clean default-soup
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,20 @@ lint: install
 	$(BIN)/ruff check .
 
 bench: install
+	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python benchmarks/simulate.py
+	$(BIN)/python benchmarks/train.py
+	$(BIN)/python benchmarks/finetune.py
+	$(BIN)/python benchmarks/pick.py
+	$(BIN)/python benchmarks/accuracy.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
+
+# Rebuild the shipped default soup with the cpu-demo recipe (about a quarter of an hour on 2 cores).
+default-soup: install
+	$(BIN)/copick-soup train --recipe configs/recipes/cpu-demo.yaml --out build/cpu-demo
+	rm -rf copick_soup/soups/default && mkdir -p copick_soup/soups/default
+	cp build/cpu-demo/unet3d_tiny-*.json build/cpu-demo/unet3d_tiny-*.safetensors copick_soup/soups/default/
+	$(BIN)/copick-soup soup -c build/cpu-demo/data/finetune/copick.json --members copick_soup/soups/default \
+		--val-runs exp_004 --out copick_soup/soups/default

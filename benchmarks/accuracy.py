@@ -1,0 +1,69 @@
+"""Accuracy of a soup on freshly simulated, held-out runs: per-class CZII F4 for each TTA setting.
+
+The seed is one no recipe trains on, so the runs are new to the soup. Prints a table and writes
+benchmarks/results/accuracy.md.
+
+    python benchmarks/accuracy.py [--soup default] [--runs 4] [--profile experimental] [--tta 1 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+from copick_soup.data import open_project
+from copick_soup.infer.pick import PickOptions, pick_runs
+from copick_soup.metric import score_project
+from copick_soup.simulate import simulate_project
+from copick_soup.soup.manifest import load_soup
+
+RESULTS = Path(__file__).parent / "results" / "accuracy.md"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--soup", default="default")
+    parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--shape", default="96,256,256")
+    parser.add_argument("--profile", default="experimental", choices=["simulated", "experimental"])
+    parser.add_argument("--tta", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--seed", type=int, default=4242)
+    parser.add_argument("--out", default="/tmp/copick-soup-bench-accuracy")
+    args = parser.parse_args()
+    shape = tuple(int(v) for v in args.shape.split(","))
+    config = Path(args.out) / f"{args.profile}-{args.seed}-{args.runs}-{'x'.join(map(str, shape))}" / "copick.json"
+    if not config.exists():
+        simulate_project(config.parent, runs=args.runs, shape=shape, profile=args.profile, seed=args.seed)
+    root = open_project(config)
+    soup = load_soup(args.soup)
+
+    rows, names = [], [c.name for c in soup.classes]
+    for tta in args.tta:
+        start = time.perf_counter()
+        opts = PickOptions(user_id="accuracy", session_id=f"tta{tta}", tta=tta, overwrite=True)
+        pick_runs(root, soup, None, opts, echo=lambda m: None)
+        seconds = time.perf_counter() - start
+        score = score_project(root, "curation", "accuracy", "0", f"tta{tta}")
+        truth = {c.name: c.tp + c.fn for c in score.classes}
+        rows.append(f"| {tta} | {score.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in score.classes)
+                    + f" | {seconds:.0f} |")
+    table = "\n".join([
+        f"Accuracy of soup '{soup.name}' on {args.runs} fresh {args.profile}-profile runs of "
+        f"{'x'.join(map(str, shape))} voxels (seed {args.seed}, {sum(truth.values())} particles: "
+        + ", ".join(f"{n} {truth[n]}" for n in names) + f"); {platform.machine()}, {os.cpu_count()} cores, "
+        f"{time.strftime('%Y-%m-%d')}",
+        "",
+        f"| TTA | weighted F4 | {' | '.join(names)} | seconds |",
+        "|---|---|" + "---|" * len(names) + "---|",
+        *rows,
+    ])
+    print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

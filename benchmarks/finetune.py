@@ -1,0 +1,75 @@
+"""A lab's path: the default soup on held-out experimental-profile runs before and after fine-tuning its members
+on three annotated runs (and rebuilding the soup's thresholds on one more), with the time it took.
+
+    python benchmarks/finetune.py [--steps 100] [--out /tmp/copick-soup-bench-finetune]
+
+Prints a table and writes benchmarks/results/finetune.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+from copick_soup.data import open_project
+from copick_soup.infer.pick import PickOptions, pick_runs
+from copick_soup.metric import score_project
+from copick_soup.simulate import simulate_project
+from copick_soup.soup.build import build_soup
+from copick_soup.soup.manifest import load_soup, member_paths
+from copick_soup.train.recipe import finetune_members
+
+RESULTS = Path(__file__).parent / "results" / "finetune.md"
+TRAIN, VAL, HELD_OUT = ["exp_000", "exp_001", "exp_002"], ["exp_003"], ["exp_004", "exp_005"]
+
+
+def score_soup(config, soup, session: str):
+    root = open_project(config)
+    opts = PickOptions(user_id="bench", session_id=session, overwrite=True)
+    pick_runs(root, load_soup(soup), HELD_OUT, opts, echo=lambda m: None)
+    return score_project(root, "curation", "bench", "0", session, run_names=HELD_OUT)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--out", default="/tmp/copick-soup-bench-finetune")
+    args = parser.parse_args()
+    out = Path(args.out)
+    config = out / "lab" / "copick.json"
+    if not config.exists():
+        simulate_project(config.parent, runs=6, shape=(96, 192, 192), profile="experimental", seed=31,
+                         crowding=2.0)
+
+    before = score_soup(config, "default", "before")
+    wall, cpu = time.perf_counter(), time.process_time()
+    members = finetune_members(config, member_paths("default"), out / "members", TRAIN, VAL,
+                               overrides=dict(steps=args.steps), echo=lambda m: None)
+    soup = build_soup(config, [str(p) for p in members], VAL, out / "soup", echo=lambda m: None)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    after = score_soup(config, soup, "after")
+
+    names = [c.name for c in before.classes]
+    rows = [f"| {label} | {s.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in s.classes) + " |"
+            for label, s in (("default soup", before), (f"fine-tuned ({args.steps} steps per member)", after))]
+    table = "\n".join([
+        f"Fine-tuning benchmark: default soup, {len(members)} member(s) fine-tuned on {len(TRAIN)} annotated "
+        f"experimental-profile runs, thresholds searched on {len(VAL)}, scored on {len(HELD_OUT)} held-out runs; "
+        f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
+        "",
+        f"| soup | held-out F4 | {' | '.join(names)} |",
+        "|---|---|" + "---|" * len(names),
+        *rows,
+        "",
+        f"Fine-tuning and soup search took {wall:.0f} s wall, {cpu:.0f} s CPU.",
+    ])
+    print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

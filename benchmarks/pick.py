@@ -1,0 +1,146 @@
+"""Speed and memory of `pick`'s inference against MONAI's `sliding_window_inference`, same model and settings.
+
+Both sides run in this process on the same tomogram (window 64, overlap 0.25, Gaussian blending, batch 4, the
+same TTA views) and end with the same peak extraction. Ours streams the input from zarr and never holds the
+whole C-channel heatmap; MONAI gets the tomogram as one tensor, as its API requires. Peak memory is the peak
+RSS above the RSS before the call, sampled every 5 ms. Prints a table and writes benchmarks/results/pick.md.
+
+On this 2-core CPU the whole grid (tiny, medium, large x TTA 1, 4, 8 on 184x630x630) would take hours, so by
+default the full-size tomogram runs tiny with TTA 1 and the grid runs on a 96x192x192 crop. With a GPU:
+    python benchmarks/pick.py --device cuda --grid-shape full
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+from copick_soup.data import open_project, open_tomogram
+from copick_soup.data.tomogram import normalisation_stats
+from copick_soup.infer.tta import apply_view, tta_views, undo_view
+from copick_soup.infer.windows import Source, TorchPredictor, stream_heatmaps
+from copick_soup.model import create_model
+from copick_soup.objects import FULL_SHAPE, VOXEL_SIZE, classes_from_root
+from copick_soup.peaks.nms import PeakStream, heatmaps_to_picks
+from copick_soup.simulate import simulate_project
+
+RESULTS = Path(__file__).parent / "results" / "pick.md"
+WINDOW, OVERLAP, BATCH = 64, 0.25, 4
+
+
+class PeakRSS:
+    """Peak resident memory above the starting level while the block runs."""
+
+    def __enter__(self):
+        gc.collect()
+        self.process = psutil.Process()
+        self.start = self.peak = self.process.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def sample(self):
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.gb = (self.peak - self.start) / 1e9
+
+
+def ours(model, volume, classes, views, device):
+    predictor = TorchPredictor(model, device, views=views)
+    peaks = PeakStream(classes, VOXEL_SIZE, 0.5, volume.shape[0])
+    for z0, planes in stream_heatmaps([Source(predictor, volume)], len(classes), WINDOW, OVERLAP, BATCH):
+        peaks.add(z0, planes)
+    return peaks.picks()
+
+
+def monai(model, volume, classes, views, device):
+    from monai.inferers import sliding_window_inference
+
+    mean, std = normalisation_stats(volume)
+    x = torch.from_numpy((np.asarray(volume[:], dtype=np.float32) - mean) / std)[None, None].to(device)
+
+    def predictor(batch):
+        return sum(undo_view(model(apply_view(batch, v)), v) for v in views) / len(views)
+
+    with torch.inference_mode():
+        heat = sliding_window_inference(x, (WINDOW,) * 3, BATCH, predictor, overlap=OVERLAP, mode="gaussian")
+    del x
+    return heatmaps_to_picks(heat[0].cpu().numpy(), classes, VOXEL_SIZE, 0.5)
+
+
+def measure(fn, *args):
+    with PeakRSS() as rss:
+        start = time.perf_counter()
+        fn(*args)
+        seconds = time.perf_counter() - start
+    return seconds, rss.gb
+
+
+def tomogram(shape, folder: Path):
+    config = folder / f"{'x'.join(map(str, shape))}" / "copick.json"
+    if not config.exists():
+        simulate_project(config.parent, runs=1, shape=shape, tomo_types=("denoised",))
+    root = open_project(config)
+    return open_tomogram(root.runs[0], VOXEL_SIZE, "denoised"), classes_from_root(root)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--grid-shape", default="96,192,192", help="Z,Y,X for the variant x TTA grid, or 'full'")
+    parser.add_argument("--skip-full", action="store_true", help="skip the full-size tiny / TTA 1 case")
+    parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "copick-soup-bench-pick"))
+    args = parser.parse_args()
+    grid_shape = FULL_SHAPE if args.grid_shape == "full" else tuple(int(v) for v in args.grid_shape.split(","))
+
+    cases = [] if args.skip_full or grid_shape == FULL_SHAPE else [(FULL_SHAPE, "unet3d_tiny", 1)]
+    cases += [(grid_shape, "unet3d_tiny", t) for t in (1, 4, 8)]
+    cases += [(grid_shape, v, t) for v in ("unet3d_medium", "unet3d_large") for t in ((1, 4, 8) if
+                                                                                   args.device != "cpu" else (1,))]
+    rows = []
+    for shape, variant, tta in cases:
+        volume, classes = tomogram(shape, Path(args.data))
+        torch.manual_seed(0)
+        model = create_model(variant, n_classes=len(classes)).to(args.device).eval()
+        views = tta_views(tta)
+        voxels = float(np.prod(shape))
+        t_ours, m_ours = measure(ours, model, volume, classes, views, args.device)
+        t_monai, m_monai = measure(monai, model, volume, classes, views, args.device)
+        rows.append(f"| {'x'.join(map(str, shape))} | {variant} | {tta} | {voxels / t_ours / 1e3:.1f} | "
+                    f"{voxels / t_monai / 1e3:.1f} | {t_monai / t_ours:.2f} | {m_ours:.2f} | {m_monai:.2f} | "
+                    f"{m_ours / m_monai:.2f} |")
+        print(rows[-1], flush=True)
+        del model
+    table = "\n".join([
+        f"Pick inference vs MONAI sliding_window_inference ({args.device}; {platform.machine()}, {os.cpu_count()} "
+        f"cores; window {WINDOW}, overlap {OVERLAP}, batch {BATCH}; {time.strftime('%Y-%m-%d')})",
+        "Targets: ours at least as fast (speed-up >= 1) and at most half of MONAI's peak memory (ratio <= 0.5).",
+        "",
+        "| tomogram | model | TTA | ours kvox/s | MONAI kvox/s | speed-up | ours peak GB | MONAI peak GB | memory "
+        "ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ])
+    print(table)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
