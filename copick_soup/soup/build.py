@@ -22,14 +22,49 @@ def load_members(paths, device: str = "cpu") -> LoadedSoup:
     return LoadedSoup("members", members, classes, float(first["voxel_size"]), {})
 
 
+def merge_groups(root, paths, kind: str, val_runs, truth_user, truth_session, out: Path, device="cpu",
+                 echo=print) -> list[Path]:
+    """Replace each group of members with the same variant and tomogram type by its weight-space soup."""
+    from copick_soup.objects import classes_from_root
+    from copick_soup.soup.weights import group_members, weight_soup
+    from copick_soup.train.config import TrainConfig
+    from copick_soup.train.dataset import load_volumes
+    from copick_soup.train.loop import validate
+
+    merged = []
+    for (variant, tomo_type), group in group_members(paths).items():
+        if len(group) == 1:
+            merged += group
+            continue
+        score = None
+        if kind == "greedy":
+            first = load_members(group[:1]).members[0][1]
+            classes, voxel_size = classes_from_root(root), float(first["voxel_size"])
+            volumes = load_volumes(root, val_runs, [tomo_type], classes, voxel_size, truth_user, truth_session,
+                                   warn=echo)
+            cfg = TrainConfig(val_threshold=first.get("peaks", {}).get("threshold", 0.25))
+
+            def score(model, volumes=volumes, classes=classes, cfg=cfg, voxel_size=voxel_size):
+                return validate(model.to(device), volumes, classes, cfg, voxel_size, device).weighted
+
+        merged.append(weight_soup(group, out / "merged" / f"{variant}-{tomo_type}-{kind}", kind, score, echo))
+    return merged
+
+
 def build_soup(config, member_sources, val_runs, out, truth_user="curation", truth_session="0", step=0.25,
-               window=64, overlap=0.25, tta=1, device="cpu", name=None, echo=print) -> Path:
-    """Search on the validation runs and write OUT/soup.json (members referenced, not copied)."""
+               window=64, overlap=0.25, tta=1, device="cpu", name=None, weight_soup="none", echo=print) -> Path:
+    """Search on the validation runs and write OUT/soup.json (members referenced, not copied).
+
+    With `weight_soup` uniform or greedy, members of the same variant and tomogram type (fold or seed
+    fine-tunes) are first averaged into one member each, under OUT/merged."""
     paths = [p for source in member_sources for p in member_paths(source)]
     if not paths:
         raise SoupError("--members: no members given")
-    soup = load_members(paths, device)
     root = open_project(config)
+    if weight_soup != "none":
+        paths = merge_groups(root, paths, weight_soup, select_runs(root, val_runs), truth_user, truth_session,
+                             Path(out), device, echo)
+    soup = load_members(paths, device)
     project_names = [o.name for o in root.pickable_objects if o.is_particle]
     missing = [c.name for c in soup.classes if c.name not in project_names]
     if missing:
@@ -46,4 +81,5 @@ def build_soup(config, member_sources, val_runs, out, truth_user="curation", tru
     return write_soup(out / "soup.json", list(zip(paths, best["weights"])), soup.classes, soup.voxel_size,
                       best["thresholds"], name=name or out.name,
                       validation=dict(runs=[v.name for v in val], score=best["score"], per_class=best["per_class"],
-                                      members=singles, step=step, tried=found["tried"], tta=tta))
+                                      members=singles, step=step, tried=found["tried"], tta=tta,
+                                      weight_soup=weight_soup))

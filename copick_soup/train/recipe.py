@@ -3,8 +3,9 @@
 A recipe is a YAML file (see configs/recipes/). Each stage names its project, either an existing copick
 config (`config: path`, or `--pretrain-config` / `--finetune-config`) or phantoms to simulate
 (`simulate: {...}`, written once under OUT/data/STAGE and reused), plus how many runs to hold out for
-validation and its training settings. `finetune_members` is the lab path: fine-tune existing members on a
-lab's own annotated runs.
+validation and its training settings. A stage with `folds: leave-one-run-out` trains one model per run held
+out, all from the same start, then averages them into a uniform weight-space soup (the seed's recipe).
+`finetune_members` is the lab path: fine-tune existing members on a lab's own annotated runs.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from copick_soup.train.loop import train_member
 
 log = logging.getLogger("copick_soup.train")
 RECIPE_KEYS = {"name", "variants", "tomo_types", "voxel_size", "picks", "train", "pretrain", "finetune"}
-STAGE_KEYS = {"simulate", "config", "val_runs", "train", "train_runs"}
+STAGE_KEYS = {"simulate", "config", "val_runs", "train", "train_runs", "folds"}
 
 
 def load_recipe(path) -> dict:
@@ -86,6 +87,21 @@ def split_runs(root, stage: dict, train_runs=None, val_runs=None):
     return runs[: len(runs) - held_out], runs[len(runs) - held_out:]
 
 
+def fold_splits(stage: dict, train_runs, val_runs) -> list[tuple[list[str], list[str]]]:
+    """[(train run names, validation run names)]: one split, or one per run with `folds: leave-one-run-out`."""
+    names = [r.name for r in train_runs]
+    held = [r.name for r in val_runs]
+    folds = stage.get("folds")
+    if not folds:
+        return [(names, held)]
+    if folds != "leave-one-run-out":
+        raise SoupError(f"recipe: folds must be 'leave-one-run-out', got {folds!r}")
+    everything = names + held
+    if len(everything) < 2:
+        raise SoupError("recipe: leave-one-run-out folds need at least two runs")
+    return [([n for n in everything if n != out], [out]) for out in everything]
+
+
 def stage_config(recipe: dict, stage: dict, variant: str, overrides: dict) -> TrainConfig:
     cfg = override(TrainConfig(variant=variant), recipe.get("train") or {}, where="recipe train")
     cfg = override(cfg, stage.get("train") or {}, where="recipe stage train")
@@ -117,14 +133,26 @@ def run_recipe(recipe: dict, out, pretrain_config=None, finetune_config=None, ov
             init, history = None, []
             for name, stage, classes, volumes, val, root, train_runs, val_runs in stages:
                 cfg = stage_config(recipe, stage, variant, overrides or {})
-                provenance = dict(recipe=recipe["name"], stage=name, project=str(root.config.name),
-                                  train_runs=[r.name for r in train_runs], val_runs=[r.name for r in val_runs],
-                                  init=str(init) if init else None, earlier_stages=list(history))
-                echo(f"{member}: {name} on {len(train_runs)} run(s), validating on {len(val_runs)}")
-                init = train_member(cfg, classes, [v for v in volumes if v.tomo_type == tomo_type],
-                                    [v for v in val if v.tomo_type == tomo_type], out / "stages" / member / name,
-                                    voxel_size, tomo_type, init=init, resume=resume, provenance=provenance,
-                                    echo=echo)
+                mine = [v for v in volumes + val if v.tomo_type == tomo_type]
+                splits = fold_splits(stage, train_runs, val_runs)
+                results = []
+                for k, (fold_train, fold_val) in enumerate(splits):
+                    provenance = dict(recipe=recipe["name"], stage=name, project=str(root.config.name),
+                                      train_runs=fold_train, val_runs=fold_val, init=str(init) if init else None,
+                                      earlier_stages=list(history), fold=k if len(splits) > 1 else None)
+                    echo(f"{member}: {name}{f' fold {k}' if len(splits) > 1 else ''} on {len(fold_train)} run(s), "
+                         f"validating on {len(fold_val)}")
+                    folder = out / "stages" / member / (f"{name}-fold{k}" if len(splits) > 1 else name)
+                    results.append(train_member(cfg, classes, [v for v in mine if v.run in fold_train],
+                                                [v for v in mine if v.run in fold_val], folder, voxel_size,
+                                                tomo_type, init=init, resume=resume, provenance=provenance,
+                                                echo=echo))
+                if len(results) > 1:
+                    from copick_soup.soup.weights import weight_soup
+
+                    results = [weight_soup(results, out / "stages" / member / f"{name}-uniform", "uniform",
+                                           echo=echo)]
+                init = results[0]
                 history.append(dict(stage=name, manifest=str(init)))
             members.append(publish_member(init, out / member))
     return members
