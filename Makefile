@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python benchmarks/finetune.py
 	$(BIN)/python benchmarks/pick.py
 	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/soup.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

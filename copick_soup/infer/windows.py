@@ -13,6 +13,7 @@ what keeps `pick` within a fraction of the memory of whole-volume sliding-window
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,47 +66,53 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
     """Yield (z0, planes) in order: planes (C, n, Y, X) are the final blended heatmaps of z0 .. z0 + n - 1.
 
     The ensemble heatmap is the weighted mean of the sources' predictions (weights are normalised here).
+    `planes` is a view into the accumulator, valid until the next iteration: consumers copy what they keep.
     """
     shape = tuple(sources[0].volume.shape)
     for s in sources:
         if tuple(s.volume.shape) != shape:
             raise ValueError(f"ensemble inputs differ in shape: {tuple(s.volume.shape)} vs {shape}")
     total = sum(s.weight for s in sources)
-    weights = [s.weight / total for s in sources]
+    weights = [np.float32(s.weight / total) for s in sources]
     stats = [s.stats or normalisation_stats(s.volume) for s in sources]
     g = gaussian_1d(window)
-    zs, ys, xs = (window_starts(n, window, overlap) for n in shape)
-    norm_y = axis_weight(shape[1], ys, g)[:, None]
-    norm_x = axis_weight(shape[2], xs, g)[None, :]
-    norm_z = axis_weight(shape[0], zs, g)
     g3 = g[:, None, None] * g[None, :, None] * g[None, None, :]
+    zs, ys, xs = (window_starts(n, window, overlap) for n in shape)
+    norm_yx = axis_weight(shape[1], ys, g)[:, None] * axis_weight(shape[2], xs, g)[None, :]
+    norm_z = axis_weight(shape[0], zs, g)
     depth = min(window, shape[0])
     acc = np.zeros((n_classes, depth, shape[1], shape[2]), dtype=np.float32)
     jobs = [(y0, x0) for y0 in ys for x0 in xs]
 
-    for i, z0 in enumerate(zs):
-        slabs = [read_slab(s.volume, z0, window, *st) for s, st in zip(sources, stats)]
-        dz = min(window, shape[0] - z0)
-        for b in range(0, len(jobs), batch_size):
-            part = jobs[b:b + batch_size]
-            pred = None
-            for source, slab, w in zip(sources, slabs, weights):
-                batch = np.stack([_crop(slab, y0, x0, window) for y0, x0 in part])[:, None]
-                p = source.predict_batch(batch) * np.float32(w)
-                pred = p if pred is None else pred + p
-            for (y0, x0), p in zip(part, pred):
-                dy, dx = min(window, shape[1] - y0), min(window, shape[2] - x0)
-                acc[:, :dz, y0:y0 + dy, x0:x0 + dx] += p[:, :dz, :dy, :dx] * g3[:dz, :dy, :dx]
-            if progress:
-                progress(len(part))
-        z_next = zs[i + 1] if i + 1 < len(zs) else shape[0]
-        n = z_next - z0
-        acc[:, :n] /= (norm_z[z0:z_next, None, None] * norm_y * norm_x)[None]
-        yield z0, acc[:, :n]  # a view: valid until the next iteration, so consumers copy what they keep
-        # Shift the accumulator by n planes, one plane at a time (no second buffer), and clear the tail.
-        for k in range(depth - n):
-            acc[:, k] = acc[:, k + n]
-        acc[:, max(depth - n, 0):] = 0
+    # Read-ahead: a thread reads (and decompresses) the next slab while this one runs through the network.
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending = reader.submit(read_slabs, sources, stats, zs[0], window)
+        for i, z0 in enumerate(zs):
+            slabs = pending.result()
+            if i + 1 < len(zs):
+                pending = reader.submit(read_slabs, sources, stats, zs[i + 1], window)
+            dz = min(window, shape[0] - z0)
+            for b in range(0, len(jobs), batch_size):
+                part = jobs[b:b + batch_size]
+                pred = sum(source.predict_batch(np.stack([_crop(slab, y0, x0, window) for y0, x0 in part])[:, None])
+                           * w for source, slab, w in zip(sources, slabs, weights))
+                for (y0, x0), p in zip(part, pred):
+                    dy, dx = min(window, shape[1] - y0), min(window, shape[2] - x0)
+                    acc[:, :dz, y0:y0 + dy, x0:x0 + dx] += p[:, :dz, :dy, :dx] * g3[:dz, :dy, :dx]
+                if progress:
+                    progress(len(part))
+            z_next = zs[i + 1] if i + 1 < len(zs) else shape[0]
+            n = z_next - z0
+            acc[:, :n] /= (norm_z[z0:z_next, None, None] * norm_yx)[None]
+            yield z0, acc[:, :n]
+            # Shift the accumulator by n planes, one plane at a time (no second buffer), and clear the tail.
+            for k in range(depth - n):
+                acc[:, k] = acc[:, k + n]
+            acc[:, max(depth - n, 0):] = 0
+
+
+def read_slabs(sources, stats, z0: int, window: int) -> list[np.ndarray]:
+    return [read_slab(s.volume, z0, window, *st) for s, st in zip(sources, stats)]
 
 
 def count_windows(shape, window: int, overlap: float) -> int:

@@ -76,7 +76,8 @@ def build_soup(config, member_sources, val_runs, out, truth_user="curation", tru
     found = search(val, soup.classes, soup.voxel_size, len(paths), step, echo=echo)
     best = found["best"]
     out = Path(out)
-    singles = {Path(paths[r["weights"].index(1.0)]).stem: dict(score=r["score"], per_class=r["per_class"])
+    singles = {Path(paths[r["weights"].index(1.0)]).stem: dict(score=r["score"], per_class=r["per_class"],
+                                                               thresholds=r["thresholds"])
                for r in found["singles"]}
     return write_soup(out / "soup.json", list(zip(paths, best["weights"])), soup.classes, soup.voxel_size,
                       best["thresholds"], name=name or out.name,
