@@ -192,3 +192,17 @@ def test_picks_export_with_copick_export(members, project, tmp_path):
 def test_copick_discovers_the_inference_plugin():
     out = subprocess.run([BIN / "copick", "inference", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "soup-pick" in out.stdout
+
+
+def test_members_with_zero_weight_stand_in_only_when_nothing_else_can_run(members, project, tmp_path):
+    paths, _ = members
+    root = open_project(project)
+    classes = classes_from_root(root)
+    soup = write_soup(tmp_path / "s" / "soup.json", [(paths[0], 1.0), (paths[1], 0.0)], classes, VOXEL_SIZE,
+                      {c.name: 0.0 for c in classes})
+    root.runs[1].voxel_spacings[0].delete_tomograms("denoised")
+    messages = []
+    results = pick_runs(open_project(project), load_soup(soup), None, PickOptions(window=32), echo=messages.append)
+    assert [r["members"] for r in results] == [1, 1] and all(r["processed"] for r in results)
+    assert messages == ["run exp_001: no member with a soup weight can run here; using the others with equal "
+                        "weights"]

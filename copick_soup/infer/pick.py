@@ -64,7 +64,8 @@ def member_sources(run, soup, opts: PickOptions, echo=print) -> list[Source]:
 
     views = tta_views(opts.tta)
     sources, missing = [], []
-    for model, manifest, weight in soup.members:
+    members = [m for m in soup.members if m[2] > 0]  # a searched soup may give some members weight 0
+    for model, manifest, weight in members:
         tomo_type = opts.tomo_type or manifest["tomo_type"]
         try:
             volume = run_volume(run, soup.voxel_size, tomo_type, echo)
@@ -73,12 +74,17 @@ def member_sources(run, soup, opts: PickOptions, echo=print) -> list[Source]:
             continue
         predictor = TorchPredictor(model, opts.device, amp_dtype(opts.amp), views)
         sources.append(Source(predictor, volume, weight))
+    if not sources and len(members) < len(soup.members):
+        echo(f"run {run.name}: no member with a soup weight can run here; using the others with equal weights")
+        spare = type(soup)(soup.name, [(m, f, 1.0) for m, f, w in soup.members if w == 0], soup.classes,
+                           soup.voxel_size, soup.thresholds, soup.nms_scale, soup.manifest)
+        return member_sources(run, spare, opts, echo)
     if not sources:
         have = sorted({t.tomo_type for vs in run.voxel_spacings for t in vs.tomograms})
         raise SoupError(f"run {run.name}: none of the soup's tomogram types ({list_names(sorted(set(missing)))}) "
                         f"is here; it has {list_names(have)}")
     if missing:
-        echo(f"run {run.name}: using {len(sources)} of {len(soup.members)} members (no "
+        echo(f"run {run.name}: using {len(sources)} of {len(members)} members (no "
              f"{', '.join(sorted(set(missing)))} here); their weights are renormalised")
     return sources
 

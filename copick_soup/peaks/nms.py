@@ -32,7 +32,10 @@ def local_maxima(block: np.ndarray, r: int, threshold: float, lo: int, hi: int) 
     import torch.nn.functional as F
 
     h = torch.from_numpy(np.ascontiguousarray(block, dtype=np.float32))[None, None]
-    pooled = F.max_pool3d(h, kernel_size=2 * r + 1, stride=1, padding=r)  # pads with -inf at every edge
+    pooled = h
+    for kernel in ((2 * r + 1, 1, 1), (1, 2 * r + 1, 1), (1, 1, 2 * r + 1)):  # a cube max is three line maxes
+        pad = tuple(k // 2 for k in kernel)
+        pooled = F.max_pool3d(pooled, kernel_size=kernel, stride=1, padding=pad)  # pads with -inf
     mask = (h == pooled) & (h > threshold)
     idx = mask[0, 0].nonzero().numpy()
     idx = drop_plateau_twins(idx, r)

@@ -71,6 +71,7 @@ def stage_project(stage: dict, name: str, out: Path, config_override=None) -> Pa
 def split_runs(root, stage: dict, train_runs=None, val_runs=None):
     """(train runs, validation runs): explicit names win; else the last `val_runs` runs are held out."""
     runs = select_runs(root)
+    train_runs = train_runs or stage.get("train_runs")
     if train_runs or val_runs:
         train = select_runs(root, train_runs) if train_runs else None
         val = select_runs(root, val_runs) if val_runs else []
@@ -168,6 +169,15 @@ def publish_member(best_manifest: Path, target: Path) -> Path:
     return target.with_suffix(".json")
 
 
+def member_config(manifest: dict) -> dict:
+    """The training settings a member was made with (a weight soup's: its first ingredient's)."""
+    training = manifest.get("training", {})
+    if "config" in training:
+        return training["config"]
+    ingredients = training.get("ingredient_training") or [{}]
+    return ingredients[0].get("config", {})
+
+
 def finetune_members(config, init_members: list[Path], out, train_runs=None, val_runs=None,
                      picks_user: str = "curation", picks_session: str | None = "0", overrides=None,
                      resume: bool = False, echo=print) -> list[Path]:
@@ -189,7 +199,7 @@ def finetune_members(config, init_members: list[Path], out, train_runs=None, val
                 load_volumes(root, train, [tomo_type], classes, voxel_size, picks_user, picks_session, warn=echo),
                 load_volumes(root, val, [tomo_type], classes, voxel_size, picks_user, picks_session, warn=echo))
         volumes, val_volumes = cache[(tomo_type, voxel_size)]
-        cfg = override(TrainConfig(**{**manifest["training"]["config"], "variant": variant}),
+        cfg = override(TrainConfig(**{**member_config(manifest), "variant": variant}),
                        dict(dict(steps=100, lr=5e-4, warmup=10), **(overrides or {})))
         member = manifest["name"]
         provenance = dict(recipe="lab fine-tune", project=str(root.config.name), init=manifest["path"],
