@@ -42,5 +42,8 @@ default-soup: install
 	$(BIN)/copick-soup train --recipe configs/recipes/cpu-demo.yaml --out build/cpu-demo
 	rm -rf copick_soup/soups/default && mkdir -p copick_soup/soups/default
 	cp build/cpu-demo/unet3d_tiny-*.json build/cpu-demo/unet3d_tiny-*.safetensors copick_soup/soups/default/
-	$(BIN)/copick-soup soup -c build/cpu-demo/data/finetune/copick.json --members copick_soup/soups/default \
-		--val-runs exp_004 --out copick_soup/soups/default
+	rm -rf build/soup-val
+	$(BIN)/copick-soup simulate --out build/soup-val --runs 3 --shape 96,192,192 --profile experimental \
+		--seed 3000 --crowding 2
+	$(BIN)/copick-soup soup -c build/soup-val/copick.json --members copick_soup/soups/default \
+		--val-runs exp_000,exp_001,exp_002 --out copick_soup/soups/default

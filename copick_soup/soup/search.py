@@ -20,7 +20,7 @@ from copick_soup.metric import count_matches
 from copick_soup.metric.czii import BETA, DISTANCE_MULTIPLIER
 from copick_soup.peaks.nms import heatmaps_to_picks
 
-THRESHOLDS = np.round(np.arange(0.02, 0.96, 0.02), 2)
+THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.025), 3)  # below 0.05 a heatmap is noise, whatever F4 says
 
 
 @dataclass
