@@ -64,7 +64,8 @@ class PeakRSS:
 def ours(model, volume, classes, views, device):
     predictor = TorchPredictor(model, device, views=views)
     peaks = PeakStream(classes, VOXEL_SIZE, 0.5, volume.shape[0])
-    for z0, planes in stream_heatmaps([Source(predictor, volume)], len(classes), WINDOW, OVERLAP, BATCH):
+    for z0, planes in stream_heatmaps([Source(predictor, volume)], len(classes), WINDOW, OVERLAP, BATCH,
+                                      dtype=np.float16):  # as `pick` does
         peaks.add(z0, planes)
     return peaks.picks()
 
@@ -104,15 +105,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--grid-shape", default="96,192,192", help="Z,Y,X for the variant x TTA grid, or 'full'")
-    parser.add_argument("--skip-full", action="store_true", help="skip the full-size tiny / TTA 1 case")
+    parser.add_argument("--cases", default="all", choices=["all", "full", "grid"],
+                        help="the full-size tiny / TTA 1 case, the variant x TTA grid, or both")
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "copick-soup-bench-pick"))
     args = parser.parse_args()
     grid_shape = FULL_SHAPE if args.grid_shape == "full" else tuple(int(v) for v in args.grid_shape.split(","))
 
-    cases = [] if args.skip_full or grid_shape == FULL_SHAPE else [(FULL_SHAPE, "unet3d_tiny", 1)]
-    cases += [(grid_shape, "unet3d_tiny", t) for t in (1, 4, 8)]
-    cases += [(grid_shape, v, t) for v in ("unet3d_medium", "unet3d_large") for t in ((1, 4, 8) if
-                                                                                   args.device != "cpu" else (1,))]
+    cases = [(FULL_SHAPE, "unet3d_tiny", 1)] if args.cases in ("all", "full") and grid_shape != FULL_SHAPE else []
+    if args.cases in ("all", "grid"):
+        cases += [(grid_shape, "unet3d_tiny", t) for t in (1, 4, 8)]
+        cases += [(grid_shape, v, t) for v in ("unet3d_medium", "unet3d_large")
+                  for t in ((1, 4, 8) if args.device != "cpu" else (1,))]
     rows = []
     for shape, variant, tta in cases:
         volume, classes = tomogram(shape, Path(args.data))
@@ -139,7 +142,8 @@ def main() -> None:
     ])
     print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
+    results = RESULTS if args.cases == "all" else RESULTS.with_name(f"pick-{args.cases}.md")
+    results.write_text(table + "\n")
 
 
 if __name__ == "__main__":

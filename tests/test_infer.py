@@ -134,3 +134,11 @@ def test_tta_is_equivariant_for_any_input():
     for view in VIEWS:
         np.testing.assert_allclose(predictor(np.ascontiguousarray(apply_view(x, view))),
                                    apply_view(predictor(x), view), atol=1e-5)
+
+
+def test_float16_accumulator_stays_within_a_thousandth():
+    rng = np.random.default_rng(6)
+    volume = rng.uniform(0, 1, size=(40, 50, 60)).astype(np.float32)
+    sources = [Source(identity, volume, 1.0, (0.0, 1.0))]
+    half = np.concatenate([p.astype(np.float32) for _, p in stream_heatmaps(sources, 1, 32, dtype=np.float16)], 1)
+    np.testing.assert_allclose(half[0], volume, atol=2e-3)

@@ -56,17 +56,21 @@ class Source:
 
 def read_slab(volume, z0: int, window: int, mean: float, std: float) -> np.ndarray:
     """Normalised volume[z0:z0+window], zero-padded to at least `window` along every axis."""
-    slab = (np.asarray(volume[z0:z0 + window], dtype=np.float32) - mean) / std
+    slab = np.array(volume[z0:z0 + window], dtype=np.float32)  # a fresh copy, normalised in place
+    slab -= np.float32(mean)
+    slab /= np.float32(std)
     pad = [(0, max(window - s, 0)) for s in slab.shape]
     return np.pad(slab, pad) if any(p[1] for p in pad) else slab
 
 
 def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, overlap: float = 0.25,
-                    batch_size: int = 4, progress=None):
+                    batch_size: int = 4, progress=None, dtype=np.float32):
     """Yield (z0, planes) in order: planes (C, n, Y, X) are the final blended heatmaps of z0 .. z0 + n - 1.
 
     The ensemble heatmap is the weighted mean of the sources' predictions (weights are normalised here).
     `planes` is a view into the accumulator, valid until the next iteration: consumers copy what they keep.
+    `dtype` is the accumulator's: float16 halves the largest buffer for a ~1e-3 relative error, which `pick`
+    accepts (thresholds are searched in steps of 0.025); validation and tests keep float32.
     """
     shape = tuple(sources[0].volume.shape)
     for s in sources:
@@ -76,34 +80,37 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
     weights = [np.float32(s.weight / total) for s in sources]
     stats = [s.stats or normalisation_stats(s.volume) for s in sources]
     g = gaussian_1d(window)
-    g3 = g[:, None, None] * g[None, :, None] * g[None, None, :]
     zs, ys, xs = (window_starts(n, window, overlap) for n in shape)
-    norm_yx = axis_weight(shape[1], ys, g)[:, None] * axis_weight(shape[2], xs, g)[None, :]
-    norm_z = axis_weight(shape[0], zs, g)
+    # Each window's Gaussian divided by the total weight at each voxel, per axis: contributions are added
+    # already normalised, so the accumulator holds heatmap values (float16-safe) and needs no final division.
+    norm = [axis_weight(n, starts, g) for n, starts in zip(shape, (zs, ys, xs))]
     depth = min(window, shape[0])
-    acc = np.zeros((n_classes, depth, shape[1], shape[2]), dtype=np.float32)
+    acc = np.zeros((n_classes, depth, shape[1], shape[2]), dtype=dtype)
     jobs = [(y0, x0) for y0 in ys for x0 in xs]
 
     # Read-ahead: a thread reads (and decompresses) the next slab while this one runs through the network.
+    volumes = [s.volume for s in sources]
     with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = reader.submit(read_slabs, sources, stats, zs[0], window)
+        pending = reader.submit(read_slabs, volumes, stats, zs[0], window)
         for i, z0 in enumerate(zs):
             slabs = pending.result()
             if i + 1 < len(zs):
-                pending = reader.submit(read_slabs, sources, stats, zs[i + 1], window)
+                pending = reader.submit(read_slabs, volumes, stats, zs[i + 1], window)
             dz = min(window, shape[0] - z0)
             for b in range(0, len(jobs), batch_size):
                 part = jobs[b:b + batch_size]
                 pred = sum(source.predict_batch(np.stack([_crop(slab, y0, x0, window) for y0, x0 in part])[:, None])
                            * w for source, slab, w in zip(sources, slabs, weights))
+                wz = g[:dz] / norm[0][z0:z0 + dz]
                 for (y0, x0), p in zip(part, pred):
                     dy, dx = min(window, shape[1] - y0), min(window, shape[2] - x0)
-                    acc[:, :dz, y0:y0 + dy, x0:x0 + dx] += p[:, :dz, :dy, :dx] * g3[:dz, :dy, :dx]
+                    wy, wx = g[:dy] / norm[1][y0:y0 + dy], g[:dx] / norm[2][x0:x0 + dx]
+                    w3 = wz[:, None, None] * wy[None, :, None] * wx[None, None, :]
+                    acc[:, :dz, y0:y0 + dy, x0:x0 + dx] += p[:, :dz, :dy, :dx] * w3
                 if progress:
                     progress(len(part))
             z_next = zs[i + 1] if i + 1 < len(zs) else shape[0]
             n = z_next - z0
-            acc[:, :n] /= (norm_z[z0:z_next, None, None] * norm_yx)[None]
             yield z0, acc[:, :n]
             # Shift the accumulator by n planes, one plane at a time (no second buffer), and clear the tail.
             for k in range(depth - n):
@@ -111,8 +118,8 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
             acc[:, max(depth - n, 0):] = 0
 
 
-def read_slabs(sources, stats, z0: int, window: int) -> list[np.ndarray]:
-    return [read_slab(s.volume, z0, window, *st) for s, st in zip(sources, stats)]
+def read_slabs(volumes, stats, z0: int, window: int) -> list[np.ndarray]:
+    return [read_slab(v, z0, window, *st) for v, st in zip(volumes, stats)]
 
 
 def count_windows(shape, window: int, overlap: float) -> int:
