@@ -30,13 +30,19 @@ def local_maxima(block: np.ndarray, r: int, threshold: float, lo: int, hi: int) 
     """(N, 3) indices (into `block`, (Z, Y, X)) of peaks whose z lies in [lo, hi)."""
     from scipy.ndimage import maximum_filter
 
-    block = np.asarray(block, dtype=np.float32)
     if block.size == 0 or block.max() <= threshold:
         return np.zeros((0, 3), dtype=np.int64)
     # Separable running maxima (scipy's are O(1) per voxel whatever r is); outside the block counts as -inf.
-    pooled = maximum_filter(block, size=2 * r + 1, mode="constant", cval=-np.inf)
-    idx = np.argwhere((block == pooled) & (block > threshold))
-    idx = drop_plateau_twins(idx, r)
+    # Done in bands of rows with an r-row halo, so the temporaries stay a fraction of the block.
+    found, band = [], 128
+    for y0 in range(0, block.shape[1], band):
+        a, b = max(y0 - r, 0), min(y0 + band + r, block.shape[1])
+        part = np.asarray(block[:, a:b], dtype=np.float32)
+        pooled = maximum_filter(part, size=2 * r + 1, mode="constant", cval=-np.inf)
+        idx = np.argwhere((part == pooled) & (part > threshold))
+        idx[:, 1] += a
+        found.append(idx[(idx[:, 1] >= y0) & (idx[:, 1] < y0 + band)])
+    idx = drop_plateau_twins(np.concatenate(found), r)
     return idx[(idx[:, 0] >= lo) & (idx[:, 0] < hi)]
 
 
@@ -65,9 +71,9 @@ def refine(block: np.ndarray, idx: np.ndarray) -> np.ndarray:
         inside = (lo[:, axis] >= 0) & (hi[:, axis] < block.shape[axis])
         if not inside.any():
             continue
-        f0 = np.log(np.maximum(block[tuple(idx[inside].T)], eps))
-        fm = np.log(np.maximum(block[tuple(lo[inside].T)], eps))
-        fp = np.log(np.maximum(block[tuple(hi[inside].T)], eps))
+        f0 = np.log(np.maximum(block[tuple(idx[inside].T)].astype(np.float64), eps))
+        fm = np.log(np.maximum(block[tuple(lo[inside].T)].astype(np.float64), eps))
+        fp = np.log(np.maximum(block[tuple(hi[inside].T)].astype(np.float64), eps))
         curvature = fm - 2 * f0 + fp
         with np.errstate(divide="ignore", invalid="ignore"):
             shift = np.where(curvature < 0, 0.5 * (fm - fp) / curvature, 0.0)
@@ -97,7 +103,6 @@ class PeakStream:
         for c in range(len(self.names)):
             block = planes[c] if self.carry[c] is None else np.concatenate([self.carry[c], planes[c]])
             offset = self.carry_start if self.carry[c] is not None else z0
-            block = np.asarray(block, dtype=np.float32)
             idx = local_maxima(block, self.radii[c], self.thresholds[c], self.done - offset, decide_to - offset)
             if len(idx):
                 zyx = refine(block, idx)
