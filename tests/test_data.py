@@ -118,3 +118,12 @@ def test_an_overlay_that_cannot_be_written_is_a_clear_error(project, tmp_path):
     run = open_project(path).runs[0]
     with pytest.raises(SoupError, match="exp_000: writing picks failed"):
         write_picks(run, picks_for(["ribosome"]), "tester", "1")
+
+
+def test_ids_with_characters_copick_rewrites_still_find_their_picks(root):
+    run = root.runs[0]
+    write_picks(run, picks_for(["ribosome"], seed=4), "my_lab", "run_1")
+    np.testing.assert_allclose(read_picks(run, ["ribosome"], "my_lab", "run_1")["ribosome"],
+                               picks_for(["ribosome"], seed=4)["ribosome"][0])
+    with pytest.raises(SoupError, match="already exist"):
+        write_picks(run, picks_for(["ribosome"], seed=5), "my_lab", "run_1")

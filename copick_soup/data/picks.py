@@ -7,10 +7,25 @@ import numpy as np
 from copick_soup.errors import SoupError
 
 
+def copick_id(value: str | None) -> str | None:
+    """A user or session ID as copick stores it. copick rewrites invalid characters ('_' -> '-') when it writes
+    but not when it searches, so every read and write here goes through the same rewrite; otherwise a user
+    'my_lab' would never find its own picks, nor be stopped from overwriting them."""
+    if value is None:
+        return None
+    import warnings
+
+    from copick.util.escape import sanitize_name
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sanitize_name(str(value))
+
+
 def _picks_of(run, name: str, user_id: str, session_id: str | None) -> list:
-    kwargs = dict(object_name=name, user_id=user_id)
+    kwargs = dict(object_name=name, user_id=copick_id(user_id))
     if session_id is not None:
-        kwargs["session_id"] = session_id
+        kwargs["session_id"] = copick_id(session_id)
     return run.get_picks(**kwargs)
 
 
@@ -45,6 +60,7 @@ def write_picks(run, picks: dict, user_id: str, session_id: str, overwrite: bool
     crash never leaves a run with a mix of old and new picks. Classes with no picks get an empty picks file,
     which records that the run was processed.
     """
+    user_id, session_id = copick_id(user_id), copick_id(session_id)
     taken = existing_picks(run, picks, user_id, session_id)
     if taken and not overwrite:
         raise SoupError(
