@@ -1,5 +1,5 @@
-"""Peak extraction: heatmaps -> per-class picks in Å with scores."""
+"""Peak extraction: heatmaps -> per-class picks in Å with scores, whole or streamed in z."""
 
-from copick_soup.peaks.nms import find_peaks, heatmaps_to_picks
+from copick_soup.peaks.nms import PeakStream, heatmaps_to_picks
 
-__all__ = ["find_peaks", "heatmaps_to_picks"]
+__all__ = ["PeakStream", "heatmaps_to_picks"]

@@ -127,12 +127,3 @@ def heatmaps_to_picks(heatmaps: np.ndarray, classes, voxel_size: float, threshol
     stream = PeakStream(classes, voxel_size, thresholds, heatmaps.shape[1], nms_scale)
     stream.add(0, heatmaps)
     return stream.picks()
-
-
-def find_peaks(heatmap: np.ndarray, radius_vox: float, threshold: float, nms_scale: float = 0.5):
-    """((N, 3) fractional voxel (z, y, x), (N,) scores) of one class's heatmap (Z, Y, X), strongest first."""
-    r = max(int(round(nms_scale * radius_vox)), 1)
-    idx = local_maxima(heatmap, r, threshold, 0, heatmap.shape[0])
-    scores = heatmap[tuple(idx.T)].astype(np.float64) if len(idx) else np.zeros(0)
-    order = np.argsort(-scores, kind="stable")
-    return refine(heatmap, idx[order]), scores[order]
