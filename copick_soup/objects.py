@@ -51,6 +51,14 @@ class ParticleClass:
     score_weight: float = 1.0
     simulation: dict = field(default_factory=dict, compare=False, hash=False)
 
+    def as_dict(self) -> dict:
+        """The fields members and soups record in their manifests."""
+        return dict(name=self.name, label=self.label, radius=self.radius, score_weight=self.score_weight)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ParticleClass:
+        return cls(d["name"], int(d["label"]), float(d["radius"]), float(d.get("score_weight", 1.0)))
+
 
 def czii_pickable_objects() -> list[dict]:
     """The six CZII targets as copick `pickable_objects` entries (plain dicts, ready for a config file)."""

@@ -6,20 +6,15 @@ from pathlib import Path
 
 from copick_soup.data import open_project, select_runs
 from copick_soup.errors import SoupError
-from copick_soup.soup.manifest import LoadedSoup, check_compatible, member_paths, write_soup
+from copick_soup.soup.manifest import LoadedSoup, member_paths, write_soup
+from copick_soup.soup.manifest import load_members as manifest_load_members
 from copick_soup.soup.search import load_val_runs, search
 
 
 def load_members(paths, device: str = "cpu") -> LoadedSoup:
-    from copick_soup.model.checkpoint import load_member
-    from copick_soup.objects import ParticleClass
-
-    members = [(*load_member(p, device), 1.0) for p in paths]
-    check_compatible([m for _, m, _ in members])
-    first = members[0][1]
-    classes = [ParticleClass(c["name"], int(c["label"]), float(c["radius"]), float(c.get("score_weight", 1.0)))
-               for c in first["classes"]]
-    return LoadedSoup("members", members, classes, float(first["voxel_size"]), {})
+    """Members with equal weights and no thresholds yet: what the search starts from."""
+    members, classes, voxel_size = manifest_load_members(paths, [1.0] * len(paths), device)
+    return LoadedSoup("members", members, classes, voxel_size, {})
 
 
 def merge_groups(root, paths, kind: str, val_runs, truth_user, truth_session, out: Path, device="cpu",

@@ -88,8 +88,7 @@ def write_soup(path, members: list[tuple[Path, float]], classes, voxel_size: flo
     rel = [dict(path=str(Path(p).resolve().relative_to(path.parent.resolve())) if _inside(p, path.parent)
                 else str(Path(p).resolve()), weight=float(w)) for p, w in members]
     soup = dict(format=SOUP_FORMAT, name=extra.pop("name", path.parent.name), members=rel,
-                classes=[dict(name=c.name, label=c.label, radius=c.radius, score_weight=c.score_weight)
-                         for c in classes],
+                classes=[c.as_dict() for c in classes],
                 voxel_size=voxel_size, thresholds=thresholds, nms_scale=nms_scale, **extra)
     path.write_text(json.dumps(soup, indent=2))
     return path
@@ -120,20 +119,25 @@ class LoadedSoup:
         return sorted({m["tomo_type"] for _, m, _ in self.members})
 
 
-def load_soup(name_or_path, device: str = "cpu") -> LoadedSoup:
-    """Load every member of a soup onto `device`; members must agree on classes and voxel size."""
+def load_members(paths, weights, device: str = "cpu") -> tuple[list, list[ParticleClass], float]:
+    """([(model, manifest, weight)], classes, voxel size) of members that agree on classes and voxel size."""
     from copick_soup.model.checkpoint import load_member
 
-    soup = read_soup(name_or_path)
-    members = [(*load_member(m["path"], device), float(m["weight"])) for m in soup["members"]]
+    members = [(*load_member(p, device), float(w)) for p, w in zip(paths, weights)]
     check_compatible([manifest for _, manifest, _ in members])
     first = members[0][1]
-    classes = [ParticleClass(c["name"], int(c["label"]), float(c["radius"]), float(c.get("score_weight", 1.0)))
-               for c in first["classes"]]
+    return members, [ParticleClass.from_dict(c) for c in first["classes"]], float(first["voxel_size"])
+
+
+def load_soup(name_or_path, device: str = "cpu") -> LoadedSoup:
+    """Load every member of a soup onto `device`; members must agree on classes and voxel size."""
+    soup = read_soup(name_or_path)
+    members, classes, voxel_size = load_members([m["path"] for m in soup["members"]],
+                                                [m["weight"] for m in soup["members"]], device)
     missing = [c.name for c in classes if c.name not in soup["thresholds"]]
     if missing:
         raise SoupError(f"{soup.get('path', soup['name'])}: no threshold for class(es) {', '.join(missing)}")
-    return LoadedSoup(soup["name"], members, classes, float(first["voxel_size"]), soup["thresholds"],
+    return LoadedSoup(soup["name"], members, classes, voxel_size, soup["thresholds"],
                       float(soup.get("nms_scale", 0.5)), soup)
 
 

@@ -87,7 +87,7 @@ def member_manifest(cfg: TrainConfig, classes, voxel_size: float, tomo_type: str
     return dict(
         name=f"{cfg.variant}-{tomo_type}",
         architecture=dict(name=cfg.variant),
-        classes=[dict(name=c.name, label=c.label, radius=c.radius, score_weight=c.score_weight) for c in classes],
+        classes=[c.as_dict() for c in classes],
         voxel_size=voxel_size,
         tomo_type=tomo_type,
         normalisation=dict(method="zscore", region="central eighth of the tomogram"),
