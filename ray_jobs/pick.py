@@ -42,7 +42,11 @@ class PickActor:
         self.soup = load_soup(soup, device)
         self.options = PickOptions(**options, device=device)
 
-    def pick(self, run_name: str) -> dict:
+    def pick(self, run_name: str, retry: bool = False) -> dict:
+        """Pick one run. On a retry after an actor died, picks the dead attempt may have left for this user and
+        session are its own (a first attempt refuses existing picks instead of dying), so they are replaced."""
+        import dataclasses
+
         from copick_soup.data.project import select_runs
         from copick_soup.errors import SoupError
         from copick_soup.infer.pick import pick_run
@@ -50,7 +54,8 @@ class PickActor:
         messages = []
         try:
             run = select_runs(self.root, [run_name])[0]
-            stats = pick_run(run, self.soup, self.options, echo=messages.append)
+            options = dataclasses.replace(self.options, overwrite=True) if retry else self.options
+            stats = pick_run(run, self.soup, options, echo=messages.append)
         except SoupError as err:
             stats = dict(run=run_name, processed=False, error=str(err))
         except Exception as err:  # noqa: BLE001 - bad data in one run must not take the actor down
@@ -100,7 +105,7 @@ def schedule(make_actor, runs: list[str], n_actors: int, max_retries: int = 2, e
         while queue and idle:
             i = idle.pop()
             run, attempt = queue.popleft()
-            pending[actors[i].pick.remote(run)] = (i, run, attempt)
+            pending[actors[i].pick.remote(run, attempt > 0)] = (i, run, attempt)
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
         if not ready:
             raise TimeoutError(f"no run finished within {timeout} s")

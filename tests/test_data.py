@@ -127,3 +127,18 @@ def test_ids_with_characters_copick_rewrites_still_find_their_picks(root):
                                picks_for(["ribosome"], seed=4)["ribosome"][0])
     with pytest.raises(SoupError, match="already exist"):
         write_picks(run, picks_for(["ribosome"], seed=5), "my_lab", "run_1")
+
+
+def test_overwrite_replaces_a_picks_file_left_truncated_by_a_killed_writer(project):
+    run = open_project(project).runs[0]
+    write_picks(run, picks_for(["ribosome"], n=50, seed=6), "tester", "1")
+    path = run.get_picks(object_name="ribosome", user_id="tester", session_id="1")[0].path
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text[: len(text) // 2])  # what a process killed in the middle of json.dump leaves
+    run = open_project(project).runs[0]
+    new = picks_for(["ribosome"], seed=7)
+    write_picks(run, new, "tester", "1", overwrite=True)
+    back = read_picks(open_project(project).runs[0], ["ribosome"], "tester", "1")["ribosome"]
+    np.testing.assert_allclose(back, new["ribosome"][0])

@@ -74,7 +74,8 @@ def test_killing_an_actor_mid_batch_still_completes_every_run(batch):
 
     report = schedule(make_actor, runs, n_actors=2, echo=echo, timeout=120)
     assert killed
-    assert sorted(r["run"] for r in report["done"]) == sorted(runs) and not report["failed"]
+    assert not report["failed"], report["failed"]
+    assert sorted(r["run"] for r in report["done"]) == sorted(runs)
     assert report["retried"] and len(made) == 3
 
 

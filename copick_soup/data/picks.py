@@ -76,11 +76,20 @@ def write_picks(run, picks: dict, user_id: str, session_id: str, overwrite: bool
     try:
         for name, (positions, scores) in picks.items():
             target = run.new_picks(object_name=name, session_id=session_id, user_id=user_id, exist_ok=True)
-            undo.append((target, list(target.points) if name in taken else None))
+            undo.append((target, _previous_points(target) if name in taken else None))
             target.from_numpy(np.asarray(positions, dtype=float).reshape(-1, 3), scores=np.asarray(scores, float))
     except Exception as err:
         _roll_back(undo)
         raise SoupError(f"run {run.name}: writing picks failed, nothing was changed ({err})") from err
+
+
+def _previous_points(target):
+    """The points a write replaces, to put back on failure. A file that no longer parses (a process killed while
+    writing it) has nothing worth restoring: None, and a rollback removes it."""
+    try:
+        return list(target.points)
+    except ValueError:  # json.JSONDecodeError and pydantic's ValidationError are both ValueErrors
+        return None
 
 
 def _roll_back(undo) -> None:
