@@ -36,3 +36,11 @@ def root(project):
     from copick_soup.data import open_project
 
     return open_project(project)
+
+
+@pytest.fixture(scope="session")
+def test_soup(tmp_path_factory):
+    """A one-member (denoised) soup for tests that need any working soup."""
+    from helpers import make_test_soup
+
+    return str(make_test_soup(tmp_path_factory.mktemp("test-soup"))[1])

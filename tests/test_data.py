@@ -41,7 +41,7 @@ def test_select_runs(root):
 def test_tomogram_window_is_read_lazily_and_matches_the_full_volume(root):
     run = root.runs[0]
     array = open_tomogram(run, VOXEL_SIZE, "denoised")
-    assert isinstance(array, zarr.Array)  # nothing read yet: slicing reads only the touched chunks
+    assert isinstance(array.array, zarr.Array)  # nothing read yet: slicing reads only the touched chunks
     window = array[10:42, 30:94, 5:69]
     assert window.shape == (32, 64, 64)
     np.testing.assert_array_equal(window, array[:][10:42, 30:94, 5:69])

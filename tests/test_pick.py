@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import make_test_soup
 
 from copick_soup.cli import main
 from copick_soup.data import open_project, read_picks
@@ -23,23 +24,7 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
     """Two quickly trained unet3d_test members (denoised, wbp) and a soup of both."""
-    from copick_soup.simulate import simulate_project
-    from copick_soup.train.config import TrainConfig
-    from copick_soup.train.dataset import load_volumes
-    from copick_soup.train.loop import train_member
-
-    tmp = tmp_path_factory.mktemp("members")
-    root = open_project(simulate_project(tmp / "train", runs=1, shape=(32, 64, 64), crowding=10.0, seed=9))
-    classes = classes_from_root(root)
-    paths = []
-    for tomo_type in ("denoised", "wbp"):
-        vols = load_volumes(root, root.runs, [tomo_type], classes, VOXEL_SIZE, "curation", "0")
-        cfg = TrainConfig(variant="unet3d_test", patch=16, steps=2, val_every=2, val_threshold=0.0)
-        best = train_member(cfg, classes, vols, [], tmp / tomo_type, VOXEL_SIZE, tomo_type)
-        paths.append(best)
-    soup = write_soup(tmp / "soup" / "soup.json", [(paths[0], 2.0), (paths[1], 1.0)], classes, VOXEL_SIZE,
-                      {c.name: 0.0 for c in classes}, name="test-soup")
-    return paths, soup
+    return make_test_soup(tmp_path_factory.mktemp("members"), ("denoised", "wbp"), [2.0, 1.0])
 
 
 def invoke(*args):

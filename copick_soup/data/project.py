@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from copick_soup.data.retry import with_retries
 from copick_soup.errors import SoupError
 
 
@@ -40,7 +41,7 @@ def list_names(names, limit: int = 10) -> str:
 
 def select_runs(root, run_names=None) -> list:
     """The runs named (in the order given), or all runs when `run_names` is empty. Unknown names are an error."""
-    runs = root.runs
+    runs = with_retries(lambda: root.runs, f"copick project '{root.config.name}': listing runs")
     if not run_names:
         return list(runs)
     by_name = {run.name: run for run in runs}

@@ -3,6 +3,7 @@
 `open_tomogram` returns the zarr array of the full-resolution scale. Slicing it reads only the chunks that the
 window touches, so a sliding-window job never holds the whole volume. Arrays are reached through copick's
 own `tomogram.zarr()` store (never a hand-built path), which keeps portal, S3 and local projects alike.
+Reads from object stores fail now and then, so every read is retried a bounded number of times (data/retry.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 
 from copick_soup.data.project import list_names
+from copick_soup.data.retry import with_retries
 from copick_soup.errors import SoupError
 
 
@@ -35,16 +37,30 @@ def find_tomogram(run, voxel_size: float, tomo_type: str):
     return tomograms[0]
 
 
-def open_tomogram(run, voxel_size: float, tomo_type: str):
-    """The full-resolution zarr array (Z, Y, X) of a run's tomogram, opened read-only. Nothing is read yet."""
+class TomogramArray:
+    """A tomogram's zarr array whose reads are retried; slicing reads only the chunks a window touches."""
+
+    def __init__(self, array, where: str):
+        self.array, self.where = array, where
+        self.shape, self.dtype, self.ndim = tuple(array.shape), array.dtype, array.ndim
+
+    def __getitem__(self, key):
+        return with_retries(lambda: self.array[key], f"{self.where}: reading")
+
+    def __array__(self, dtype=None, copy=None):
+        import numpy as np
+
+        return np.asarray(self[:], dtype=dtype)
+
+
+def open_tomogram(run, voxel_size: float, tomo_type: str) -> TomogramArray:
+    """The full-resolution array (Z, Y, X) of a run's tomogram, opened read-only. Nothing is read yet."""
     import zarr
 
     tomogram = find_tomogram(run, voxel_size, tomo_type)
-    try:
-        group = zarr.open(tomogram.zarr(), mode="r")
-        return group["0"]
-    except (KeyError, ValueError, OSError) as err:
-        raise SoupError(f"run {run.name}: cannot read tomogram '{tomo_type}' ({err})") from err
+    where = f"run {run.name}: tomogram '{tomo_type}'"
+    return TomogramArray(with_retries(lambda: zarr.open(tomogram.zarr(), mode="r")["0"], f"{where}: opening"),
+                         where)
 
 
 def available_tomo_types(run, voxel_size: float) -> list[str]:
@@ -67,7 +83,11 @@ def normalisation_stats(array) -> tuple[float, float]:
     z, y, x = array.shape
     centre = np.asarray(array[z // 4: z // 4 + max(z // 2, 1), y // 4: y // 4 + max(y // 2, 1),
                               x // 4: x // 4 + max(x // 2, 1)], dtype=np.float32)
+    where = getattr(array, "where", "tomogram")
     if not np.isfinite(centre).all():
-        raise SoupError("tomogram contains NaN or infinite values")
+        raise SoupError(f"{where} contains NaN or infinite values")
     std = float(centre.std())
-    return float(centre.mean()), (std if std > 0 else 1.0)
+    if std == 0:  # zarr fills missing chunks silently: an empty store, or '.' chunk keys where '/' are expected
+        raise SoupError(f"{where} is constant ({float(centre.flat[0]):g}) in its centre: missing chunks, or chunk "
+                        f"keys with another dimension separator?")
+    return float(centre.mean()), std

@@ -37,12 +37,9 @@ class PickOptions:
 
 def run_volume(run, voxel_size: float, tomo_type: str, echo=print):
     """The run's tomogram at the soup's voxel size; another voxel size is resampled (linear) in memory."""
-    try:
-        return open_tomogram(run, voxel_size, tomo_type)
-    except SoupError:
-        spacings = [vs for vs in run.voxel_spacings if vs.get_tomograms(tomo_type)]
-        if not spacings or any(abs(vs.voxel_size - voxel_size) < 1e-3 for vs in run.voxel_spacings):
-            raise
+    spacings = [vs for vs in run.voxel_spacings if vs.get_tomograms(tomo_type)]
+    if not spacings or any(abs(vs.voxel_size - voxel_size) < 1e-3 for vs in spacings):
+        return open_tomogram(run, voxel_size, tomo_type)  # or its error, which lists what the run has
     source = min(spacings, key=lambda vs: abs(vs.voxel_size - voxel_size))  # closest size that has this type
     echo(f"run {run.name}: resampling '{tomo_type}' from {source.voxel_size:g} Å to {voxel_size:g} Å")
     return resample(open_tomogram(run, source.voxel_size, tomo_type)[:], source.voxel_size, voxel_size)
@@ -65,13 +62,13 @@ def member_sources(run, soup, opts: PickOptions, echo=print) -> list[Source]:
     views = tta_views(opts.tta)
     sources, missing = [], []
     members = [m for m in soup.members if m[2] > 0]  # a searched soup may give some members weight 0
+    have = {t.tomo_type for vs in run.voxel_spacings for t in vs.tomograms}
     for model, manifest, weight in members:
         tomo_type = opts.tomo_type or manifest["tomo_type"]
-        try:
-            volume = run_volume(run, soup.voxel_size, tomo_type, echo)
-        except SoupError:
+        if tomo_type not in have:
             missing.append(tomo_type)
             continue
+        volume = run_volume(run, soup.voxel_size, tomo_type, echo)  # a type that is here but unreadable fails
         predictor = TorchPredictor(model, opts.device, amp_dtype(opts.amp), views)
         sources.append(Source(predictor, volume, weight))
     if not sources and len(members) < len(soup.members):
@@ -80,9 +77,8 @@ def member_sources(run, soup, opts: PickOptions, echo=print) -> list[Source]:
                            soup.voxel_size, soup.thresholds, soup.nms_scale, soup.manifest)
         return member_sources(run, spare, opts, echo)
     if not sources:
-        have = sorted({t.tomo_type for vs in run.voxel_spacings for t in vs.tomograms})
         raise SoupError(f"run {run.name}: none of the soup's tomogram types ({list_names(sorted(set(missing)))}) "
-                        f"is here; it has {list_names(have)}")
+                        f"is here; it has {list_names(sorted(have))}")
     if missing:
         echo(f"run {run.name}: using {len(sources)} of {len(members)} members (no "
              f"{', '.join(sorted(set(missing)))} here); their weights are renormalised")

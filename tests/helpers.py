@@ -1,0 +1,27 @@
+"""Helpers shared by test modules (import as `from helpers import ...`: pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+
+def make_test_soup(folder, tomo_types=("denoised",), weights=None, seed=9):
+    """(member manifests, soup.json): unet3d_test members trained for 2 steps, thresholds 0 (so every local
+    maximum is a pick and picking is deterministic but not empty)."""
+    from copick_soup.data import open_project
+    from copick_soup.objects import VOXEL_SIZE, classes_from_root
+    from copick_soup.simulate import simulate_project
+    from copick_soup.soup.manifest import write_soup
+    from copick_soup.train.config import TrainConfig
+    from copick_soup.train.dataset import load_volumes
+    from copick_soup.train.loop import train_member
+
+    root = open_project(simulate_project(folder / "train", runs=1, shape=(32, 64, 64), crowding=10.0, seed=seed))
+    classes = classes_from_root(root)
+    paths = []
+    for tomo_type in tomo_types:
+        vols = load_volumes(root, root.runs, [tomo_type], classes, VOXEL_SIZE, "curation", "0")
+        cfg = TrainConfig(variant="unet3d_test", patch=16, steps=2, val_every=2, val_threshold=0.0)
+        paths.append(train_member(cfg, classes, vols, [], folder / tomo_type, VOXEL_SIZE, tomo_type))
+    weights = weights or [1.0] * len(paths)
+    soup = write_soup(folder / "soup" / "soup.json", list(zip(paths, weights)), classes, VOXEL_SIZE,
+                      {c.name: 0.0 for c in classes}, name="test-soup")
+    return paths, soup
