@@ -44,3 +44,12 @@ def test_soup(tmp_path_factory):
     from helpers import make_test_soup
 
     return str(make_test_soup(tmp_path_factory.mktemp("test-soup"))[1])
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One real local Ray cluster for the test session (address="local": never joins another cluster)."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 def make_test_soup(folder, tomo_types=("denoised",), weights=None, seed=9):
     """(member manifests, soup.json): unet3d_test members trained for 2 steps, thresholds 0 (so every local

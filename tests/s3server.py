@@ -15,14 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from helpers import free_port
+
 BUCKET = "cryoet-data-portal-public"
 CREDENTIALS = dict(key="testing", secret="testing")  # the publisher's; readers are anonymous
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class S3Server:

@@ -5,34 +5,14 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from copick_soup.data import open_project  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield
-    ray.shutdown()
+from copick_soup.simulate import simulate_project  # noqa: E402
 
 
 @pytest.fixture
-def batch(tmp_path, cluster):
+def batch(tmp_path, ray_cluster, test_soup):
     """A 4-run project and a soup of one unet3d_test member."""
-    from copick_soup.objects import VOXEL_SIZE, classes_from_root
-    from copick_soup.simulate import simulate_project
-    from copick_soup.soup.manifest import write_soup
-    from copick_soup.train.config import TrainConfig
-    from copick_soup.train.dataset import load_volumes
-    from copick_soup.train.loop import train_member
-
     config = simulate_project(tmp_path / "p", runs=4, shape=(32, 64, 64), crowding=10.0, seed=21)
-    root = open_project(config)
-    classes = classes_from_root(root)
-    vols = load_volumes(root, root.runs[:1], ["denoised"], classes, VOXEL_SIZE, "curation", "0")
-    member = train_member(TrainConfig(variant="unet3d_test", patch=16, steps=2, val_every=2, val_threshold=0.0),
-                          classes, vols, [], tmp_path / "m", VOXEL_SIZE, "denoised")
-    soup = write_soup(tmp_path / "soup" / "soup.json", [(member, 1.0)], classes, VOXEL_SIZE,
-                      {c.name: 0.0 for c in classes})
-    return str(config), str(soup), [r.name for r in root.runs]
+    return str(config), test_soup, [r.name for r in open_project(config).runs]
 
 
 def make(config, soup, slow=False):
@@ -89,3 +69,37 @@ def test_a_run_with_bad_data_is_reported_and_the_batch_goes_on(batch):
     assert len(report["done"]) == 3
     assert report["failed"] == [dict(run=runs[1], error=f"run {runs[1]}: none of the soup's tomogram types "
                                                          f"(denoised) is here; it has ctfdeconvolved, wbp")]
+
+
+@pytest.fixture
+def s3_batch(tmp_path, ray_cluster, test_soup):
+    """The 4-run project of `batch`, served from a real local S3 server as the portal serves data."""
+    pytest.importorskip("moto")
+    from s3server import S3Server, publish_project
+
+    local = simulate_project(tmp_path / "p", runs=4, shape=(32, 64, 64), crowding=10.0, seed=22)
+    with S3Server() as server:
+        config = publish_project(local, server, "10445", tmp_path / "overlay",
+                                 fs_args={"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}})
+        yield str(config), test_soup, [r.name for r in open_project(local).runs], server
+
+
+def test_actors_stream_runs_from_s3_and_write_each_run_once(s3_batch, tmp_path):
+    from ray_jobs.pick import runs_to_pick, schedule
+
+    config, soup, runs, _ = s3_batch
+    report = schedule(make(config, soup), runs, n_actors=2, echo=lambda m: None, timeout=120)
+    assert sorted(r["run"] for r in report["done"]) == sorted(runs) and not report["failed"]
+    for run in runs:  # picks land in the local overlay, one file per class
+        assert len(list((tmp_path / "overlay" / "ExperimentRuns" / run / "Picks").glob("ray_0_*.json"))) == 6
+    assert runs_to_pick(config, soup, None, "ray", "0", overwrite=False) == ([], runs)
+
+
+def test_unreachable_s3_fails_runs_with_reasons_after_bounded_retries(s3_batch):
+    from ray_jobs.pick import schedule
+
+    config, soup, runs, server = s3_batch
+    server.stop()  # the copick config still names it: every read now fails
+    report = schedule(make(config, soup), runs, n_actors=2, echo=lambda m: None, timeout=120)
+    assert not report["done"] and sorted(f["run"] for f in report["failed"]) == sorted(runs)
+    assert all("failed after 3 attempt(s)" in f["error"] for f in report["failed"]), report["failed"]

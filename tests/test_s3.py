@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("moto")
 
-from s3server import BUCKET, S3Server, free_port, publish_project  # noqa: E402
+from helpers import free_port  # noqa: E402
+from s3server import BUCKET, S3Server, publish_project  # noqa: E402
 
 from copick_soup.data import open_project, open_tomogram, read_picks  # noqa: E402
 from copick_soup.infer.pick import PickOptions, pick_runs  # noqa: E402

@@ -1,0 +1,76 @@
+"""End to end as on a cluster: `ray start --head --block` as a child process, then `ray job submit`."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+
+from helpers import free_port  # noqa: E402
+
+from copick_soup.simulate import simulate_project  # noqa: E402
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def head():
+    """A Ray head on 127.0.0.1 with the job server; yields the dashboard address. Terminating the `--block`
+    process stops every Ray process it started (never `ray stop`: that would kill other clusters too)."""
+    port, dashboard = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # `python` in jobs is this venv's
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    process = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
+         f"--temp-dir={temp}", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        wait_for_job_server(address, process)
+        yield address
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def wait_for_job_server(address: str, process, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"ray start --head exited with {process.returncode}")
+        try:
+            urllib.request.urlopen(f"{address}/api/version", timeout=2)
+            return
+        except OSError:
+            time.sleep(1)
+    raise RuntimeError(f"the Ray job server at {address} did not come up in {timeout} s")
+
+
+@pytest.mark.slow
+def test_ray_job_submit_picks_every_run(head, tmp_path, test_soup):
+    config = simulate_project(tmp_path / "p", runs=3, shape=(32, 64, 64), crowding=10.0, seed=23)
+    report = tmp_path / "report.json"
+    job = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", f"--address={head}", f"--working-dir={REPO}", "--",
+         "python", "-m", "ray_jobs.pick", "--config", str(config), "--soup", test_soup, "--actors", "2",
+         "--window", "32", "--report", str(report)],
+        capture_output=True, text=True, timeout=400, env={**os.environ, "RAY_ADDRESS": head})
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    done = json.loads(report.read_text())
+    assert sorted(r["run"] for r in done["done"]) == ["exp_000", "exp_001", "exp_002"] and not done["failed"]
+    for run in ("exp_000", "exp_001", "exp_002"):
+        picks = list((tmp_path / "p" / "overlay" / "ExperimentRuns" / run / "Picks").glob("copick-soup_0_*.json"))
+        assert len(picks) == 6
