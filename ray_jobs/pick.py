@@ -135,27 +135,6 @@ def schedule(make_actor, runs: list[str], n_actors: int, max_retries: int = 2, e
     return report
 
 
-def dataset_config(config: str, dataset_ids: list[int], folder: Path) -> str:
-    """A copy of a portal config restricted to `dataset_ids`; unknown IDs are an error before any work."""
-    from copick_soup.errors import SoupError
-
-    data = json.loads(Path(config).read_text())
-    if data.get("config_type") != "cryoet_data_portal":
-        raise SoupError(f"{config}: --dataset-ids needs a CZ cryoET Data Portal config (config_type "
-                        f"cryoet_data_portal)")
-    data["dataset_ids"] = dataset_ids
-    path = folder / "datasets.json"
-    path.write_text(json.dumps(data, indent=2))
-    from copick_soup.data import open_project
-
-    root = open_project(path)
-    found = {int(getattr(r.meta, "portal_dataset_id", -1) or -1) for r in root.runs}
-    missing = [d for d in dataset_ids if d not in found] if found != {-1} else []
-    if missing or not root.runs:
-        raise SoupError(f"--dataset-ids: no runs found for dataset(s) {', '.join(map(str, missing or dataset_ids))}")
-    return str(path)
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ray_jobs.pick", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -179,36 +158,42 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def plan(args) -> tuple[str, list[str], list[str]]:
+    """(config, runs to pick, runs already done): every input is checked here, before Ray starts any work."""
     import tempfile
 
     from copick_soup.cli.util import split_names
+    from copick_soup.data.portal import dataset_config, parse_dataset_ids
+    config = args.config
+    if args.dataset_ids:
+        folder = Path(tempfile.mkdtemp(prefix="copick-soup-"))
+        config = str(dataset_config(config, parse_dataset_ids(args.dataset_ids), folder / "datasets.json"))
+    todo, skipped = runs_to_pick(config, args.soup, split_names(args.runs), args.user_id, args.session_id,
+                                 args.overwrite)
+    return config, todo, skipped
+
+
+def main(argv=None) -> int:
     from copick_soup.errors import SoupError
 
     args = parse_args(argv)
-    ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)
     try:
-        config = args.config
-        if args.dataset_ids:
-            ids = [int(v) for v in split_names([args.dataset_ids])]
-            config = dataset_config(config, ids, Path(tempfile.mkdtemp(prefix="copick-soup-")))
-        todo, skipped = runs_to_pick(config, args.soup, split_names(args.runs), args.user_id, args.session_id,
-                                     args.overwrite)
-        resources = actor_resources(args.cpus_per_actor)
-        n_actors = args.actors or max(int(ray.cluster_resources().get("GPU", 0)), 1)
-        options = dict(user_id=args.user_id, session_id=args.session_id, tomo_type=args.tomo_type, tta=args.tta,
-                       window=args.window, batch_size=args.batch_size, amp=args.amp, overwrite=args.overwrite)
-        print(f"{len(todo)} run(s) to pick, {len(skipped)} already done; {n_actors} actor(s) with {resources}")
-        start = time.perf_counter()
-
-        def make_actor():
-            return PickActor.options(**resources).remote(config, args.soup, options, resources["num_gpus"] > 0)
-
-        report = schedule(make_actor, todo, n_actors, args.max_retries) if todo else dict(done=[], failed=[],
-                                                                                          retried=[])
+        config, todo, skipped = plan(args)
     except SoupError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 1
+    ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)
+    resources = actor_resources(args.cpus_per_actor)
+    n_actors = args.actors or max(int(ray.cluster_resources().get("GPU", 0)), 1)
+    options = dict(user_id=args.user_id, session_id=args.session_id, tomo_type=args.tomo_type, tta=args.tta,
+                   window=args.window, batch_size=args.batch_size, amp=args.amp, overwrite=args.overwrite)
+    print(f"{len(todo)} run(s) to pick, {len(skipped)} already done; {n_actors} actor(s) with {resources}")
+    start = time.perf_counter()
+
+    def make_actor():
+        return PickActor.options(**resources).remote(config, args.soup, options, resources["num_gpus"] > 0)
+
+    report = schedule(make_actor, todo, n_actors, args.max_retries) if todo else dict(done=[], failed=[], retried=[])
     report.update(skipped=skipped, seconds=time.perf_counter() - start)
     Path(args.report).write_text(json.dumps(report, indent=2))
     print(f"done {len(report['done'])}, skipped {len(skipped)}, failed {len(report['failed'])}; report: "

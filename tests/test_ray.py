@@ -1,5 +1,11 @@
 """Batch picking on a real local Ray cluster (started once for the test session)."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -103,3 +109,30 @@ def test_unreachable_s3_fails_runs_with_reasons_after_bounded_retries(s3_batch):
     report = schedule(make(config, soup), runs, n_actors=2, echo=lambda m: None, timeout=120)
     assert not report["done"] and sorted(f["run"] for f in report["failed"]) == sorted(runs)
     assert all("failed after 3 attempt(s)" in f["error"] for f in report["failed"]), report["failed"]
+
+
+def test_unknown_dataset_ids_are_an_error_before_any_work(tmp_path):
+    from copick_soup.data.portal import dataset_config, parse_dataset_ids
+    from copick_soup.errors import SoupError
+
+    portal = Path(__file__).resolve().parents[1] / "configs" / "czii_portal.json"
+    out = dataset_config(portal, [10445, 10446], tmp_path / "d.json", known=lambda ids: {10445, 10446, 10440})
+    assert json.loads(out.read_text())["dataset_ids"] == [10445, 10446]
+    with pytest.raises(SoupError, match=r"unknown dataset ID\(s\) 99999 on the CZ cryoET Data Portal"):
+        dataset_config(portal, [10445, 99999], tmp_path / "e.json", known=lambda ids: {10445})
+    with pytest.raises(SoupError, match="needs a CZ cryoET Data Portal config"):
+        dataset_config(simulate_project(tmp_path / "p", runs=1, shape=(16, 32, 32)), [10445], tmp_path / "f.json")
+    with pytest.raises(SoupError, match="'10x45' is not a dataset ID"):
+        parse_dataset_ids("10440,10x45")
+
+
+def test_dataset_ids_are_checked_against_the_portal_before_ray_starts(tmp_path, test_soup):
+    """Offline (as in CI) the lookup fails after bounded retries; online the ID is unknown: either way one line."""
+    portal = Path(__file__).resolve().parents[1] / "configs" / "czii_portal.json"
+    done = subprocess.run([sys.executable, "-m", "ray_jobs.pick", "-c", str(portal), "--soup", test_soup,
+                           "--dataset-ids", "999999999"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COPICK_SOUP_IO_ATTEMPTS": "2"}, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: ")
+    assert "dataset IDs: failed after 2 attempt(s)" in done.stderr or "unknown dataset ID(s) 999999999" in done.stderr
+    assert "run(s) to pick" not in done.stdout  # no Ray work started

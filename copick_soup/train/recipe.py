@@ -109,52 +109,72 @@ def stage_config(recipe: dict, stage: dict, variant: str, overrides: dict) -> Tr
     return override(cfg, overrides)
 
 
+def recipe_settings(recipe: dict) -> tuple[str, str, float]:
+    """(truth user, truth session, voxel size) of a recipe."""
+    picks = recipe.get("picks") or {}
+    return picks.get("user", "curation"), str(picks.get("session", "0")), float(recipe.get("voxel_size", VOXEL_SIZE))
+
+
+def plan_stage(recipe: dict, name: str, out: Path, config_override=None) -> dict:
+    """A stage's project and folds: {name, config, folds: [(train run names, validation run names)]}.
+    Simulates the stage's project (once) when the recipe asks for phantoms."""
+    config = stage_project(recipe[name], name, out, config_override)
+    train_runs, val_runs = split_runs(open_project(config), recipe[name])
+    return dict(name=name, config=str(config), folds=fold_splits(recipe[name], train_runs, val_runs))
+
+
+def train_fold(recipe: dict, stage: dict, variant: str, tomo_type: str, fold: int, out, init=None,
+               earlier=(), overrides=None, resume: bool = False, echo=print) -> Path:
+    """Train one (variant, tomo type) member on one fold of a stage; returns its best checkpoint's manifest.
+
+    This is the unit of work: `run_recipe` calls it in a loop, `ray_jobs.tune` as one Ray task per trial."""
+    out = Path(out)
+    user, session, voxel_size = recipe_settings(recipe)
+    root = open_project(stage["config"])
+    classes = classes_from_root(root)
+    fold_train, fold_val = stage["folds"][fold]
+    volumes = load_volumes(root, select_runs(root, fold_train), [tomo_type], classes, voxel_size, user, session,
+                           warn=echo)
+    val = load_volumes(root, select_runs(root, fold_val), [tomo_type], classes, voxel_size, user, session,
+                       warn=echo)
+    name, several = stage["name"], len(stage["folds"]) > 1
+    member = f"{variant}-{tomo_type}"
+    cfg = stage_config(recipe, recipe[name], variant, overrides or {})
+    provenance = dict(recipe=recipe["name"], stage=name, project=str(root.config.name), train_runs=fold_train,
+                      val_runs=fold_val, init=str(init) if init else None, earlier_stages=list(earlier),
+                      fold=fold if several else None, overrides=overrides or {})
+    echo(f"{member}: {name}{f' fold {fold}' if several else ''} on {len(fold_train)} run(s), validating on "
+         f"{len(fold_val)}")
+    folder = out / "stages" / member / (f"{name}-fold{fold}" if several else name)
+    return train_member(cfg, classes, volumes, val, folder, voxel_size, tomo_type, init=init, resume=resume,
+                        provenance=provenance, echo=echo)
+
+
+def merge_folds(results: list[Path], out, member: str, stage: str, echo=print) -> Path:
+    """One member from a stage's folds: the fold itself, or their uniform weight-space soup (the seed's recipe)."""
+    if len(results) == 1:
+        return Path(results[0])
+    from copick_soup.soup.weights import weight_soup
+
+    return weight_soup(results, Path(out) / "stages" / member / f"{stage}-uniform", "uniform", echo=echo)
+
+
 def run_recipe(recipe: dict, out, pretrain_config=None, finetune_config=None, overrides=None,
                resume: bool = False, echo=print) -> list[Path]:
     """Train every (variant, tomo type) member of a recipe; returns the member manifests in OUT."""
     out = Path(out)
-    picks = recipe.get("picks") or {}
-    user, session = picks.get("user", "curation"), str(picks.get("session", "0"))
-    voxel_size = float(recipe.get("voxel_size", VOXEL_SIZE))
-    tomo_types = list(recipe.get("tomo_types") or ["denoised"])
-    stages = []
-    for name, given in (("pretrain", pretrain_config), ("finetune", finetune_config)):
-        if recipe.get(name):
-            root = open_project(stage_project(recipe[name], name, out, given))
-            train_runs, val_runs = split_runs(root, recipe[name])
-            classes = classes_from_root(root)
-            volumes = load_volumes(root, train_runs, tomo_types, classes, voxel_size, user, session, warn=echo)
-            val = load_volumes(root, val_runs, tomo_types, classes, voxel_size, user, session, warn=echo)
-            stages.append((name, recipe[name], classes, volumes, val, root, train_runs, val_runs))
-
+    stages = [plan_stage(recipe, name, out, given)
+              for name, given in (("pretrain", pretrain_config), ("finetune", finetune_config)) if recipe.get(name)]
     members = []
     for variant in recipe.get("variants") or ["unet3d_tiny"]:
-        for tomo_type in tomo_types:
+        for tomo_type in recipe.get("tomo_types") or ["denoised"]:
             member = f"{variant}-{tomo_type}"
             init, history = None, []
-            for name, stage, classes, volumes, val, root, train_runs, val_runs in stages:
-                cfg = stage_config(recipe, stage, variant, overrides or {})
-                mine = [v for v in volumes + val if v.tomo_type == tomo_type]
-                splits = fold_splits(stage, train_runs, val_runs)
-                results = []
-                for k, (fold_train, fold_val) in enumerate(splits):
-                    provenance = dict(recipe=recipe["name"], stage=name, project=str(root.config.name),
-                                      train_runs=fold_train, val_runs=fold_val, init=str(init) if init else None,
-                                      earlier_stages=list(history), fold=k if len(splits) > 1 else None)
-                    echo(f"{member}: {name}{f' fold {k}' if len(splits) > 1 else ''} on {len(fold_train)} run(s), "
-                         f"validating on {len(fold_val)}")
-                    folder = out / "stages" / member / (f"{name}-fold{k}" if len(splits) > 1 else name)
-                    results.append(train_member(cfg, classes, [v for v in mine if v.run in fold_train],
-                                                [v for v in mine if v.run in fold_val], folder, voxel_size,
-                                                tomo_type, init=init, resume=resume, provenance=provenance,
-                                                echo=echo))
-                if len(results) > 1:
-                    from copick_soup.soup.weights import weight_soup
-
-                    results = [weight_soup(results, out / "stages" / member / f"{name}-uniform", "uniform",
-                                           echo=echo)]
-                init = results[0]
-                history.append(dict(stage=name, manifest=str(init)))
+            for stage in stages:
+                results = [train_fold(recipe, stage, variant, tomo_type, k, out, init, history, overrides, resume,
+                                      echo) for k in range(len(stage["folds"]))]
+                init = merge_folds(results, out, member, stage["name"], echo)
+                history.append(dict(stage=stage["name"], manifest=str(init)))
             members.append(publish_member(init, out / member))
     return members
 
