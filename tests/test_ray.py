@@ -136,3 +136,12 @@ def test_dataset_ids_are_checked_against_the_portal_before_ray_starts(tmp_path, 
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: ")
     assert "dataset IDs: failed after 2 attempt(s)" in done.stderr or "unknown dataset ID(s) 999999999" in done.stderr
     assert "run(s) to pick" not in done.stdout  # no Ray work started
+
+
+def test_the_example_cluster_yaml_is_a_valid_ray_cluster_config():
+    import yaml
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "ray-cluster.yaml").read_text())
+    validate_config(prepare_config(config))  # Ray's own schema: raises on a wrong or missing field
+    assert config["available_node_types"]["head"]["resources"] == {"GPU": 0}  # actors never land on the head
