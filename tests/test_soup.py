@@ -130,3 +130,20 @@ def test_members_at_different_voxel_sizes_are_refused(trained_members, tmp_path)
     result = CliRunner().invoke(main, ["soup", "-c", str(config), "--members", str(members / "test-denoised.json"),
                                        "--members", str(other), "--val-runs", "exp_001", "--out", str(tmp_path / "s")])
     assert result.exit_code != 0 and "have different voxel sizes" in result.output
+
+
+def test_thresholds_sit_in_a_broad_optimum_not_on_a_lone_spike():
+    from copick_soup.soup.search import smooth
+
+    f = np.array([0.2, 0.9, 0.2, 0.2, 0.8, 0.85, 0.8, 0.2])  # a spike at 1, a plateau around 5
+    assert int(np.argmax(f)) == 1 and int(np.argmax(smooth(f))) == 5
+
+
+def test_near_ties_between_weightings_go_to_the_most_even_one():
+    from copick_soup.soup.search import most_even
+
+    results = [dict(weights=[1.0, 0.0], score=0.800), dict(weights=[0.5, 0.5], score=0.795),
+               dict(weights=[0.75, 0.25], score=0.799), dict(weights=[0.0, 1.0], score=0.6)]
+    assert most_even(results, 0.01)["weights"] == [0.5, 0.5]
+    assert most_even(results, 0.0)["weights"] == [1.0, 0.0]  # no tolerance: the best score wins
+    assert most_even(results, 0.003)["weights"] == [0.75, 0.25]

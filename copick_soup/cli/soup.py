@@ -14,6 +14,8 @@ from copick_soup.cli.util import config_option, reports_errors, split_names
 @click.option("--truth-user", default="curation", show_default=True)
 @click.option("--truth-session", default="0", show_default=True)
 @click.option("--step", default=0.25, show_default=True, type=float, help="Weight grid step on the simplex.")
+@click.option("--tolerance", default=0.01, show_default=True, type=float,
+              help="Weightings within this F4 of the best count as ties; the most even of them is kept.")
 @click.option("--tta", default=1, show_default=True, type=click.IntRange(1, 8))
 @click.option("--window", default=64, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
@@ -21,7 +23,8 @@ from copick_soup.cli.util import config_option, reports_errors, split_names
               help="First average the weights of members that share variant and tomogram type (fold or seed "
                    "fine-tunes): uniformly, or greedily by validation F4.")
 @reports_errors
-def soup(config, members, val_runs, out, truth_user, truth_session, step, tta, window, device, weight_soup):
+def soup(config, members, val_runs, out, truth_user, truth_session, step, tolerance, tta, window, device,
+         weight_soup):
     """Search ensemble weights and per-class thresholds that maximise the CZII F4 on validation runs.
 
     \b
@@ -32,5 +35,6 @@ def soup(config, members, val_runs, out, truth_user, truth_session, step, tta, w
     from copick_soup.train.loop import resolve_device
 
     path = build_soup(config, split_names(members), split_names(val_runs), out, truth_user, truth_session, step,
-                      window=window, tta=tta, device=resolve_device(device), weight_soup=weight_soup, echo=click.echo)
+                      window=window, tta=tta, device=resolve_device(device), weight_soup=weight_soup,
+                      tolerance=tolerance, echo=click.echo)
     click.echo(f"soup: {path}")

@@ -74,6 +74,8 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
     them for a ~1e-3 relative error, which `pick` accepts (z-scored noisy input; thresholds are searched in
     steps of 0.025); validation, the soup search and tests keep float32.
     """
+    import torch
+
     shape = tuple(sources[0].volume.shape)
     for s in sources:
         if tuple(s.volume.shape) != shape:
@@ -88,6 +90,7 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
     norm = [axis_weight(n, starts, g) for n, starts in zip(shape, (zs, ys, xs))]
     depth = min(window, shape[0])
     acc = np.zeros((n_classes, depth, shape[1], shape[2]), dtype=dtype)
+    tacc = torch.from_numpy(acc)  # the same memory, for the window adds
     jobs = [(y0, x0) for y0 in ys for x0 in xs]
 
     # Read-ahead: a thread reads (and decompresses) the next slab while this one runs through the network.
@@ -103,12 +106,14 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
                 part = jobs[b:b + batch_size]
                 pred = sum(source.predict_batch(_batch(slab, part, window)) * w
                            for source, slab, w in zip(sources, slabs, weights))
-                wz = g[:dz] / norm[0][z0:z0 + dz]
-                for (y0, x0), p in zip(part, pred):
+                wz = torch.from_numpy(g[:dz] / norm[0][z0:z0 + dz])
+                for (y0, x0), p in zip(part, torch.from_numpy(pred)):
                     dy, dx = min(window, shape[1] - y0), min(window, shape[2] - x0)
-                    wy, wx = g[:dy] / norm[1][y0:y0 + dy], g[:dx] / norm[2][x0:x0 + dx]
+                    wy = torch.from_numpy(g[:dy] / norm[1][y0:y0 + dy])
+                    wx = torch.from_numpy(g[:dx] / norm[2][x0:x0 + dx])
                     w3 = wz[:, None, None] * wy[None, :, None] * wx[None, None, :]
-                    acc[:, :dz, y0:y0 + dy, x0:x0 + dx] += p[:, :dz, :dy, :dx] * w3
+                    # torch, not numpy: multi-threaded, and a float16 accumulator costs no float16 arithmetic
+                    tacc[:, :dz, y0:y0 + dy, x0:x0 + dx] += (p[:, :dz, :dy, :dx] * w3).to(tacc.dtype)
                 if progress:
                     progress(len(part))
             z_next = zs[i + 1] if i + 1 < len(zs) else shape[0]

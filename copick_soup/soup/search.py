@@ -107,9 +107,16 @@ def sweep_thresholds(val: list[ValRun], weights, classes, voxel_size: float, nms
         recall = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=tp + fn > 0)
         denom = beta**2 * precision + recall
         f = np.divide((1 + beta**2) * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-        i = int(np.argmax(f))
+        i = int(np.argmax(smooth(f)))
         best_t[cls.name], best_f[cls.name] = float(thresholds[i]), float(f[i])
     return best_t, best_f
+
+
+def smooth(f: np.ndarray) -> np.ndarray:
+    """F-beta averaged with its neighbouring thresholds. A few validation particles make the curve spiky, and a
+    threshold on a lone spike does not carry over to new runs; the middle of a broad optimum does."""
+    padded = np.pad(f, 1, mode="edge")
+    return (padded[:-2] + padded[1:-1] + padded[2:]) / 3
 
 
 def weighted_score(per_class: dict, classes) -> float:
@@ -118,14 +125,30 @@ def weighted_score(per_class: dict, classes) -> float:
 
 
 def search(val: list[ValRun], classes, voxel_size: float, n_members: int, step: float = 0.25,
-           nms_scale: float = 0.5, echo=print) -> dict:
-    """The best weighting and thresholds; also every single member's own best, for comparison."""
+           nms_scale: float = 0.5, tolerance: float = 0.01, echo=print) -> dict:
+    """The best weighting and thresholds; also every single member's own best, for comparison.
+
+    Weightings within `tolerance` F4 of the best count as equally good (on a few validation runs such
+    differences are noise), and of those the most even one is kept: averaging more members generalises better
+    than leaning on whichever member was luckiest on the validation runs."""
     results = []
     for weights in simplex_grid(n_members, step):
         thresholds, per_class = sweep_thresholds(val, weights, classes, voxel_size, nms_scale)
         results.append(dict(weights=list(weights), thresholds=thresholds, per_class=per_class,
                             score=weighted_score(per_class, classes)))
-    best = max(results, key=lambda r: r["score"])
+    best = most_even(results, tolerance)
     singles = [r for r in results if max(r["weights"]) == 1.0]
     echo(f"searched {len(results)} weighting(s): best F4 {best['score']:.3f} with weights {best['weights']}")
     return dict(best=best, singles=singles, tried=len(results))
+
+
+def most_even(results: list[dict], tolerance: float) -> dict:
+    """Of the weightings scoring within `tolerance` of the best, the one with the most even weights (entropy)."""
+    top = max(r["score"] for r in results)
+
+    def entropy(r):
+        w = np.asarray(r["weights"], dtype=float)
+        w = w[w > 0]
+        return float(-(w * np.log(w)).sum())
+
+    return max((r for r in results if r["score"] >= top - tolerance), key=lambda r: (entropy(r), r["score"]))
