@@ -11,6 +11,10 @@ $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[ray]"
+	# moto (the tests' S3 server) needs boto3: the boto3 matching the botocore that s3fs settled on spares pip
+	# a backtrack through every newer boto3 release (minutes).
+	$(BIN)/python -m pip install -q "boto3==$$($(BIN)/python -c 'import botocore; print(botocore.__version__)')"
 	$(BIN)/python -m pip install -q -e ".[ray,test]"
 	touch $@
 
@@ -43,7 +47,7 @@ default-soup: install
 	rm -rf copick_soup/soups/default && mkdir -p copick_soup/soups/default
 	cp build/cpu-demo/unet3d_tiny-*.json build/cpu-demo/unet3d_tiny-*.safetensors copick_soup/soups/default/
 	rm -rf build/soup-val
-	$(BIN)/copick-soup simulate --out build/soup-val --runs 3 --shape 96,192,192 --profile experimental \
+	$(BIN)/copick-soup simulate --out build/soup-val --runs 6 --shape 96,192,192 --profile experimental \
 		--seed 3000 --crowding 2
 	$(BIN)/copick-soup soup -c build/soup-val/copick.json --members copick_soup/soups/default \
-		--val-runs exp_000,exp_001,exp_002 --out copick_soup/soups/default
+		--val-runs exp_000,exp_001,exp_002,exp_003,exp_004,exp_005 --out copick_soup/soups/default

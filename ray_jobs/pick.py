@@ -76,26 +76,37 @@ def actor_resources(cpus_per_actor: float | None = None) -> dict:
     return dict(num_gpus=0, num_cpus=cpus_per_actor or 1)
 
 
-def runs_to_pick(config: str, soup: str, run_names, user_id: str, session_id: str, overwrite: bool):
-    """(runs to pick, runs skipped because every class already has picks by this user and session)."""
+def runs_to_pick(config: str, soup: str, run_names, user_id: str, session_id: str, overwrite: bool, echo=print):
+    """(runs to pick, runs skipped because every class already has picks by this user and session, runs to finish).
+
+    A run with picks for only some classes was being written when its driver or actor was killed (a finished
+    write covers every class): it is picked again and its partial picks are replaced."""
     from copick_soup.data import open_project, select_runs
     from copick_soup.data.picks import existing_picks
     from copick_soup.soup.manifest import read_soup
 
     names = [c["name"] for c in read_soup(soup)["classes"]]
     root = open_project(config)
-    todo, skipped = [], []
+    todo, skipped, unfinished = [], [], []
     for run in select_runs(root, run_names):
-        done = not overwrite and len(existing_picks(run, names, user_id, session_id)) == len(names)
-        (skipped if done else todo).append(run.name)
-    return todo, skipped
+        have = [] if overwrite else existing_picks(run, names, user_id, session_id)
+        if len(have) == len(names):
+            skipped.append(run.name)
+            continue
+        todo.append(run.name)
+        if have:
+            unfinished.append(run.name)
+            echo(f"run {run.name}: an interrupted write left picks for {len(have)} of {len(names)} classes; "
+                 f"picking it again")
+    return todo, skipped, unfinished
 
 
 def schedule(make_actor, runs: list[str], n_actors: int, max_retries: int = 2, echo=print,
-             timeout: float | None = None) -> dict:
+             timeout: float | None = None, unfinished=()) -> dict:
     """Send runs to a pool of actors; replace dead actors and retry their runs. Returns the report.
 
-    `timeout` bounds the wait for any one result (seconds; None waits as long as runs take)."""
+    `timeout` bounds the wait for any one result (seconds; None waits as long as runs take). Runs in
+    `unfinished` (partial picks of a killed writer) replace their picks from the first attempt."""
     actors = [make_actor() for _ in range(min(n_actors, len(runs)) or 1)]
     queue = deque((run, 0) for run in runs)
     idle = list(range(len(actors)))
@@ -105,7 +116,7 @@ def schedule(make_actor, runs: list[str], n_actors: int, max_retries: int = 2, e
         while queue and idle:
             i = idle.pop()
             run, attempt = queue.popleft()
-            pending[actors[i].pick.remote(run, attempt > 0)] = (i, run, attempt)
+            pending[actors[i].pick.remote(run, attempt > 0 or run in unfinished)] = (i, run, attempt)
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=timeout)
         if not ready:
             raise TimeoutError(f"no run finished within {timeout} s")
@@ -158,8 +169,9 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def plan(args) -> tuple[str, list[str], list[str]]:
-    """(config, runs to pick, runs already done): every input is checked here, before Ray starts any work."""
+def plan(args) -> tuple[str, list[str], list[str], list[str]]:
+    """(config, runs to pick, runs already done, runs to finish): every input is checked here, before Ray starts
+    any work."""
     import tempfile
 
     from copick_soup.cli.util import split_names
@@ -168,9 +180,8 @@ def plan(args) -> tuple[str, list[str], list[str]]:
     if args.dataset_ids:
         folder = Path(tempfile.mkdtemp(prefix="copick-soup-"))
         config = str(dataset_config(config, parse_dataset_ids(args.dataset_ids), folder / "datasets.json"))
-    todo, skipped = runs_to_pick(config, args.soup, split_names(args.runs), args.user_id, args.session_id,
-                                 args.overwrite)
-    return config, todo, skipped
+    return (config, *runs_to_pick(config, args.soup, split_names(args.runs), args.user_id, args.session_id,
+                                  args.overwrite))
 
 
 def main(argv=None) -> int:
@@ -178,7 +189,7 @@ def main(argv=None) -> int:
 
     args = parse_args(argv)
     try:
-        config, todo, skipped = plan(args)
+        config, todo, skipped, unfinished = plan(args)
     except SoupError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 1
@@ -193,7 +204,9 @@ def main(argv=None) -> int:
     def make_actor():
         return PickActor.options(**resources).remote(config, args.soup, options, resources["num_gpus"] > 0)
 
-    report = schedule(make_actor, todo, n_actors, args.max_retries) if todo else dict(done=[], failed=[], retried=[])
+    report = dict(done=[], failed=[], retried=[])
+    if todo:
+        report = schedule(make_actor, todo, n_actors, args.max_retries, unfinished=set(unfinished))
     report.update(skipped=skipped, seconds=time.perf_counter() - start)
     Path(args.report).write_text(json.dumps(report, indent=2))
     print(f"done {len(report['done'])}, skipped {len(skipped)}, failed {len(report['failed'])}; report: "

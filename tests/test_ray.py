@@ -38,8 +38,8 @@ def test_every_run_is_picked_exactly_once(batch):
     root = open_project(config)
     for run in root.runs:
         assert len(run.get_picks(user_id="ray", session_id="0", object_name="ribosome")) == 1
-    todo, skipped = runs_to_pick(config, soup, None, "ray", "0", overwrite=False)
-    assert todo == [] and sorted(skipped) == sorted(runs)  # a rerun has nothing left to do
+    todo, skipped, unfinished = runs_to_pick(config, soup, None, "ray", "0", overwrite=False)
+    assert todo == [] and sorted(skipped) == sorted(runs) and not unfinished  # a rerun has nothing left to do
 
 
 def test_killing_an_actor_mid_batch_still_completes_every_run(batch):
@@ -98,7 +98,7 @@ def test_actors_stream_runs_from_s3_and_write_each_run_once(s3_batch, tmp_path):
     assert sorted(r["run"] for r in report["done"]) == sorted(runs) and not report["failed"]
     for run in runs:  # picks land in the local overlay, one file per class
         assert len(list((tmp_path / "overlay" / "ExperimentRuns" / run / "Picks").glob("ray_0_*.json"))) == 6
-    assert runs_to_pick(config, soup, None, "ray", "0", overwrite=False) == ([], runs)
+    assert runs_to_pick(config, soup, None, "ray", "0", overwrite=False) == ([], runs, [])
 
 
 def test_unreachable_s3_fails_runs_with_reasons_after_bounded_retries(s3_batch):
@@ -145,3 +145,22 @@ def test_the_example_cluster_yaml_is_a_valid_ray_cluster_config():
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "ray-cluster.yaml").read_text())
     validate_config(prepare_config(config))  # Ray's own schema: raises on a wrong or missing field
     assert config["available_node_types"]["head"]["resources"] == {"GPU": 0}  # actors never land on the head
+
+
+def test_a_run_left_half_written_by_a_killed_writer_is_picked_again(batch):
+    from ray_jobs.pick import runs_to_pick, schedule
+
+    config, soup, runs = batch
+    report = schedule(make(config, soup), runs[:2], n_actors=1, echo=lambda m: None, timeout=120)
+    assert len(report["done"]) == 2
+    root = open_project(config)
+    [partial] = root.get_run(runs[1]).get_picks(user_id="ray", session_id="0", object_name="ribosome")
+    root.get_run(runs[1]).delete_picks(user_id="ray", session_id="0", object_name=partial.pickable_object_name)
+    messages = []
+    todo, skipped, unfinished = runs_to_pick(config, soup, None, "ray", "0", overwrite=False, echo=messages.append)
+    assert (todo, skipped, unfinished) == (runs[1:], runs[:1], runs[1:2])
+    assert "interrupted write left picks for 5 of 6 classes" in messages[0]
+    report = schedule(make(config, soup), todo, n_actors=1, echo=lambda m: None, timeout=120,
+                      unfinished=set(unfinished))
+    assert sorted(r["run"] for r in report["done"]) == runs[1:] and not report["failed"]
+    assert runs_to_pick(config, soup, None, "ray", "0", overwrite=False)[:2] == ([], runs)

@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def head():
     """A Ray head on 127.0.0.1 with the job server; yields the dashboard address. Terminating the `--block`
     process stops every Ray process it started (never `ray stop`: that would kill other clusters too)."""
@@ -63,14 +63,46 @@ def wait_for_job_server(address: str, process, timeout: float = 120) -> None:
 def test_ray_job_submit_picks_every_run(head, tmp_path, test_soup):
     config = simulate_project(tmp_path / "p", runs=3, shape=(32, 64, 64), crowding=10.0, seed=23)
     report = tmp_path / "report.json"
-    job = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", f"--address={head}", f"--working-dir={REPO}", "--",
-         "python", "-m", "ray_jobs.pick", "--config", str(config), "--soup", test_soup, "--actors", "2",
-         "--window", "32", "--report", str(report)],
-        capture_output=True, text=True, timeout=400, env={**os.environ, "RAY_ADDRESS": head})
+    job = submit(head, "--config", config, "--soup", test_soup, "--actors", 2, "--window", 32, "--report", report)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     done = json.loads(report.read_text())
     assert sorted(r["run"] for r in done["done"]) == ["exp_000", "exp_001", "exp_002"] and not done["failed"]
     for run in ("exp_000", "exp_001", "exp_002"):
         picks = list((tmp_path / "p" / "overlay" / "ExperimentRuns" / run / "Picks").glob("copick-soup_0_*.json"))
         assert len(picks) == 6
+
+
+def submit(head, *args, wait=True, job_id=None):
+    command = [str(BIN / "ray"), "job", "submit", f"--address={head}", f"--working-dir={REPO}"]
+    command += ([] if wait else ["--no-wait"]) + ([f"--submission-id={job_id}"] if job_id else [])
+    command += ["--", "python", "-m", "ray_jobs.pick", *map(str, args)]
+    deadline = time.time() + 120
+    while True:  # the job server answers before the node's agent that runs jobs has registered
+        done = subprocess.run(command, capture_output=True, text=True, timeout=400,
+                              env={**os.environ, "RAY_ADDRESS": head})
+        if "No available agent to submit job" not in done.stdout + done.stderr or time.time() > deadline:
+            return done
+        time.sleep(2)
+
+
+@pytest.mark.slow
+def test_a_killed_driver_is_rerun_and_finishes_only_the_remaining_runs(head, tmp_path, test_soup):
+    config = simulate_project(tmp_path / "p", runs=8, shape=(48, 128, 128), crowding=4.0, seed=24)
+    runs = [f"exp_{i:03d}" for i in range(8)]
+    args = ["--config", config, "--soup", test_soup, "--actors", 1, "--window", 32]
+    job_id = f"killed-driver-{tmp_path.name}"
+    assert submit(head, *args, "--report", tmp_path / "first.json", wait=False, job_id=job_id).returncode == 0
+    picked = tmp_path / "p" / "overlay" / "ExperimentRuns"
+    deadline = time.time() + 300
+    while not list(picked.glob("*/Picks/copick-soup_0_*.json")) and time.time() < deadline:
+        time.sleep(0.2)
+    subprocess.run([str(BIN / "ray"), "job", "stop", f"--address={head}", job_id], capture_output=True,
+                   timeout=120, check=True)  # kills the driver (and its actors) mid-batch
+    first = {p.parts[-3] for p in picked.glob("*/Picks/copick-soup_0_*.json")}
+    assert 0 < len(first) < len(runs) and not (tmp_path / "first.json").exists()
+    job = submit(head, *args, "--report", tmp_path / "second.json")
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    report = json.loads((tmp_path / "second.json").read_text())
+    done = {r["run"] for r in report["done"]}
+    assert done | set(report["skipped"]) == set(runs) and not report["failed"]
+    assert set(report["skipped"]) <= first and done >= set(runs) - first  # nothing finished is picked again
