@@ -37,11 +37,12 @@ bench: install
 	$(BIN)/python benchmarks/pick.py
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/soup.py
+	$(BIN)/python benchmarks/ray_scaling.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
 
-# Rebuild the shipped default soup with the cpu-demo recipe (about a quarter of an hour on 2 cores).
+# Rebuild the shipped default soup with the cpu-demo recipe (about three quarters of an hour on 2 cores).
 default-soup: install
 	$(BIN)/copick-soup train --recipe configs/recipes/cpu-demo.yaml --out build/cpu-demo
 	rm -rf copick_soup/soups/default && mkdir -p copick_soup/soups/default
