@@ -28,7 +28,11 @@ import ray
 class PickActor:
     """Holds an open copick root and a loaded soup; picks one run per call."""
 
-    def __init__(self, config: str, soup: str, options: dict, use_gpu: bool):
+    def __init__(self, config, soup: str, options: dict, use_gpu: bool):
+        """`config`: a copick config's path, or its content (a dict), which the driver sends because a config it
+        wrote (for --dataset-ids) is not on other nodes' disks."""
+        import tempfile
+
         import torch
 
         from copick_soup.data import open_project
@@ -38,6 +42,10 @@ class PickActor:
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         if device == "cpu":
             torch.set_num_threads(max(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)), 1))
+        if isinstance(config, dict):
+            path = Path(tempfile.mkdtemp(prefix="copick-soup-actor-")) / "copick.json"
+            path.write_text(json.dumps(config))
+            config = path
         self.root = open_project(config)
         self.soup = load_soup(soup, device)
         self.options = PickOptions(**options, device=device)
@@ -200,9 +208,10 @@ def main(argv=None) -> int:
                    window=args.window, batch_size=args.batch_size, amp=args.amp, overwrite=args.overwrite)
     print(f"{len(todo)} run(s) to pick, {len(skipped)} already done; {n_actors} actor(s) with {resources}")
     start = time.perf_counter()
+    content = json.loads(Path(config).read_text())  # sent to the actors: a config on this node's disk only
 
     def make_actor():
-        return PickActor.options(**resources).remote(config, args.soup, options, resources["num_gpus"] > 0)
+        return PickActor.options(**resources).remote(content, args.soup, options, resources["num_gpus"] > 0)
 
     report = dict(done=[], failed=[], retried=[])
     if todo:
