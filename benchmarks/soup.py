@@ -3,7 +3,7 @@
 Weights and thresholds (the soup's, and each member's own best thresholds) are searched on validation runs
 only; the held-out runs are simulated from another seed and used for nothing but this table.
 
-    python benchmarks/soup.py [--soup default] [--val-runs 2] [--held-out-runs 3]
+    python benchmarks/soup.py [--soup default] [--val-runs 4] [--held-out-runs 4]
 
 Prints a table and writes benchmarks/results/soup.md.
 """
@@ -38,13 +38,14 @@ def held_out_score(config, soup_path, session: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--soup", default="default", help="where the members come from")
-    parser.add_argument("--val-runs", type=int, default=2)
-    parser.add_argument("--held-out-runs", type=int, default=3)
+    parser.add_argument("--val-runs", type=int, default=4)
+    parser.add_argument("--held-out-runs", type=int, default=4)
     parser.add_argument("--step", type=float, default=0.25)
     parser.add_argument("--out", default="/tmp/copick-soup-bench-soup")
     args = parser.parse_args()
     out = Path(args.out)
-    val_config, test_config = out / "val" / "copick.json", out / "held-out" / "copick.json"
+    val_config = out / f"val-{args.val_runs}" / "copick.json"
+    test_config = out / f"held-out-{args.held_out_runs}" / "copick.json"
     if not val_config.exists():
         simulate_project(val_config.parent, runs=args.val_runs, shape=SHAPE, seed=5151, crowding=2.0)
     if not test_config.exists():
