@@ -130,7 +130,7 @@ def tune(recipe: dict, out, grid=None, val_config=None, val_runs=None, step: flo
     from copick_soup.errors import SoupError
     from copick_soup.train.recipe import plan_stage, recipe_settings
 
-    out = Path(out)
+    out = Path(out).resolve()  # tasks may run in another working directory
     resources = resources or trial_resources()
     stages = [plan_stage(recipe, name, out) for name in ("pretrain", "finetune") if recipe.get(name)]
     todo = [dict(t, init=None, history=[]) for t in trials(recipe, grid or [{}])]
@@ -144,9 +144,9 @@ def tune(recipe: dict, out, grid=None, val_config=None, val_runs=None, step: flo
                         "with --val-config and --val-runs")
     val_runs = val_runs or last["folds"][0][1]
     echo(f"soup search over {len(members)} member(s) on {len(val_runs)} validation run(s)")
+    val_config = str(Path(val_config or last["config"]).resolve())
     soup = ray.get(build_soup_task.options(**resources).remote(
-        str(val_config or last["config"]), members, list(val_runs), str(out / "soup"), user, session, step, tta),
-        timeout=timeout)
+        val_config, members, list(val_runs), str(out / "soup"), user, session, step, tta), timeout=timeout)
     return dict(soup=soup, members={name: str(path) for name, (path, _) in chosen.items()},
                 settings={name: setting for name, (_, setting) in chosen.items()})
 
