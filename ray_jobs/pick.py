@@ -23,6 +23,8 @@ from pathlib import Path
 
 import ray
 
+from ray_jobs.resources import limit_torch_threads, worker_resources
+
 
 @ray.remote
 class PickActor:
@@ -40,8 +42,7 @@ class PickActor:
         from copick_soup.soup.manifest import load_soup
 
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        if device == "cpu":
-            torch.set_num_threads(max(int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)), 1))
+        limit_torch_threads()
         if isinstance(config, dict):
             path = Path(tempfile.mkdtemp(prefix="copick-soup-actor-")) / "copick.json"
             path.write_text(json.dumps(config))
@@ -74,14 +75,6 @@ class PickActor:
 
     def pid(self) -> int:
         return os.getpid()
-
-
-def actor_resources(cpus_per_actor: float | None = None) -> dict:
-    """One GPU per actor when the cluster has GPUs, else CPUs (all of them split over the actors by default)."""
-    resources = ray.cluster_resources()
-    if resources.get("GPU", 0) >= 1:
-        return dict(num_gpus=1, num_cpus=cpus_per_actor or 1)
-    return dict(num_gpus=0, num_cpus=cpus_per_actor or 1)
 
 
 def runs_to_pick(config: str, soup: str, run_names, user_id: str, session_id: str, overwrite: bool, echo=print):
@@ -202,7 +195,7 @@ def main(argv=None) -> int:
         print(f"Error: {err}", file=sys.stderr)
         return 1
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)
-    resources = actor_resources(args.cpus_per_actor)
+    resources = worker_resources(args.cpus_per_actor)
     n_actors = args.actors or max(int(ray.cluster_resources().get("GPU", 0)), 1)
     options = dict(user_id=args.user_id, session_id=args.session_id, tomo_type=args.tomo_type, tta=args.tta,
                    window=args.window, batch_size=args.batch_size, amp=args.amp, overwrite=args.overwrite)

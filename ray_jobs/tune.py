@@ -24,11 +24,13 @@ from pathlib import Path
 
 import ray
 
+from ray_jobs.resources import limit_torch_threads, worker_resources
+
 
 @ray.remote
 def train_fold_task(recipe: dict, stage: dict, variant: str, tomo_type: str, fold: int, out: str, init,
                     earlier: list, overrides: dict) -> str:
-    threads(ray.get_runtime_context().get_assigned_resources())
+    limit_torch_threads()
     from copick_soup.train.recipe import train_fold
 
     return str(train_fold(recipe, stage, variant, tomo_type, fold, out, init, earlier, overrides, resume=True,
@@ -38,20 +40,12 @@ def train_fold_task(recipe: dict, stage: dict, variant: str, tomo_type: str, fol
 @ray.remote
 def build_soup_task(config: str, members: list[str], val_runs: list[str], out: str, user: str, session: str,
                     step: float, tta: int) -> str:
-    threads(ray.get_runtime_context().get_assigned_resources())
+    limit_torch_threads()
     from copick_soup.soup.build import build_soup
     from copick_soup.train.loop import resolve_device
 
     return str(build_soup(config, members, val_runs, out, user, session, step=step, tta=tta,
                           device=resolve_device("auto"), echo=lambda m: None))
-
-
-def threads(assigned: dict) -> None:
-    """CPU trials use as many torch threads as CPUs they were given (Ray sets no limit of its own)."""
-    import torch
-
-    if not assigned.get("GPU"):
-        torch.set_num_threads(max(int(assigned.get("CPU", 1)), 1))
 
 
 def parse_grid(pairs) -> list[dict]:
@@ -109,7 +103,8 @@ def run_stages(recipe: dict, stages: list[dict], todo: list[dict], out: Path, re
             folds = [results[id(t)][k] for k in sorted(results[id(t)])]
             t["init"] = str(merge_folds(folds, out / "trials" / t["setting"], t["name"], stage["name"], echo))
             t["history"] = t["history"] + [dict(stage=stage["name"], manifest=t["init"])]
-            echo(f"  {t['name']} [{t['setting']}]: validation F4 {validation_f4(t['init']):.3f}")
+            t["score"] = validation_f4(t["init"])
+            echo(f"  {t['name']} [{t['setting']}]: validation F4 {t['score']:.3f}")
 
 
 def best_members(todo: list[dict], out: Path) -> dict:
@@ -119,7 +114,7 @@ def best_members(todo: list[dict], out: Path) -> dict:
 
     best = {}
     for t in todo:
-        if t["name"] not in best or validation_f4(t["init"]) > validation_f4(best[t["name"]]["init"]):
+        if t["name"] not in best or t["score"] > best[t["name"]]["score"]:
             best[t["name"]] = t
     return {name: (publish_member(t["init"], out / "members" / name), t["setting"]) for name, t in best.items()}
 
@@ -131,7 +126,7 @@ def tune(recipe: dict, out, grid=None, val_config=None, val_runs=None, step: flo
     from copick_soup.train.recipe import plan_stage, recipe_settings
 
     out = Path(out).resolve()  # tasks may run in another working directory
-    resources = resources or trial_resources()
+    resources = resources or worker_resources()
     stages = [plan_stage(recipe, name, out) for name in ("pretrain", "finetune") if recipe.get(name)]
     todo = [dict(t, init=None, history=[]) for t in trials(recipe, grid or [{}])]
     run_stages(recipe, stages, todo, out, resources, timeout, echo)
@@ -149,13 +144,6 @@ def tune(recipe: dict, out, grid=None, val_config=None, val_runs=None, step: flo
         val_config, members, list(val_runs), str(out / "soup"), user, session, step, tta), timeout=timeout)
     return dict(soup=soup, members={name: str(path) for name, (path, _) in chosen.items()},
                 settings={name: setting for name, (_, setting) in chosen.items()})
-
-
-def trial_resources(cpus_per_trial: float | None = None) -> dict:
-    """One GPU per trial when the cluster has GPUs, else CPUs."""
-    if ray.cluster_resources().get("GPU", 0) >= 1:
-        return dict(num_gpus=1, num_cpus=cpus_per_trial or 1)
-    return dict(num_gpus=0, num_cpus=cpus_per_trial or 1)
 
 
 def parse_args(argv=None):
@@ -193,7 +181,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     try:
         result = tune(recipe, args.out, grid, args.val_config, split_names(args.val_runs) or None, args.step,
-                      args.tta, trial_resources(args.cpus_per_trial))
+                      args.tta, worker_resources(args.cpus_per_trial))
     except (SoupError, ray.exceptions.RayTaskError) as err:
         cause = getattr(err, "cause", None) or err  # a trial's own error, not Ray's wrapper around it
         print(f"Error: {cause}", file=sys.stderr)

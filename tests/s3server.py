@@ -19,6 +19,7 @@ from helpers import free_port
 
 BUCKET = "cryoet-data-portal-public"
 CREDENTIALS = dict(key="testing", secret="testing")  # the publisher's; readers are anonymous
+FAST_FAIL = {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}  # botocore gives up at once
 
 
 class S3Server:

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("moto")
 
 from helpers import free_port  # noqa: E402
-from s3server import BUCKET, S3Server, publish_project  # noqa: E402
+from s3server import BUCKET, FAST_FAIL, S3Server, publish_project  # noqa: E402
 
 from copick_soup.data import open_project, open_tomogram, read_picks  # noqa: E402
 from copick_soup.infer.pick import PickOptions, pick_runs  # noqa: E402
@@ -19,7 +19,6 @@ from copick_soup.objects import VOXEL_SIZE  # noqa: E402
 from copick_soup.soup.manifest import load_soup  # noqa: E402
 
 BIN = Path(sys.executable).parent
-FAST_FAIL = {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}
 
 
 @pytest.fixture(scope="module")

@@ -88,6 +88,8 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
     # Each window's Gaussian divided by the total weight at each voxel, per axis: contributions are added
     # already normalised, so the accumulator holds heatmap values (float16-safe) and needs no final division.
     norm = [axis_weight(n, starts, g) for n, starts in zip(shape, (zs, ys, xs))]
+    wz, wy, wx = ({s: torch.from_numpy(g[:n - s] / w[s:s + window]) for s in starts}  # a Gaussian, clipped at
+                  for n, starts, w in zip(shape, (zs, ys, xs), norm))            # the volume's end, per start
     depth = min(window, shape[0])
     acc = np.zeros((n_classes, depth, shape[1], shape[2]), dtype=dtype)
     tacc = torch.from_numpy(acc)  # the same memory, for the window adds
@@ -106,12 +108,9 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
                 part = jobs[b:b + batch_size]
                 pred = sum(source.predict_batch(_batch(slab, part, window)) * w
                            for source, slab, w in zip(sources, slabs, weights))
-                wz = torch.from_numpy(g[:dz] / norm[0][z0:z0 + dz])
                 for (y0, x0), p in zip(part, torch.from_numpy(pred)):
-                    dy, dx = min(window, shape[1] - y0), min(window, shape[2] - x0)
-                    wy = torch.from_numpy(g[:dy] / norm[1][y0:y0 + dy])
-                    wx = torch.from_numpy(g[:dx] / norm[2][x0:x0 + dx])
-                    w3 = wz[:, None, None] * wy[None, :, None] * wx[None, None, :]
+                    dy, dx = len(wy[y0]), len(wx[x0])
+                    w3 = wz[z0][:, None, None] * wy[y0][None, :, None] * wx[x0][None, None, :]
                     # torch, not numpy: multi-threaded, and a float16 accumulator costs no float16 arithmetic
                     tacc[:, :dz, y0:y0 + dy, x0:x0 + dx] += (p[:, :dz, :dy, :dx] * w3).to(tacc.dtype)
                 if progress:
