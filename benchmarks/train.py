@@ -76,8 +76,8 @@ def main() -> None:
     }
     names = [c.name for c in classes]
     for label, manifest in candidates.items():
-        model, _ = load_member(manifest)
-        score = validate(model, exp_test, classes, base, VOXEL_SIZE, "cpu")
+        model, meta = load_member(manifest)  # scored at its own validation thresholds: none tuned on the test runs
+        score, _ = validate(model, exp_test, classes, base, VOXEL_SIZE, "cpu", meta["peaks"]["threshold"])
         per_class = " | ".join(f"{c.fbeta():.3f}" for c in score.classes)
         rows.append(f"| {label} | {score.weighted:.3f} | {per_class} |")
 

@@ -167,3 +167,30 @@ def test_config_templates_list_the_czii_objects():
     assert weights == {"apo-ferritin": 1, "beta-amylase": 0, "beta-galactosidase": 2, "ribosome": 1,
                        "thyroglobulin": 2, "virus-like-particle": 1}
     assert [c.radius for c in CLASSES] == [60, 65, 90, 150, 130, 135]
+
+
+def test_balance_raises_rare_classes_to_the_median_and_keeps_the_config(make_project):
+    from copick_soup.simulate.project import balanced
+
+    counts = {c.name: c.simulation["per_tomogram"] for c in balanced(CLASSES)}
+    natural = {c.name: c.simulation["per_tomogram"] for c in CLASSES}
+    median = float(np.median(list(natural.values())))
+    assert counts == {n: max(v, median) for n, v in natural.items()}
+    assert counts["beta-galactosidase"] > natural["beta-galactosidase"] and counts["apo-ferritin"] == 46
+
+    # A lab's common and rare class, small enough that placement never runs out of room.
+    objects = [dict(name=n, is_particle=True, label=i + 1, radius=30.0,
+                    metadata=dict(simulation=dict(per_tomogram=count)))
+               for i, (n, count) in enumerate([("common", 20000), ("rare", 1000)])]
+    config = make_project("balanced", objects=objects, balance=True, crowding=1.0, tomo_types=("wbp",))
+    plain = make_project("plain", objects=objects, crowding=1.0, tomo_types=("wbp",))
+    written = {o["name"]: o["metadata"]["simulation"]["per_tomogram"]
+               for o in json.loads(config.read_text())["pickable_objects"]}
+    assert written == {"common": 20000, "rare": 1000}  # the project's classes keep their real counts
+
+    def count(path, name):
+        runs = json.loads((path.parent / "simulation.json").read_text())["runs"].values()
+        return sum(r["counts"][name] for r in runs)
+
+    assert count(config, "rare") > 4 * max(count(plain, "rare"), 1)
+    assert 0.5 < count(config, "common") / count(plain, "common") < 2

@@ -48,8 +48,8 @@ def test_simplex_grid():
 
 
 def test_thresholds_separate_particles_from_decoys():
-    thresholds, f = sweep_thresholds([val_run(0), val_run(1)], (1.0, 0.0), [A, B], VS)
-    assert 0.3 <= thresholds["a"] < 0.6 and f == {"a": 1.0, "b": 1.0}
+    thresholds, score = sweep_thresholds([val_run(0), val_run(1)], (1.0, 0.0), [A, B], VS)
+    assert 0.3 <= thresholds["a"] < 0.6 and [c.fbeta() for c in score.classes] == [1.0, 1.0]
 
 
 def test_search_prefers_the_good_member_and_beats_the_bad_one():

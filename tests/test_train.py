@@ -12,7 +12,7 @@ from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.train.augment import augment
 from copick_soup.train.config import TrainConfig, override, parse_overrides
 from copick_soup.train.dataset import PatchSampler, load_volumes
-from copick_soup.train.loop import train_member
+from copick_soup.train.loop import train_member, validate
 from copick_soup.train.targets import gaussian_heatmaps
 
 
@@ -127,3 +127,24 @@ def test_resume_continues_from_the_saved_step(volumes, tmp_path):
     with pytest.raises(SoupError, match="saved for other classes or another variant"):
         train_member(override(longer, {"steps": 12}), classes[:2], train, [], tmp_path / "m", VOXEL_SIZE,
                      "denoised", resume=True)
+
+
+def test_validation_cuts_each_class_at_its_best_threshold(tmp_path):
+    """Faint but well-placed peaks (0.1) score nothing at one fixed threshold of 0.25; the sweep finds them, and
+    the thresholds it chose are what a held-out run is then cut at."""
+    from copick_soup.objects import ParticleClass
+    from copick_soup.train.dataset import TrainVolume
+    from copick_soup.train.targets import class_sigmas
+
+    cls = ParticleClass("a", 1, radius=60.0)
+    points = [np.array([[10.0, 12.0, 20.0], [20.0, 40.0, 30.0], [12.0, 30.0, 50.0]])]
+    image = gaussian_heatmaps(points, class_sigmas([cls], VOXEL_SIZE, 0.3), (0, 0, 0), (32, 64, 64))[0]
+    model = torch.nn.Conv3d(1, 1, 1, bias=False)
+    torch.nn.init.constant_(model.weight, 0.1)  # the "network" returns the truth heatmap at a tenth of its height
+    volume = [TrainVolume("r", "denoised", image, points)]
+    cfg = TrainConfig(val_window=32)
+    fixed, _ = validate(model, volume, [cls], TrainConfig(val_window=32, val_sweep=False), VOXEL_SIZE, "cpu")
+    swept, thresholds = validate(model, volume, [cls], cfg, VOXEL_SIZE, "cpu")
+    assert fixed.weighted == 0.0 and swept.weighted == 1.0 and 0.05 <= thresholds["a"] < 0.1
+    held_out, used = validate(model, volume, [cls], cfg, VOXEL_SIZE, "cpu", thresholds={"a": 0.2})
+    assert held_out.weighted == 0.0 and used == {"a": 0.2}

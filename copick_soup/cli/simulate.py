@@ -16,12 +16,14 @@ from copick_soup.cli.util import parse_shape, reports_errors, split_names
               help="'simulated' resembles the competition's simulated runs, 'experimental' its real ones.")
 @click.option("--crowding", default=1.0, show_default=True, type=click.FloatRange(0.0, 20.0),
               help="Multiplies every class's particle count.")
+@click.option("--balance", is_flag=True,
+              help="Raise rare classes to the median class's count (pretraining data; the config keeps real counts).")
 @click.option("--objects-from", type=click.Path(dir_okay=False), default=None,
               help="Take the pickable objects from this copick config instead of the six CZII targets.")
 @click.option("--tomo-types", default="wbp,denoised,ctfdeconvolved", show_default=True,
               help="Tomogram types to write (comma-separated).")
 @reports_errors
-def simulate(out, n_runs, seed, shape, profile, crowding, objects_from, tomo_types):
+def simulate(out, n_runs, seed, shape, profile, crowding, balance, objects_from, tomo_types):
     """Simulate phantom runs (CTF, missing wedge, noise, WBP) into a new copick project.
 
     \b
@@ -36,6 +38,7 @@ def simulate(out, n_runs, seed, shape, profile, crowding, objects_from, tomo_typ
 
         objects = [obj.model_dump() for obj in open_project(objects_from).config.pickable_objects]
     config = simulate_project(out, runs=n_runs, seed=seed, shape=parse_shape(shape), profile=profile,
-                              objects=objects, crowding=crowding, tomo_types=split_names([tomo_types]),
+                              objects=objects, crowding=crowding, balance=balance,
+                              tomo_types=split_names([tomo_types]),
                               progress=lambda name: click.echo(f"simulated {name}"))
     click.echo(f"wrote {n_runs} run(s) to {config}")

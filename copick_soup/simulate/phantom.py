@@ -16,6 +16,7 @@ from copick_soup.simulate.profiles import Conditions
 from copick_soup.simulate.shapes import Blobs, class_blobs, jittered, random_distractor
 
 FULL_VOLUME = float(np.prod(FULL_SHAPE))
+DEFAULT_PER_TOMOGRAM = 20  # particles of a class in a 184x630x630 tomogram when its metadata gives none
 
 
 @dataclass
@@ -119,7 +120,8 @@ def build_sample(shape, classes: list[ParticleClass], cond: Conditions, voxel_si
     # Big things first: rejection sampling fills gaps with small ones more easily than the reverse.
     jobs = []
     for cls in classes:
-        count = poisson_count(cls.simulation.get("per_tomogram", 20) * cond.crowding, sample_volume, rng)
+        per_tomogram = cls.simulation.get("per_tomogram", DEFAULT_PER_TOMOGRAM)
+        count = poisson_count(per_tomogram * cond.crowding, sample_volume, rng)
         jobs += [("class", cls)] * count
     jobs += [("distractor", None)] * poisson_count(cond.distractors, sample_volume, rng)
     jobs += [("fiducial", None)] * poisson_count(cond.fiducials, sample_volume, rng)

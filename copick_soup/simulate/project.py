@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ from copick_soup.data.coords import voxel_to_angstrom
 from copick_soup.errors import SoupError
 from copick_soup.objects import TOMO_TYPES, VOXEL_SIZE, ParticleClass, classes_from_objects, czii_pickable_objects
 from copick_soup.simulate.imaging import reconstruct
-from copick_soup.simulate.phantom import build_sample
+from copick_soup.simulate.phantom import DEFAULT_PER_TOMOGRAM, build_sample
 from copick_soup.simulate.profiles import PROFILES, Conditions, sample_conditions
 
 TRUTH_USER, TRUTH_SESSION = "curation", "0"
@@ -53,11 +53,14 @@ def write_config(out: Path, objects: list[dict], name: str) -> Path:
 
 def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), profile: str = "experimental",
                      objects: list[dict] | None = None, crowding: float = 1.0, voxel_size: float = VOXEL_SIZE,
-                     tomo_types=TOMO_TYPES, run_prefix: str | None = None, progress=None) -> Path:
+                     tomo_types=TOMO_TYPES, run_prefix: str | None = None, balance: bool = False,
+                     progress=None) -> Path:
     """Write `runs` simulated runs to a new copick project in `out`; returns the path of its copick.json.
 
     Deterministic by `seed`: run i always draws from the i-th child of the seed, whatever `runs` is.
     Ground truth goes to user `curation`, session `0`. Refuses to write into an existing project.
+    `balance` raises every class's count to at least the median class's (pretraining data only: a network
+    sees few distinct copies of a rare class otherwise; the written config keeps the real counts).
     """
     import copick
 
@@ -75,14 +78,15 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
 
     objects = objects or czii_pickable_objects()
     classes = classes_from_objects(objects)
+    simulated = balanced(classes) if balance else classes
     config_path = write_config(out, objects, name=f"copick-soup {profile} phantoms")
     root = copick.from_file(str(config_path))
     prefix = run_prefix or ("sim_" if profile == "simulated" else "exp_")
-    provenance = dict(seed=seed, profile=profile, shape=list(shape), voxel_size=voxel_size, runs={})
+    provenance = dict(seed=seed, profile=profile, shape=list(shape), voxel_size=voxel_size, balance=balance, runs={})
 
     for i, child in enumerate(np.random.SeedSequence(seed).spawn(runs)):
         name = f"{prefix}{i:03d}"
-        sim = simulate_run(shape, classes, profile, np.random.default_rng(child), voxel_size, crowding, tomo_types)
+        sim = simulate_run(shape, simulated, profile, np.random.default_rng(child), voxel_size, crowding, tomo_types)
         write_run(root, name, sim, voxel_size)
         provenance["runs"][name] = dict(conditions=sim.conditions.as_dict(),
                                         counts={k: len(v) for k, v in sim.picks.items()})
@@ -90,6 +94,13 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
             progress(name)
     (out / "simulation.json").write_text(json.dumps(provenance, indent=2))
     return config_path
+
+
+def balanced(classes: list[ParticleClass]) -> list[ParticleClass]:
+    """Copies of the classes with `per_tomogram` raised to at least the median over the classes."""
+    counts = [c.simulation.get("per_tomogram", DEFAULT_PER_TOMOGRAM) for c in classes]
+    floor = float(np.median(counts))
+    return [replace(c, simulation={**c.simulation, "per_tomogram": max(n, floor)}) for c, n in zip(classes, counts)]
 
 
 def write_run(root, name: str, sim: SimulatedRun, voxel_size: float) -> None:

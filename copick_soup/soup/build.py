@@ -37,10 +37,10 @@ def merge_groups(root, paths, kind: str, val_runs, truth_user, truth_session, ou
             classes, voxel_size = classes_from_root(root), float(first["voxel_size"])
             volumes = load_volumes(root, val_runs, [tomo_type], classes, voxel_size, truth_user, truth_session,
                                    warn=echo)
-            cfg = TrainConfig(val_threshold=first.get("peaks", {}).get("threshold", 0.25))
+            cfg = TrainConfig()
 
             def score(model, volumes=volumes, classes=classes, cfg=cfg, voxel_size=voxel_size):
-                return validate(model.to(device), volumes, classes, cfg, voxel_size, device).weighted
+                return validate(model.to(device), volumes, classes, cfg, voxel_size, device)[0].weighted
 
         merged.append(weight_soup(group, out / "merged" / f"{variant}-{tomo_type}-{kind}", kind, score, echo))
     return merged

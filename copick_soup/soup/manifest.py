@@ -69,10 +69,19 @@ def uniform_soup(members: list[Path], name: str) -> dict:
     """Equal weights; each class's threshold is the mean of the members' validation thresholds."""
     manifests = [json.loads(Path(p).read_text()) for p in members]
     classes = manifests[0]["classes"]
-    thresholds = [m.get("peaks", {}).get("threshold", 0.25) for m in manifests]
+    per_member = [member_thresholds(m, classes) for m in manifests]
     return dict(format=SOUP_FORMAT, name=name, classes=classes, voxel_size=manifests[0]["voxel_size"],
                 members=[dict(path=str(Path(p).resolve()), weight=1.0) for p in members],
-                thresholds={c["name"]: sum(thresholds) / len(thresholds) for c in classes}, nms_scale=0.5)
+                thresholds={c["name"]: sum(t[c["name"]] for t in per_member) / len(per_member) for c in classes},
+                nms_scale=0.5)
+
+
+def member_thresholds(manifest: dict, classes: list[dict]) -> dict:
+    """A member's validation thresholds by class: one number for all (older members) or one per class."""
+    threshold = manifest.get("peaks", {}).get("threshold", 0.25)
+    if isinstance(threshold, dict):
+        return {c["name"]: float(threshold.get(c["name"], 0.25)) for c in classes}
+    return {c["name"]: float(threshold) for c in classes}
 
 
 def member_paths(name_or_path) -> list[Path]:

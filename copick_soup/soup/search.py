@@ -17,7 +17,7 @@ import numpy as np
 from copick_soup.data import read_picks
 from copick_soup.errors import SoupError
 from copick_soup.metric import count_matches
-from copick_soup.metric.czii import BETA, DISTANCE_MULTIPLIER
+from copick_soup.metric.czii import BETA, DISTANCE_MULTIPLIER, ClassScore, Score
 from copick_soup.peaks.nms import heatmaps_to_picks
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.025), 3)  # below 0.05 a heatmap is noise, whatever F4 says
@@ -84,10 +84,10 @@ def blend(heatmaps: list, weights) -> np.ndarray | None:
     return sum(h.astype(np.float32) * np.float32(w / total) for h, w in used)
 
 
-def sweep_thresholds(val: list[ValRun], weights, classes, voxel_size: float, nms_scale: float = 0.5,
-                     thresholds=THRESHOLDS, beta: float = BETA) -> tuple[dict, dict]:
-    """({class: best threshold}, {class: its F-beta}) for one weighting, counts summed over the runs."""
-    counts = np.zeros((len(classes), len(thresholds), 3))  # tp, fp, fn
+def threshold_counts(val: list[ValRun], weights, classes, voxel_size: float, nms_scale: float = 0.5,
+                     thresholds=THRESHOLDS) -> np.ndarray:
+    """(C, T, 3) TP, FP, FN per class and candidate threshold for one weighting, summed over the runs."""
+    counts = np.zeros((len(classes), len(thresholds), 3), dtype=np.int64)
     for run in val:
         heat = blend(run.heatmaps, weights)
         if heat is None:
@@ -100,16 +100,25 @@ def sweep_thresholds(val: list[ValRun], weights, classes, voxel_size: float, nms
             for t, threshold in enumerate(thresholds):
                 kept = positions[scores > threshold]
                 counts[c, t] += count_matches(run.truth[cls.name], kept, DISTANCE_MULTIPLIER * cls.radius)
-    best_t, best_f = {}, {}
+    return counts
+
+
+def best_thresholds(counts: np.ndarray, classes, thresholds=THRESHOLDS, beta: float = BETA) -> tuple[dict, Score]:
+    """Per class, the threshold in the middle of its best F-beta (see `smooth`), and the Score there."""
+    chosen, scores = {}, []
     for c, cls in enumerate(classes):
-        tp, fp, fn = counts[c].T
-        precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=tp + fp > 0)
-        recall = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=tp + fn > 0)
-        denom = beta**2 * precision + recall
-        f = np.divide((1 + beta**2) * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
-        i = int(np.argmax(smooth(f)))
-        best_t[cls.name], best_f[cls.name] = float(thresholds[i]), float(f[i])
-    return best_t, best_f
+        per_t = [ClassScore(cls.name, cls.score_weight, *map(int, counts[c, t])) for t in range(len(thresholds))]
+        i = int(np.argmax(smooth(np.array([s.fbeta(beta) for s in per_t]))))
+        chosen[cls.name] = float(thresholds[i])
+        scores.append(per_t[i])
+    return chosen, Score(scores, beta)
+
+
+def sweep_thresholds(val: list[ValRun], weights, classes, voxel_size: float, nms_scale: float = 0.5,
+                     thresholds=THRESHOLDS, beta: float = BETA) -> tuple[dict, Score]:
+    """({class: best threshold}, the Score at those thresholds) for one weighting."""
+    counts = threshold_counts(val, weights, classes, voxel_size, nms_scale, thresholds)
+    return best_thresholds(counts, classes, thresholds, beta)
 
 
 def smooth(f: np.ndarray) -> np.ndarray:
@@ -117,11 +126,6 @@ def smooth(f: np.ndarray) -> np.ndarray:
     threshold on a lone spike does not carry over to new runs; the middle of a broad optimum does."""
     padded = np.pad(f, 1, mode="edge")
     return (padded[:-2] + padded[1:-1] + padded[2:]) / 3
-
-
-def weighted_score(per_class: dict, classes) -> float:
-    total = sum(c.score_weight for c in classes)
-    return sum(c.score_weight * per_class[c.name] for c in classes) / total if total else 0.0
 
 
 def search(val: list[ValRun], classes, voxel_size: float, n_members: int, step: float = 0.25,
@@ -133,9 +137,9 @@ def search(val: list[ValRun], classes, voxel_size: float, n_members: int, step: 
     than leaning on whichever member was luckiest on the validation runs."""
     results = []
     for weights in simplex_grid(n_members, step):
-        thresholds, per_class = sweep_thresholds(val, weights, classes, voxel_size, nms_scale)
-        results.append(dict(weights=list(weights), thresholds=thresholds, per_class=per_class,
-                            score=weighted_score(per_class, classes)))
+        thresholds, score = sweep_thresholds(val, weights, classes, voxel_size, nms_scale)
+        results.append(dict(weights=list(weights), thresholds=thresholds,
+                            per_class={c.name: c.fbeta() for c in score.classes}, score=score.weighted))
     best = most_even(results, tolerance)
     singles = [r for r in results if max(r["weights"]) == 1.0]
     echo(f"searched {len(results)} weighting(s): best F4 {best['score']:.3f} with weights {best['weights']}")

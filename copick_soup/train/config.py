@@ -19,7 +19,8 @@ class TrainConfig:
     warmup: int = 20  # steps of linear warm-up before the cosine decay
     ema: float = 0.0  # EMA decay of the weights (0 = off); validation and checkpoints use the EMA
     val_every: int = 50  # an "epoch": steps between validations
-    val_threshold: float = 0.25  # peak threshold for the validation F4
+    val_sweep: bool = True  # validate each class at its own best threshold, as the soup search will cut it
+    val_threshold: float = 0.25  # the one peak threshold for the validation F4 when val_sweep is off
     val_window: int = 64
     sigma_scale: float = 0.3  # target Gaussian sigma, x particle radius
     fg_weight: float = 10.0  # loss weight on foreground voxels (see loss.py)

@@ -20,7 +20,6 @@ import numpy as np
 
 from copick_soup.data.coords import voxel_to_angstrom
 from copick_soup.errors import SoupError
-from copick_soup.metric import score_picks
 from copick_soup.train.config import TrainConfig
 from copick_soup.train.dataset import PatchSampler, TrainVolume
 
@@ -52,19 +51,32 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def validate(model, volumes: list[TrainVolume], classes, cfg: TrainConfig, voxel_size: float, device: str):
-    """The CZII score of the model on whole validation volumes (peaks at `cfg.val_threshold`)."""
+def validate(model, volumes: list[TrainVolume], classes, cfg: TrainConfig, voxel_size: float, device: str,
+             thresholds=None):
+    """(CZII Score, per-class thresholds) of the model on whole validation volumes.
+
+    With `cfg.val_sweep` each class is cut at its own best threshold, as the soup search will cut it, so a
+    class whose peaks are real but still faint counts. Otherwise, or when `thresholds` (a number or a dict by
+    class) are given, e.g. a member's own on held-out runs, the peaks are cut there."""
     from copick_soup.infer.windows import TorchPredictor, predict_volume
-    from copick_soup.peaks import heatmaps_to_picks
+    from copick_soup.metric import score_picks
+    from copick_soup.peaks.nms import class_thresholds, heatmaps_to_picks
+    from copick_soup.soup.search import ValRun, best_thresholds, threshold_counts
 
     predictor = TorchPredictor(model.eval(), device, amp_dtype(cfg.amp))
-    pairs = []
+    val = []
     for v in volumes:
         heat = predict_volume(predictor, v.image, len(classes), window=cfg.val_window, stats=(0.0, 1.0))
-        picks = heatmaps_to_picks(heat, classes, voxel_size, cfg.val_threshold)
         truth = {c.name: voxel_to_angstrom(v.points[i], voxel_size) for i, c in enumerate(classes)}
-        pairs.append((truth, {name: pos for name, (pos, _) in picks.items()}))
-    return score_picks(pairs, classes)
+        val.append(ValRun(v.run, [heat], truth))
+    if thresholds is None and cfg.val_sweep:
+        return best_thresholds(threshold_counts(val, (1.0,), classes, voxel_size), classes)[::-1]
+    fixed = class_thresholds(classes, cfg.val_threshold if thresholds is None else thresholds)
+    pairs = []
+    for run in val:
+        picks = heatmaps_to_picks(run.heatmaps[0], classes, voxel_size, fixed)
+        pairs.append((run.truth, {name: pos for name, (pos, _) in picks.items()}))
+    return score_picks(pairs, classes), {c.name: t for c, t in zip(classes, fixed)}
 
 
 def load_init(model, manifest_or_path, classes, warn=print) -> None:
@@ -159,7 +171,8 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
 
         # End of an epoch: validate, keep the best, save the state, log.
         net = ema if ema is not None else model
-        score = validate(net, val_volumes, classes, cfg, voxel_size, device) if val_volumes else None
+        score, thresholds = (validate(net, val_volumes, classes, cfg, voxel_size, device) if val_volumes
+                             else (None, None))
         f4 = score.weighted if score else float("nan")
         history.append(dict(step=step, loss=float(np.mean(losses)), val_f4=f4, lr=learning_rate(cfg, step - 1),
                             seconds=time.perf_counter() - started,
@@ -169,6 +182,8 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
             best = f4 if score else best
             manifest["training"].update(step=step, val_f4=f4 if score else None,
                                         val_per_class={c.name: c.fbeta() for c in score.classes} if score else None)
+            if thresholds:
+                manifest["peaks"]["threshold"] = thresholds
             save_member(out_dir / "best", net, manifest)
         save_state(out_dir / "state", model, ema, optimizer, step,
                    dict(best=best, history=history, classes=manifest["classes"], config=cfg.as_dict(),
