@@ -31,7 +31,7 @@ from copick_soup.infer.tta import apply_view, tta_views, undo_view
 from copick_soup.infer.windows import Source, TorchPredictor, stream_heatmaps
 from copick_soup.model import create_model
 from copick_soup.objects import FULL_SHAPE, VOXEL_SIZE, classes_from_root
-from copick_soup.peaks.nms import PeakStream, heatmaps_to_picks
+from copick_soup.peaks.nms import BackgroundPeaks, PeakStream, heatmaps_to_picks
 from copick_soup.simulate import simulate_project
 
 RESULTS = Path(__file__).parent / "results" / "pick.md"
@@ -63,7 +63,7 @@ class PeakRSS:
 
 def ours(model, volume, classes, views, device):
     predictor = TorchPredictor(model, device, views=views)
-    peaks = PeakStream(classes, VOXEL_SIZE, 0.5, volume.shape[0])
+    peaks = BackgroundPeaks(PeakStream(classes, VOXEL_SIZE, 0.5, volume.shape[0]))  # as `pick` does
     for z0, planes in stream_heatmaps([Source(predictor, volume)], len(classes), WINDOW, OVERLAP, BATCH,
                                       dtype=np.float16):  # as `pick` does
         peaks.add(z0, planes)

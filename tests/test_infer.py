@@ -7,7 +7,7 @@ import torch
 from copick_soup.infer.tta import VIEWS, apply_view, tta_views, undo_view
 from copick_soup.infer.windows import Source, TorchPredictor, predict_volume, stream_heatmaps, window_starts
 from copick_soup.objects import ParticleClass
-from copick_soup.peaks.nms import PeakStream, heatmaps_to_picks
+from copick_soup.peaks.nms import BackgroundPeaks, PeakStream, heatmaps_to_picks
 
 VS = 10.012
 A = ParticleClass("a", 1, radius=60.0)  # 6 voxels: NMS cube of side 7
@@ -52,13 +52,27 @@ def test_streamed_peaks_match_whole_volume_peaks():
         heat[int(rng.integers(2))] += blob(shape, c, sigma=1.2, height=rng.uniform(0.3, 1))
     whole = heatmaps_to_picks(heat, [A, B], VS, 0.2)
     stream = PeakStream([A, B], VS, 0.2, shape[0])
+    background = BackgroundPeaks(PeakStream([A, B], VS, 0.2, shape[0]))
+    buffer = np.empty((2, 23, *shape[1:]), np.float32)  # reused for every chunk, as stream_heatmaps does
     for z0, z1 in [(0, 9), (9, 10), (10, 33), (33, 48), (48, 70)]:
         stream.add(z0, heat[:, z0:z1])
-    streamed = stream.picks()
-    for name in ("a", "b"):
-        assert len(whole[name][0]) > 0
-        np.testing.assert_allclose(streamed[name][0], whole[name][0])
-        np.testing.assert_allclose(streamed[name][1], whole[name][1])
+        chunk = buffer[:, :z1 - z0]
+        chunk[:] = heat[:, z0:z1]
+        background.add(z0, chunk)
+        buffer[:] = -1.0  # the worker must have taken its own copy
+    for streamed in (stream.picks(), background.picks()):
+        for name in ("a", "b"):
+            assert len(whole[name][0]) > 0
+            np.testing.assert_allclose(streamed[name][0], whole[name][0])
+            np.testing.assert_allclose(streamed[name][1], whole[name][1])
+
+
+def test_background_peaks_raise_the_worker_s_error():
+    background = BackgroundPeaks(PeakStream([A], VS, 0.2, 10))
+    background.add(0, np.zeros((2, 4, 8, 8), np.float32))  # two channels for one class: fine
+    background.add(4, np.zeros((1, 6, 8, 3), np.float32))  # Y, X differ from the first chunk's
+    with pytest.raises(ValueError):
+        background.picks()
 
 
 def test_window_starts_cover_the_axis():

@@ -106,13 +106,14 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
             dz = min(window, shape[0] - z0)
             for b in range(0, len(jobs), batch_size):
                 part = jobs[b:b + batch_size]
-                pred = sum(source.predict_batch(_batch(slab, part, window)) * w
-                           for source, slab, w in zip(sources, slabs, weights))
-                for (y0, x0), p in zip(part, torch.from_numpy(pred)):
+                pred = ensemble_batch(sources, slabs, weights, part, window)
+                for (y0, x0), p in zip(part, pred):
                     dy, dx = len(wy[y0]), len(wx[x0])
-                    w3 = wz[z0][:, None, None] * wy[y0][None, :, None] * wx[x0][None, None, :]
-                    # torch, not numpy: multi-threaded, and a float16 accumulator costs no float16 arithmetic
-                    tacc[:, :dz, y0:y0 + dy, x0:x0 + dx] += (p[:, :dz, :dy, :dx] * w3).to(tacc.dtype)
+                    p = p[:, :dz, :dy, :dx]
+                    p *= wz[z0][:, None, None] * wy[y0][None, :, None] * wx[x0][None, None, :]
+                    # torch, in place: multi-threaded, no temporaries, and adding float32 into a float16
+                    # accumulator costs no float16 arithmetic
+                    tacc[:, :dz, y0:y0 + dy, x0:x0 + dx] += p
                 if progress:
                     progress(len(part))
             z_next = zs[i + 1] if i + 1 < len(zs) else shape[0]
@@ -122,6 +123,19 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
             for k in range(depth - n):
                 acc[:, k] = acc[:, k + n]
             acc[:, max(depth - n, 0):] = 0
+
+
+def ensemble_batch(sources, slabs, weights, corners, window: int):
+    """(B, C, w, w, w) float32 torch tensor: the weighted sum of the members' predictions at the corners."""
+    import torch
+
+    total = None
+    for source, slab, w in zip(sources, slabs, weights):
+        pred = torch.from_numpy(source.predict_batch(_batch(slab, corners, window)))
+        if w != 1:
+            pred *= float(w)
+        total = pred if total is None else total.add_(pred)
+    return total
 
 
 def read_slabs(volumes, stats, z0: int, window: int, dtype) -> list[np.ndarray]:
@@ -142,7 +156,10 @@ def predict_volume(predict_batch, volume, n_classes: int, window: int = 64, over
 
 def _batch(slab: np.ndarray, corners, window: int) -> np.ndarray:
     """(B, 1, w, w, w) float32 windows of a slab at the (y0, x0) corners."""
-    return np.stack([_crop(slab, y0, x0, window) for y0, x0 in corners])[:, None].astype(np.float32)
+    out = np.empty((len(corners), 1, window, window, window), dtype=np.float32)
+    for i, (y0, x0) in enumerate(corners):
+        out[i, 0] = _crop(slab, y0, x0, window)  # converted from the slab's dtype as it is copied
+    return out
 
 
 def _crop(slab: np.ndarray, y0: int, x0: int, window: int) -> np.ndarray:
@@ -172,5 +189,7 @@ class TorchPredictor:
                                                     enabled=self.amp_dtype is not None):
             for view in self.views:
                 y = undo_view(self.model(apply_view(x, view)), view).float()
-                total = y if total is None else total + y
-        return (total / len(self.views)).cpu().numpy()
+                total = y if total is None else total.add_(y)
+            if len(self.views) > 1:
+                total /= len(self.views)
+        return total.cpu().numpy()

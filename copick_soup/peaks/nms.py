@@ -89,27 +89,33 @@ class PeakStream:
         self.names = [c.name for c in classes]
         self.radii = [max(int(round(nms_scale * c.radius / voxel_size)), 1) for c in classes]
         self.thresholds = class_thresholds(classes, thresholds)
-        self.margin = max(self.radii) + 1
-        self.carry = [None] * len(classes)  # per class, the last planes kept for context
-        self.carry_start = 0  # z of the first carried plane
-        self.done = 0  # planes below this z are decided
+        # Per class: the last planes kept for context, the z of the first of them, and the z below which
+        # every plane is decided. Each class keeps only its own radius of context, so small particles
+        # (most of them) redo few planes between chunks.
+        self.carry = [None] * len(classes)
+        self.carry_start = [0] * len(classes)
+        self.done = [0] * len(classes)
         self.found = [[] for _ in classes]  # per class, (zyx, score) arrays
 
     def add(self, z0: int, planes: np.ndarray) -> None:
         """planes (C, n, Y, X) for z0 .. z0 + n - 1, the next planes in order."""
-        end = z0 + planes.shape[1]
-        decide_to = end if end >= self.depth else max(end - self.margin, self.done)
-        keep_from = max(decide_to - self.margin, 0)
         for c in range(len(self.names)):
-            block = planes[c] if self.carry[c] is None else np.concatenate([self.carry[c], planes[c]])
-            offset = self.carry_start if self.carry[c] is not None else z0
-            idx = local_maxima(block, self.radii[c], self.thresholds[c], self.done - offset, decide_to - offset)
-            if len(idx):
-                zyx = refine(block, idx)
-                zyx[:, 0] += offset
-                self.found[c].append((zyx, block[tuple(idx.T)].astype(np.float64)))
-            self.carry[c] = block[keep_from - offset:].copy()
-        self.carry_start, self.done = keep_from, decide_to
+            self.add_class(c, z0, planes[c])
+
+    def add_class(self, c: int, z0: int, planes: np.ndarray) -> None:
+        end, margin, done = z0 + len(planes), self.radii[c] + 1, self.done[c]
+        decide_to = end if end >= self.depth else max(end - margin, done)
+        keep_from = max(decide_to - margin, 0)
+        carry = self.carry[c]
+        block = planes if carry is None else np.concatenate([carry, planes])
+        offset = z0 if carry is None else self.carry_start[c]
+        idx = local_maxima(block, self.radii[c], self.thresholds[c], done - offset, decide_to - offset)
+        if len(idx):
+            zyx = refine(block, idx)
+            zyx[:, 0] += offset
+            self.found[c].append((zyx, block[tuple(idx.T)].astype(np.float64)))
+        self.carry[c] = block[keep_from - offset:].copy()
+        self.carry_start[c], self.done[c] = keep_from, decide_to
 
     def picks(self) -> dict:
         """{class name: ((N, 3) Å (x, y, z), (N,) scores)}, strongest first."""
@@ -120,6 +126,33 @@ class PeakStream:
             order = np.argsort(-scores, kind="stable")
             out[name] = (voxel_to_angstrom(zyx[order], self.voxel_size), scores[order])
         return out
+
+
+class BackgroundPeaks:
+    """A PeakStream fed from a worker thread, so a chunk's peak search runs while the network computes the next
+    slab (scipy's filters release the GIL); whole-volume inference has to wait for all of it at the end. Holds
+    one copy of a chunk: `stream_heatmaps` reuses the memory of the planes it yields."""
+
+    def __init__(self, stream: PeakStream):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.stream, self.pool, self.pending = stream, ThreadPoolExecutor(max_workers=1), None
+
+    def add(self, z0: int, planes: np.ndarray) -> None:
+        self.wait()
+        self.pending = self.pool.submit(self.stream.add, z0, planes.copy())
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()  # re-raises the worker's error here
+
+    def picks(self) -> dict:
+        try:
+            self.wait()
+        finally:
+            self.pool.shutdown()
+        return self.stream.picks()
 
 
 def heatmaps_to_picks(heatmaps: np.ndarray, classes, voxel_size: float, thresholds, nms_scale: float = 0.5) -> dict:
