@@ -163,7 +163,8 @@ def parse_args(argv=None):
     parser.add_argument("--tta", type=int, default=1)
     parser.add_argument("--window", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
+    parser.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"],
+                        help="autocast precision; auto: bf16 where the worker's device computes it natively")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--max-retries", type=int, default=2)
     parser.add_argument("--report", default="pick-report.json", help="where to write the JSON report")

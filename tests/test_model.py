@@ -39,6 +39,22 @@ def test_bf16_autocast_on_cpu():
     assert out.shape == (1, 2, 16, 16, 16) and torch.isfinite(out.float()).all()
 
 
+def test_auto_precision_is_bf16_only_where_the_cpu_has_it_and_stays_close_to_float32():
+    from copick_soup.infer.windows import TorchPredictor
+    from copick_soup.train.loop import amp_dtype, cpu_has_bf16
+
+    assert amp_dtype("auto", "cpu") == (torch.bfloat16 if cpu_has_bf16() else None)
+    assert amp_dtype("none", "cpu") is None and amp_dtype("fp16", "cpu") == torch.float16
+    with pytest.raises(SoupError, match="amp: choose one of auto, none, bf16, fp16, got 'fp8'"):
+        amp_dtype("fp8")
+    torch.manual_seed(0)
+    model = create_model("unet3d_test", n_classes=2).eval()
+    batch = torch.randn(2, 1, 16, 16, 16).numpy()
+    exact = TorchPredictor(model, "cpu", None)(batch)
+    auto = TorchPredictor(model, "cpu", amp_dtype("auto", "cpu"))(batch)
+    assert auto.dtype == exact.dtype and abs(auto - exact).max() < 0.05 * abs(exact).max()
+
+
 def manifest():
     return dict(name="m", architecture=dict(name="unet3d_test"), classes=[dict(name="a", label=1, radius=60.0)],
                 voxel_size=10.012, tomo_type="denoised")

@@ -38,7 +38,8 @@ class RunProgress:
 @click.option("--window", default=64, show_default=True, type=int, help="Sliding-window side in voxels.")
 @click.option("--overlap", default=0.25, show_default=True, type=click.FloatRange(0.0, 0.9))
 @click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1))
-@click.option("--amp", default="none", show_default=True, type=click.Choice(["none", "bf16", "fp16"]))
+@click.option("--amp", default="auto", show_default=True, type=click.Choice(["auto", "none", "bf16", "fp16"]),
+              help="Autocast precision; auto: bf16 where the device computes it natively, else float32 on CPU.")
 @click.option("--overwrite", is_flag=True, help="Replace picks that already exist for this user and session.")
 @click.option("--save-heatmaps", is_flag=True, help="Also store the ensemble heatmaps as copick segmentations.")
 @reports_errors
@@ -54,7 +55,7 @@ def pick(config, soup, run_names, tomo_type, voxel_size, user_id, session_id, de
     from copick_soup.errors import SoupError
     from copick_soup.infer.pick import PickOptions, pick_runs, summary_table
     from copick_soup.soup.manifest import load_soup
-    from copick_soup.train.loop import resolve_device
+    from copick_soup.train.loop import amp_dtype, resolve_device
 
     root = open_project(config)
     device = resolve_device(device)
@@ -65,7 +66,9 @@ def pick(config, soup, run_names, tomo_type, voxel_size, user_id, session_id, de
     opts = PickOptions(user_id=user_id, session_id=session_id, tomo_type=tomo_type, tta=tta, window=window,
                        overlap=overlap, batch_size=batch_size, device=device, amp=amp, overwrite=overwrite,
                        save_heatmaps=save_heatmaps)
-    click.echo(f"soup '{loaded.name}': {len(loaded.members)} member(s) on {device}, TTA {tta}")
+    precision = amp_dtype(amp, device)
+    click.echo(f"soup '{loaded.name}': {len(loaded.members)} member(s) on {device} "
+               f"({str(precision).removeprefix('torch.') if precision else 'float32'}), TTA {tta}")
     results = pick_runs(root, loaded, split_names(run_names), opts, echo=click.echo, progress_factory=RunProgress)
     click.echo(summary_table(results, loaded.classes))
     if not any(r["processed"] for r in results):

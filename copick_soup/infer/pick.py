@@ -30,7 +30,7 @@ class PickOptions:
     overlap: float = 0.25
     batch_size: int = 4
     device: str = "cpu"
-    amp: str = "none"
+    amp: str = "auto"  # autocast: auto (bf16 where the device has it natively), none, bf16, fp16
     overwrite: bool = False
     save_heatmaps: bool = False
 
@@ -69,7 +69,7 @@ def member_sources(run, soup, opts: PickOptions, echo=print) -> list[Source]:
             missing.append(tomo_type)
             continue
         volume = run_volume(run, soup.voxel_size, tomo_type, echo)  # a type that is here but unreadable fails
-        predictor = TorchPredictor(model, opts.device, amp_dtype(opts.amp), views)
+        predictor = TorchPredictor(model, opts.device, amp_dtype(opts.amp, opts.device), views)
         sources.append(Source(predictor, volume, weight))
     if not sources and len(members) < len(soup.members):
         echo(f"run {run.name}: no member with a soup weight can run here; using the others with equal weights")

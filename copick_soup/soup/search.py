@@ -46,7 +46,7 @@ def member_heatmaps(run, members, voxel_size: float, window: int, overlap: float
             echo(f"{err}; member {manifest['name']} left out on this run")
             out.append(None)
             continue
-        predictor = TorchPredictor(model, device, amp_dtype(amp), tta_views(tta))
+        predictor = TorchPredictor(model, device, amp_dtype(amp, device), tta_views(tta))
         heat = predict_volume(predictor, volume, len(manifest["classes"]), window, overlap)
         out.append(heat.astype(np.float16))
     return out

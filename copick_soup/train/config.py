@@ -27,7 +27,7 @@ class TrainConfig:
     p_particle: float = 0.8  # chance a patch is centred near a particle
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
-    amp: str = "none"  # none, bf16, fp16
+    amp: str = "none"  # none, bf16, fp16, or auto (bf16 where the device computes it natively)
 
     def as_dict(self) -> dict:
         return asdict(self)

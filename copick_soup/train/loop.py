@@ -34,13 +34,28 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def amp_dtype(name: str):
+def amp_dtype(name: str, device: str = "cpu"):
+    """The autocast dtype for an `amp` setting; 'auto' is bf16 where `device` computes it natively (CPUs with
+    AVX512-BF16 or AMX: ~2x faster convolutions; recent GPUs), fp16 on older GPUs, float32 elsewhere."""
     import torch
 
     dtypes = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if name == "auto":
+        if torch.device(device).type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if torch.device(device).type == "cpu" and cpu_has_bf16() else None
     if name not in dtypes:
-        raise SoupError(f"amp: choose one of {', '.join(dtypes)}, got '{name}'")
+        raise SoupError(f"amp: choose one of auto, {', '.join(dtypes)}, got '{name}'")
     return dtypes[name]
+
+
+def cpu_has_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private oneDNN query: absent from some builds
+        return False
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -63,7 +78,7 @@ def validate(model, volumes: list[TrainVolume], classes, cfg: TrainConfig, voxel
     from copick_soup.peaks.nms import class_thresholds, heatmaps_to_picks
     from copick_soup.soup.search import ValRun, best_thresholds, threshold_counts
 
-    predictor = TorchPredictor(model.eval(), device, amp_dtype(cfg.amp))
+    predictor = TorchPredictor(model.eval(), device, amp_dtype(cfg.amp, device))
     val = []
     for v in volumes:
         heat = predict_volume(predictor, v.image, len(classes), window=cfg.val_window, stats=(0.0, 1.0))
@@ -125,7 +140,8 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    device, dtype = resolve_device(cfg.device), amp_dtype(cfg.amp)
+    device = resolve_device(cfg.device)
+    dtype = amp_dtype(cfg.amp, device)
     model = create_model(cfg.variant, n_classes=len(classes)).to(device)
     if init is not None:
         load_init(model, init, classes, warn=echo)
