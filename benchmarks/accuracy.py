@@ -3,12 +3,13 @@
 The seed is one no recipe trains on, so the runs are new to the soup. Prints a table and writes
 benchmarks/results/accuracy.md.
 
-    python benchmarks/accuracy.py [--soup default] [--runs 4] [--profile experimental] [--tta 1 4]
+    python benchmarks/accuracy.py [--soup default] [--runs 8] [--profile experimental] [--tta 1 4] [--amp auto]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import time
@@ -19,6 +20,7 @@ from copick_soup.infer.pick import PickOptions, pick_runs
 from copick_soup.metric import score_project
 from copick_soup.simulate import simulate_project
 from copick_soup.soup.manifest import load_soup
+from copick_soup.train.loop import amp_dtype
 
 RESULTS = Path(__file__).parent / "results" / "accuracy.md"
 
@@ -26,10 +28,11 @@ RESULTS = Path(__file__).parent / "results" / "accuracy.md"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--soup", default="default")
-    parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=8)
     parser.add_argument("--shape", default="96,256,256")
     parser.add_argument("--profile", default="experimental", choices=["simulated", "experimental"])
     parser.add_argument("--tta", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--amp", nargs="+", default=["auto"], help="precisions to score (auto: as `pick` does)")
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--out", default="/tmp/copick-soup-bench-accuracy")
     args = parser.parse_args()
@@ -41,14 +44,16 @@ def main() -> None:
     soup = load_soup(args.soup)
 
     rows, names = [], [c.name for c in soup.classes]
-    for tta in args.tta:
+    for amp, tta in itertools.product(args.amp, args.tta):
         start = time.perf_counter()
-        opts = PickOptions(user_id="accuracy", session_id=f"tta{tta}", tta=tta, overwrite=True)
+        opts = PickOptions(user_id="accuracy", session_id=f"tta{tta}-{amp}", tta=tta, amp=amp, overwrite=True)
         pick_runs(root, soup, None, opts, echo=lambda m: None)
         seconds = time.perf_counter() - start
-        score = score_project(root, "curation", "accuracy", "0", f"tta{tta}")
+        score = score_project(root, "curation", "accuracy", "0", opts.session_id)
         truth = {c.name: c.tp + c.fn for c in score.classes}
-        rows.append(f"| {tta} | {score.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in score.classes)
+        precision = amp_dtype(amp)
+        rows.append(f"| {tta} | {str(precision).removeprefix('torch.') if precision else 'float32'} | "
+                    f"{score.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in score.classes)
                     + f" | {seconds:.0f} |")
     table = "\n".join([
         f"Accuracy of soup '{soup.name}' on {args.runs} fresh {args.profile}-profile runs of "
@@ -56,8 +61,8 @@ def main() -> None:
         + ", ".join(f"{n} {truth[n]}" for n in names) + f"); {platform.machine()}, {os.cpu_count()} cores, "
         f"{time.strftime('%Y-%m-%d')}",
         "",
-        f"| TTA | weighted F4 | {' | '.join(names)} | seconds |",
-        "|---|---|" + "---|" * len(names) + "---|",
+        f"| TTA | precision | weighted F4 | {' | '.join(names)} | seconds |",
+        "|---|---|---|" + "---|" * len(names) + "---|",
         *rows,
     ])
     print(table)

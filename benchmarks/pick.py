@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import platform
 import tempfile
@@ -33,6 +34,7 @@ from copick_soup.model import create_model
 from copick_soup.objects import FULL_SHAPE, VOXEL_SIZE, classes_from_root
 from copick_soup.peaks.nms import BackgroundPeaks, PeakStream, heatmaps_to_picks
 from copick_soup.simulate import simulate_project
+from copick_soup.train.loop import amp_dtype
 
 RESULTS = Path(__file__).parent / "results" / "pick.md"
 WINDOW, OVERLAP, BATCH = 64, 0.25, 4
@@ -61,8 +63,8 @@ class PeakRSS:
         self.gb = (self.peak - self.start) / 1e9
 
 
-def ours(model, volume, classes, views, device):
-    predictor = TorchPredictor(model, device, views=views)
+def ours(model, volume, classes, views, device, amp):
+    predictor = TorchPredictor(model, device, amp, views=views)
     peaks = BackgroundPeaks(PeakStream(classes, VOXEL_SIZE, 0.5, volume.shape[0]))  # as `pick` does
     for z0, planes in stream_heatmaps([Source(predictor, volume)], len(classes), WINDOW, OVERLAP, BATCH,
                                       dtype=np.float16):  # as `pick` does
@@ -70,16 +72,17 @@ def ours(model, volume, classes, views, device):
     return peaks.picks()
 
 
-def monai(model, volume, classes, views, device):
+def monai(model, volume, classes, views, device, amp):
     from monai.inferers import sliding_window_inference
 
     mean, std = normalisation_stats(volume)
     x = torch.from_numpy((np.asarray(volume[:], dtype=np.float32) - mean) / std)[None, None].to(device)
 
     def predictor(batch):
-        return sum(undo_view(model(apply_view(batch, v)), v) for v in views) / len(views)
+        return sum(undo_view(model(apply_view(batch, v)), v).float() for v in views) / len(views)
 
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=amp or torch.float32,
+                                                enabled=amp is not None):
         heat = sliding_window_inference(x, (WINDOW,) * 3, BATCH, predictor, overlap=OVERLAP, mode="gaussian")
     del x
     return heatmaps_to_picks(heat[0].cpu().numpy(), classes, VOXEL_SIZE, 0.5)
@@ -107,6 +110,8 @@ def main() -> None:
     parser.add_argument("--grid-shape", default="96,192,192", help="Z,Y,X for the variant x TTA grid, or 'full'")
     parser.add_argument("--cases", default="all", choices=["all", "full", "grid"],
                         help="the full-size tiny / TTA 1 case, the variant x TTA grid, or both")
+    parser.add_argument("--amp", nargs="+", default=["none", "auto"],
+                        help="precisions to compare (both engines under the same autocast); auto as `pick` resolves it")
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "copick-soup-bench-pick"))
     args = parser.parse_args()
     grid_shape = FULL_SHAPE if args.grid_shape == "full" else tuple(int(v) for v in args.grid_shape.split(","))
@@ -117,15 +122,17 @@ def main() -> None:
         cases += [(grid_shape, v, t) for v in ("unet3d_medium", "unet3d_large")
                   for t in ((1, 4, 8) if args.device != "cpu" else (1,))]
     rows = []
-    for shape, variant, tta in cases:
+    precisions = list(dict.fromkeys(amp_dtype(a, args.device) for a in args.amp))
+    for (shape, variant, tta), amp in itertools.product(cases, precisions):
         volume, classes = tomogram(shape, Path(args.data))
         torch.manual_seed(0)
         model = create_model(variant, n_classes=len(classes)).to(args.device).eval()
         views = tta_views(tta)
         voxels = float(np.prod(shape))
-        t_ours, m_ours = measure(ours, model, volume, classes, views, args.device)
-        t_monai, m_monai = measure(monai, model, volume, classes, views, args.device)
-        rows.append(f"| {'x'.join(map(str, shape))} | {variant} | {tta} | {voxels / t_ours / 1e3:.1f} | "
+        t_ours, m_ours = measure(ours, model, volume, classes, views, args.device, amp)
+        t_monai, m_monai = measure(monai, model, volume, classes, views, args.device, amp)
+        name = str(amp).removeprefix("torch.") if amp else "float32"
+        rows.append(f"| {'x'.join(map(str, shape))} | {variant} | {tta} | {name} | {voxels / t_ours / 1e3:.1f} | "
                     f"{voxels / t_monai / 1e3:.1f} | {t_monai / t_ours:.2f} | {m_ours:.2f} | {m_monai:.2f} | "
                     f"{m_ours / m_monai:.2f} |")
         print(rows[-1], flush=True)
@@ -134,10 +141,11 @@ def main() -> None:
         f"Pick inference vs MONAI sliding_window_inference ({args.device}; {platform.machine()}, {os.cpu_count()} "
         f"cores; window {WINDOW}, overlap {OVERLAP}, batch {BATCH}; {time.strftime('%Y-%m-%d')})",
         "Targets: ours at least as fast (speed-up >= 1) and at most half of MONAI's peak memory (ratio <= 0.5).",
+        "Both engines run under the same autocast precision in each row ('auto' is what `pick` uses by default).",
         "",
-        "| tomogram | model | TTA | ours kvox/s | MONAI kvox/s | speed-up | ours peak GB | MONAI peak GB | memory "
-        "ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| tomogram | model | TTA | precision | ours kvox/s | MONAI kvox/s | speed-up | ours peak GB | MONAI peak GB | "
+        "memory ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *rows,
     ])
     print(table)
