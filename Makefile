@@ -47,8 +47,10 @@ default-soup: install
 	$(BIN)/copick-soup train --recipe configs/recipes/cpu-demo.yaml --out build/cpu-demo
 	rm -rf copick_soup/soups/default && mkdir -p copick_soup/soups/default
 	cp build/cpu-demo/unet3d_tiny-*.json build/cpu-demo/unet3d_tiny-*.safetensors copick_soup/soups/default/
+	# Validation runs at natural crowding: thresholds trade precision for recall at the particle density they
+	# are searched on, so denser validation runs than the tomograms to pick leave them too low.
 	rm -rf build/soup-val
-	$(BIN)/copick-soup simulate --out build/soup-val --runs 6 --shape 96,192,192 --profile experimental \
-		--seed 3000 --crowding 2
+	$(BIN)/copick-soup simulate --out build/soup-val --runs 16 --shape 96,256,256 --profile experimental \
+		--seed 3000
 	$(BIN)/copick-soup soup -c build/soup-val/copick.json --members copick_soup/soups/default \
-		--val-runs exp_000,exp_001,exp_002,exp_003,exp_004,exp_005 --out copick_soup/soups/default
+		--val-runs $$(seq -f 'exp_%03g' -s, 0 15) --out copick_soup/soups/default

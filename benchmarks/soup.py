@@ -3,7 +3,7 @@
 Weights and thresholds (the soup's, and each member's own best thresholds) are searched on validation runs
 only; the held-out runs are simulated from another seed and used for nothing but this table.
 
-    python benchmarks/soup.py [--soup default] [--val-runs 4] [--held-out-runs 4]
+    python benchmarks/soup.py [--soup default] [--val-runs 8] [--held-out-runs 16]
 
 Prints a table and writes benchmarks/results/soup.md.
 """
@@ -38,8 +38,8 @@ def held_out_score(config, soup_path, session: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--soup", default="default", help="where the members come from")
-    parser.add_argument("--val-runs", type=int, default=4)
-    parser.add_argument("--held-out-runs", type=int, default=4)
+    parser.add_argument("--val-runs", type=int, default=8)
+    parser.add_argument("--held-out-runs", type=int, default=16)
     parser.add_argument("--step", type=float, default=0.25)
     parser.add_argument("--out", default="/tmp/copick-soup-bench-soup")
     args = parser.parse_args()

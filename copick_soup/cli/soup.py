@@ -19,11 +19,13 @@ from copick_soup.cli.util import config_option, reports_errors, split_names
 @click.option("--tta", default=1, show_default=True, type=click.IntRange(1, 8))
 @click.option("--window", default=64, show_default=True, type=int)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--amp", default="auto", show_default=True, type=click.Choice(["auto", "none", "bf16", "fp16"]),
+              help="Autocast precision of the validation heatmaps; keep it as `pick` will run.")
 @click.option("--weight-soup", default="none", show_default=True, type=click.Choice(["none", "uniform", "greedy"]),
               help="First average the weights of members that share variant and tomogram type (fold or seed "
                    "fine-tunes): uniformly, or greedily by validation F4.")
 @reports_errors
-def soup(config, members, val_runs, out, truth_user, truth_session, step, tolerance, tta, window, device,
+def soup(config, members, val_runs, out, truth_user, truth_session, step, tolerance, tta, window, device, amp,
          weight_soup):
     """Search ensemble weights and per-class thresholds that maximise the CZII F4 on validation runs.
 
@@ -36,5 +38,5 @@ def soup(config, members, val_runs, out, truth_user, truth_session, step, tolera
 
     path = build_soup(config, split_names(members), split_names(val_runs), out, truth_user, truth_session, step,
                       window=window, tta=tta, device=resolve_device(device), weight_soup=weight_soup,
-                      tolerance=tolerance, echo=click.echo)
+                      tolerance=tolerance, amp=amp, echo=click.echo)
     click.echo(f"soup: {path}")

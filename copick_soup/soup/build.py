@@ -48,7 +48,7 @@ def merge_groups(root, paths, kind: str, val_runs, truth_user, truth_session, ou
 
 def build_soup(config, member_sources, val_runs, out, truth_user="curation", truth_session="0", step=0.25,
                window=64, overlap=0.25, tta=1, device="cpu", name=None, weight_soup="none", tolerance=0.01,
-               echo=print) -> Path:
+               amp="auto", echo=print) -> Path:
     """Search on the validation runs and write OUT/soup.json (members referenced, not copied).
 
     With `weight_soup` uniform or greedy, members of the same variant and tomogram type (fold or seed
@@ -68,7 +68,7 @@ def build_soup(config, member_sources, val_runs, out, truth_user="curation", tru
     if not val_runs:
         raise SoupError("--val-runs: name the validation runs (they need ground truth)")
     val = load_val_runs(root, select_runs(root, val_runs), soup, truth_user, truth_session, window, overlap, tta,
-                        device, echo)
+                        device, amp, echo)
     found = search(val, soup.classes, soup.voxel_size, len(paths), step, tolerance=tolerance, echo=echo)
     best = found["best"]
     out = Path(out)
@@ -79,4 +79,4 @@ def build_soup(config, member_sources, val_runs, out, truth_user="curation", tru
                       best["thresholds"], name=name or out.name,
                       validation=dict(runs=[v.name for v in val], score=best["score"], per_class=best["per_class"],
                                       members=singles, step=step, tried=found["tried"], tta=tta, tolerance=tolerance,
-                                      weight_soup=weight_soup))
+                                      weight_soup=weight_soup, amp=amp))

@@ -31,7 +31,7 @@ class ValRun:
 
 
 def member_heatmaps(run, members, voxel_size: float, window: int, overlap: float, tta: int, device: str,
-                    amp: str = "none", echo=print) -> list:
+                    amp: str = "auto", echo=print) -> list:
     """(C, Z, Y, X) float16 heatmaps of every member on one run (None where the run lacks its type)."""
     from copick_soup.infer.pick import run_volume
     from copick_soup.infer.tta import tta_views
@@ -53,7 +53,7 @@ def member_heatmaps(run, members, voxel_size: float, window: int, overlap: float
 
 
 def load_val_runs(root, runs, soup, truth_user: str, truth_session: str, window=64, overlap=0.25, tta=1,
-                  device="cpu", echo=print) -> list[ValRun]:
+                  device="cpu", amp="auto", echo=print) -> list[ValRun]:
     names = [c.name for c in soup.classes]
     val = []
     for run in runs:
@@ -63,7 +63,7 @@ def load_val_runs(root, runs, soup, truth_user: str, truth_session: str, window=
                             f"validation runs need picks to score against")
         echo(f"{run.name}: computing the heatmaps of {len(soup.members)} member(s)")
         val.append(ValRun(run.name, member_heatmaps(run, soup.members, soup.voxel_size, window, overlap, tta,
-                                                    device, echo=echo), truth))
+                                                    device, amp, echo), truth))
     return val
 
 
