@@ -105,7 +105,8 @@ def test_soup_command_writes_a_manifest_that_pick_uses(trained_members, tmp_path
     assert set(soup["thresholds"]) == {c["name"] for c in soup["classes"]}
     assert soup["validation"]["runs"] == ["exp_001"] and set(soup["validation"]["members"]) == {
         "test-denoised", "test-wbp"}
-    assert soup["validation"]["score"] >= max(m["score"] for m in soup["validation"]["members"].values())
+    best_single = max(m["score"] for m in soup["validation"]["members"].values())
+    assert soup["validation"]["score"] >= best_single - soup["validation"]["tolerance"]  # near-ties go to the even
     result = runner.invoke(main, ["pick", "-c", str(config), "--soup", str(tmp_path / "soup"), "-r", "exp_000",
                                   "--window", "32"])
     assert result.exit_code == 0, result.output
