@@ -42,7 +42,7 @@ bench: install
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
 
-# Rebuild the shipped default soup with the cpu-demo recipe (about three quarters of an hour on 2 cores).
+# Rebuild the shipped default soup with the cpu-demo recipe (about an hour on 2 cores).
 default-soup: install
 	$(BIN)/copick-soup train --recipe configs/recipes/cpu-demo.yaml --out build/cpu-demo
 	rm -rf copick_soup/soups/default && mkdir -p copick_soup/soups/default

@@ -32,7 +32,7 @@ from copick_soup.infer.tta import apply_view, tta_views, undo_view
 from copick_soup.infer.windows import Source, TorchPredictor, stream_heatmaps
 from copick_soup.model import create_model
 from copick_soup.objects import FULL_SHAPE, VOXEL_SIZE, classes_from_root
-from copick_soup.peaks.nms import BackgroundPeaks, PeakStream, heatmaps_to_picks
+from copick_soup.peaks.nms import heatmaps_to_picks, peak_stream
 from copick_soup.simulate import simulate_project
 from copick_soup.train.loop import amp_dtype
 
@@ -65,7 +65,7 @@ class PeakRSS:
 
 def ours(model, volume, classes, views, device, amp):
     predictor = TorchPredictor(model, device, amp, views=views)
-    peaks = BackgroundPeaks(PeakStream(classes, VOXEL_SIZE, 0.5, volume.shape[0]))  # as `pick` does
+    peaks = peak_stream(classes, VOXEL_SIZE, 0.5, volume.shape[0], device=device)  # as `pick` does
     for z0, planes in stream_heatmaps([Source(predictor, volume)], len(classes), WINDOW, OVERLAP, BATCH,
                                       dtype=np.float16):  # as `pick` does
         peaks.add(z0, planes)

@@ -7,7 +7,7 @@ import torch
 from copick_soup.infer.tta import VIEWS, apply_view, tta_views, undo_view
 from copick_soup.infer.windows import Source, TorchPredictor, predict_volume, stream_heatmaps, window_starts
 from copick_soup.objects import ParticleClass
-from copick_soup.peaks.nms import BackgroundPeaks, PeakStream, heatmaps_to_picks
+from copick_soup.peaks.nms import BackgroundPeaks, PeakStream, heatmaps_to_picks, peak_stream
 
 VS = 10.012
 A = ParticleClass("a", 1, radius=60.0)  # 6 voxels: NMS cube of side 7
@@ -65,6 +65,11 @@ def test_streamed_peaks_match_whole_volume_peaks():
             assert len(whole[name][0]) > 0
             np.testing.assert_allclose(streamed[name][0], whole[name][0])
             np.testing.assert_allclose(streamed[name][1], whole[name][1])
+
+
+def test_peaks_go_to_a_worker_thread_only_beside_a_gpu():
+    assert isinstance(peak_stream([A], VS, 0.2, 10, device="cuda:0"), BackgroundPeaks)
+    assert isinstance(peak_stream([A], VS, 0.2, 10, device="cpu"), PeakStream)
 
 
 def test_background_peaks_raise_the_worker_s_error():

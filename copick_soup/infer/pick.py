@@ -17,7 +17,7 @@ from copick_soup.data.project import list_names, select_runs
 from copick_soup.data.tomogram import find_voxel_spacing, open_tomogram
 from copick_soup.errors import SoupError
 from copick_soup.infer.windows import Source, TorchPredictor, count_windows, stream_heatmaps
-from copick_soup.peaks.nms import BackgroundPeaks, PeakStream
+from copick_soup.peaks.nms import peak_stream
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def pick_run(run, soup, opts: PickOptions, echo=print, progress=None) -> dict:
                         f"for {', '.join(taken)}; pass --overwrite to replace them")
     sources = member_sources(run, soup, opts, echo)
     shape = tuple(sources[0].volume.shape)
-    peaks = BackgroundPeaks(PeakStream(soup.classes, soup.voxel_size, soup.thresholds, shape[0], soup.nms_scale))
+    peaks = peak_stream(soup.classes, soup.voxel_size, soup.thresholds, shape[0], soup.nms_scale, opts.device)
     heat = np.zeros((len(names), *shape), dtype=np.uint8) if opts.save_heatmaps else None
     if progress:
         progress(start=count_windows(shape, opts.window, opts.overlap))

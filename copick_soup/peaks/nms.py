@@ -129,9 +129,10 @@ class PeakStream:
 
 
 class BackgroundPeaks:
-    """A PeakStream fed from a worker thread, so a chunk's peak search runs while the network computes the next
-    slab (scipy's filters release the GIL); whole-volume inference has to wait for all of it at the end. Holds
-    one copy of a chunk: `stream_heatmaps` reuses the memory of the planes it yields."""
+    """A PeakStream fed from a worker thread, so a chunk's peak search runs while a GPU computes the next slab
+    (scipy's filters release the GIL); whole-volume inference has to wait for all of it at the end. Holds one
+    copy of a chunk, as `stream_heatmaps` reuses the memory of the planes it yields. Not for CPU inference: the
+    network already keeps every core busy there, so the overlap gains nothing and the copy costs memory."""
 
     def __init__(self, stream: PeakStream):
         from concurrent.futures import ThreadPoolExecutor
@@ -153,6 +154,12 @@ class BackgroundPeaks:
         finally:
             self.pool.shutdown()
         return self.stream.picks()
+
+
+def peak_stream(classes, voxel_size: float, thresholds, depth: int, nms_scale: float = 0.5, device: str = "cpu"):
+    """The PeakStream `pick` feeds: on a worker thread when the network runs on a GPU, inline otherwise."""
+    stream = PeakStream(classes, voxel_size, thresholds, depth, nms_scale)
+    return BackgroundPeaks(stream) if str(device).startswith("cuda") else stream
 
 
 def heatmaps_to_picks(heatmaps: np.ndarray, classes, voxel_size: float, thresholds, nms_scale: float = 0.5) -> dict:
