@@ -25,7 +25,7 @@ from copick_soup.metric import score_project
 from copick_soup.objects import FULL_SHAPE
 from copick_soup.simulate import simulate_project
 from copick_soup.soup.manifest import load_soup
-from copick_soup.train.loop import amp_dtype
+from copick_soup.train.loop import amp_dtype, precision_name
 
 RESULTS = Path(__file__).parent / "results" / "accuracy.md"
 
@@ -56,8 +56,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         score = score_project(root, "curation", "accuracy", "0", opts.session_id)
         truth = {c.name: c.tp + c.fn for c in score.classes}
-        precision = amp_dtype(amp)
-        rows.append(f"| {tta} | {str(precision).removeprefix('torch.') if precision else 'float32'} | "
+        rows.append(f"| {tta} | {precision_name(amp_dtype(amp))} | "
                     f"{score.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in score.classes)
                     + f" | {seconds:.0f} |")
     table = "\n".join([

@@ -34,7 +34,7 @@ from copick_soup.model import create_model
 from copick_soup.objects import FULL_SHAPE, VOXEL_SIZE, classes_from_root
 from copick_soup.peaks.nms import heatmaps_to_picks, peak_stream
 from copick_soup.simulate import simulate_project
-from copick_soup.train.loop import amp_dtype
+from copick_soup.train.loop import amp_dtype, precision_name
 
 RESULTS = Path(__file__).parent / "results" / "pick.md"
 WINDOW, OVERLAP, BATCH = 64, 0.25, 4
@@ -131,8 +131,8 @@ def main() -> None:
         voxels = float(np.prod(shape))
         t_ours, m_ours = measure(ours, model, volume, classes, views, args.device, amp)
         t_monai, m_monai = measure(monai, model, volume, classes, views, args.device, amp)
-        name = str(amp).removeprefix("torch.") if amp else "float32"
-        rows.append(f"| {'x'.join(map(str, shape))} | {variant} | {tta} | {name} | {voxels / t_ours / 1e3:.1f} | "
+        rows.append(f"| {'x'.join(map(str, shape))} | {variant} | {tta} | {precision_name(amp)} | "
+                    f"{voxels / t_ours / 1e3:.1f} | "
                     f"{voxels / t_monai / 1e3:.1f} | {t_monai / t_ours:.2f} | {m_ours:.2f} | {m_monai:.2f} | "
                     f"{m_ours / m_monai:.2f} |")
         print(rows[-1], flush=True)

@@ -55,7 +55,7 @@ def pick(config, soup, run_names, tomo_type, voxel_size, user_id, session_id, de
     from copick_soup.errors import SoupError
     from copick_soup.infer.pick import PickOptions, pick_runs, summary_table
     from copick_soup.soup.manifest import load_soup
-    from copick_soup.train.loop import amp_dtype, resolve_device
+    from copick_soup.train.loop import amp_dtype, precision_name, resolve_device
 
     root = open_project(config)
     device = resolve_device(device)
@@ -66,9 +66,8 @@ def pick(config, soup, run_names, tomo_type, voxel_size, user_id, session_id, de
     opts = PickOptions(user_id=user_id, session_id=session_id, tomo_type=tomo_type, tta=tta, window=window,
                        overlap=overlap, batch_size=batch_size, device=device, amp=amp, overwrite=overwrite,
                        save_heatmaps=save_heatmaps)
-    precision = amp_dtype(amp, device)
     click.echo(f"soup '{loaded.name}': {len(loaded.members)} member(s) on {device} "
-               f"({str(precision).removeprefix('torch.') if precision else 'float32'}), TTA {tta}")
+               f"({precision_name(amp_dtype(amp, device))}), TTA {tta}")
     results = pick_runs(root, loaded, split_names(run_names), opts, echo=click.echo, progress_factory=RunProgress)
     click.echo(summary_table(results, loaded.classes))
     if not any(r["processed"] for r in results):

@@ -49,6 +49,11 @@ def amp_dtype(name: str, device: str = "cpu"):
     return dtypes[name]
 
 
+def precision_name(dtype) -> str:
+    """'bfloat16', 'float16' or 'float32' for an `amp_dtype` result (None: no autocast)."""
+    return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+
+
 def cpu_has_bf16() -> bool:
     import torch
 
