@@ -7,7 +7,7 @@ import torch
 from copick_soup.infer.tta import VIEWS, apply_view, tta_views, undo_view
 from copick_soup.infer.windows import Source, TorchPredictor, predict_volume, stream_heatmaps, window_starts
 from copick_soup.objects import ParticleClass
-from copick_soup.peaks.nms import BackgroundPeaks, PeakStream, heatmaps_to_picks, peak_stream
+from copick_soup.peaks.nms import BackgroundPeaks, PeakStream, heatmaps_to_picks, local_maxima, peak_stream
 
 VS = 10.012
 A = ParticleClass("a", 1, radius=60.0)  # 6 voxels: NMS cube of side 7
@@ -41,6 +41,24 @@ def test_thresholds_are_per_class_and_nms_keeps_one_peak_per_particle():
     heat[1] = blob(shape, (15, 15, 15), height=0.4)
     picks = heatmaps_to_picks(heat, [A, B], VS, {"a": 0.3, "b": 0.5})
     assert len(picks["a"][0]) == 1 and len(picks["b"][0]) == 0
+
+
+def test_tiled_peak_search_matches_one_pass_over_the_block():
+    from scipy.ndimage import maximum_filter
+
+    rng = np.random.default_rng(3)
+    block = np.zeros((20, 45, 52), np.float32)
+    for _ in range(40):  # crowded, so peaks fall on tile borders and in the halos
+        block += blob(block.shape, rng.uniform(0, block.shape), sigma=1.3, height=rng.uniform(0.2, 1))
+    block[5, 8:10, 16] = block.max() + 1  # a flat top that straddles a tile border (tile 8)
+    r, threshold = 3, 0.25
+    pooled = maximum_filter(block, size=2 * r + 1, mode="constant", cval=-np.inf)
+    expected = np.argwhere((block == pooled) & (block > threshold))
+    expected = expected[expected[:, 0] >= 4]
+    expected = expected[~((expected == [5, 9, 16]).all(axis=1))]  # the flat top's second voxel
+    tiled = local_maxima(block, r, threshold, 4, 20, tile=8)
+    assert len(expected) > 20
+    np.testing.assert_array_equal(tiled, expected)
 
 
 def test_streamed_peaks_match_whole_volume_peaks():

@@ -12,6 +12,8 @@ heatmaps go through the same code as a single chunk (`heatmaps_to_picks`).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from copick_soup.data.coords import voxel_to_angstrom
@@ -26,23 +28,30 @@ def class_thresholds(classes, thresholds) -> list[float]:
     return [float(thresholds)] * len(classes)
 
 
-def local_maxima(block: np.ndarray, r: int, threshold: float, lo: int, hi: int) -> np.ndarray:
+def local_maxima(block: np.ndarray, r: int, threshold: float, lo: int, hi: int, tile: int = 48) -> np.ndarray:
     """(N, 3) indices (into `block`, (Z, Y, X)) of peaks whose z lies in [lo, hi)."""
+    import torch
     from scipy.ndimage import maximum_filter
 
-    if block.size == 0 or block.max() <= threshold:
-        return np.zeros((0, 3), dtype=np.int64)
-    # Separable running maxima (scipy's are O(1) per voxel whatever r is); outside the block counts as -inf.
-    # Done in bands of rows with an r-row halo, so the temporaries stay a fraction of the block.
-    found, band = [], 128
-    for y0 in range(0, block.shape[1], band):
-        a, b = max(y0 - r, 0), min(y0 + band + r, block.shape[1])
-        part = np.asarray(block[:, a:b], dtype=np.float32)
+    found = [np.zeros((0, 3), dtype=np.int64)]
+    if hi <= lo or block.size == 0:
+        return found[0]
+    top = torch.from_numpy(np.ascontiguousarray(block[lo:hi])).amax(0).numpy()  # torch: numpy's float16 max is slow
+    # In (y, x) tiles with an r-voxel halo: a tile with nothing above the threshold can hold no peak and is
+    # skipped (most of a heatmap is background), and the float32 temporaries stay a fraction of the block.
+    # Within a tile, separable running maxima (scipy's are O(1) per voxel whatever r is); outside the block
+    # counts as -inf.
+    for y0, x0 in itertools.product(range(0, block.shape[1], tile), range(0, block.shape[2], tile)):
+        if not top[y0:y0 + tile, x0:x0 + tile].max() > threshold:
+            continue
+        ya, xa = max(y0 - r, 0), max(x0 - r, 0)
+        part = np.asarray(block[:, ya:y0 + tile + r, xa:x0 + tile + r], dtype=np.float32)
         pooled = maximum_filter(part, size=2 * r + 1, mode="constant", cval=-np.inf)
-        idx = np.argwhere((part == pooled) & (part > threshold))
-        idx[:, 1] += a
-        found.append(idx[(idx[:, 1] >= y0) & (idx[:, 1] < y0 + band)])
-    idx = drop_plateau_twins(np.concatenate(found), r)
+        idx = np.argwhere((part == pooled) & (part > threshold)) + (0, ya, xa)
+        core = (idx[:, 1] >= y0) & (idx[:, 1] < y0 + tile) & (idx[:, 2] >= x0) & (idx[:, 2] < x0 + tile)
+        found.append(idx[core])
+    idx = np.concatenate(found)
+    idx = drop_plateau_twins(idx[np.lexsort(idx.T[::-1])], r)  # in z, y, x order, as one whole-block pass
     return idx[(idx[:, 0] >= lo) & (idx[:, 0] < hi)]
 
 
