@@ -67,7 +67,7 @@ def ours(model, volume, classes, views, device, amp):
     predictor = TorchPredictor(model, device, amp, views=views)
     peaks = peak_stream(classes, VOXEL_SIZE, 0.5, volume.shape[0], device=device)  # as `pick` does
     for z0, planes in stream_heatmaps([Source(predictor, volume)], len(classes), WINDOW, OVERLAP, BATCH,
-                                      dtype=np.float16):  # as `pick` does
+                                      dtype=np.float16, device=device):  # as `pick` does
         peaks.add(z0, planes)
     return peaks.picks()
 

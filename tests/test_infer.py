@@ -179,3 +179,26 @@ def test_float16_accumulator_stays_within_a_thousandth():
     sources = [Source(identity, volume, 1.0, (0.0, 1.0))]
     half = np.concatenate([p.astype(np.float32) for _, p in stream_heatmaps(sources, 1, 32, dtype=np.float16)], 1)
     np.testing.assert_allclose(half[0], volume, atol=2e-3)
+
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_gpu
+def test_streaming_on_a_gpu_matches_the_cpu():
+    import copy
+
+    from copick_soup.model import create_model
+    from copick_soup.train.loop import amp_dtype
+
+    torch.manual_seed(0)
+    model = create_model("unet3d_test", n_classes=2).eval()
+    volume = np.random.default_rng(7).normal(size=(40, 70, 90)).astype(np.float32)
+    cpu = predict_volume(TorchPredictor(model), volume, 2, window=32)
+    gpu = predict_volume(TorchPredictor(copy.deepcopy(model).cuda(), "cuda"), volume, 2, window=32, device="cuda")
+    np.testing.assert_allclose(gpu, cpu, atol=1e-4 * abs(cpu).max())
+    # pick's settings: autocast and a float16 accumulator on the GPU, peaks on a worker thread
+    fast = TorchPredictor(copy.deepcopy(model).cuda(), "cuda", amp_dtype("auto", "cuda"))
+    half = np.concatenate([p.astype(np.float32) for _, p in stream_heatmaps(
+        [Source(fast, volume)], 2, 32, dtype=np.float16, device="cuda")], axis=1)
+    assert abs(half - cpu).max() < 0.05 * abs(cpu).max()

@@ -191,3 +191,17 @@ def test_members_with_zero_weight_stand_in_only_when_nothing_else_can_run(member
     assert [r["members"] for r in results] == [1, 1] and all(r["processed"] for r in results)
     assert messages == ["run exp_001: no member with a soup weight can run here; using the others with equal "
                         "weights"]
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
+def test_pick_on_a_gpu_finds_the_cpu_s_picks(project):
+    run = open_project(project).runs[0]
+    found = {}
+    for session, device in enumerate(("cpu", "cuda")):
+        soup = load_soup("default", device=device)  # trained: its picks are clear peaks, not float ties
+        opts = PickOptions(user_id="gpu", session_id=str(session), device=device, amp="none")
+        stats = pick_run(run, soup, opts, echo=lambda m: None)
+        found[session] = read_picks(run, list(stats["picks"]), "gpu", str(session))
+    assert sum(len(pos) for pos in found[0].values()) > 0
+    for name, pos in found[0].items():
+        np.testing.assert_allclose(found[1][name], pos, atol=0.05 * VOXEL_SIZE)

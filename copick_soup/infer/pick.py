@@ -100,7 +100,7 @@ def pick_run(run, soup, opts: PickOptions, echo=print, progress=None) -> dict:
     if progress:
         progress(start=count_windows(shape, opts.window, opts.overlap))
     for z0, planes in stream_heatmaps(sources, len(names), opts.window, opts.overlap, opts.batch_size,
-                                      progress=progress, dtype=np.float16):
+                                      progress=progress, dtype=np.float16, device=opts.device):
         peaks.add(z0, planes)
         if heat is not None:
             heat[:, z0:z0 + planes.shape[1]] = np.clip(planes * 255, 0, 255).astype(np.uint8)

@@ -8,7 +8,9 @@ no weight volume is ever stored.
 `stream_heatmaps` reads the input one z-slab of windows at a time straight from zarr, runs every member of an
 ensemble on the same windows (each on its own tomogram type), and yields planes as soon as no later window can
 touch them. It holds one slab of accumulators (C x window x Y x X), never the whole C-channel heatmap, which is
-what keeps `pick` within a fraction of the memory of whole-volume sliding-window inference.
+what keeps `pick` within a fraction of the memory of whole-volume sliding-window inference. The accumulator
+lives on the device the network runs on: on a GPU, windows are blended there and only finished planes cross
+to the host.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def axis_weight(length: int, starts: list[int], g: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Source:
-    """One ensemble member's input: `predict_batch` maps (B, 1, w, w, w) to (B, C, w, w, w)."""
+    """One ensemble member's input: `predict_batch` maps a (B, 1, w, w, w) array to a (B, C, w, w, w) array or
+    torch tensor (on any device)."""
 
     predict_batch: object
     volume: object  # (Z, Y, X) zarr array or numpy array
@@ -65,14 +68,16 @@ def read_slab(volume, z0: int, window: int, mean: float, std: float, dtype=np.fl
 
 
 def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, overlap: float = 0.25,
-                    batch_size: int = 4, progress=None, dtype=np.float32):
+                    batch_size: int = 4, progress=None, dtype=np.float32, device: str = "cpu"):
     """Yield (z0, planes) in order: planes (C, n, Y, X) are the final blended heatmaps of z0 .. z0 + n - 1.
 
     The ensemble heatmap is the weighted mean of the sources' predictions (weights are normalised here).
-    `planes` is a view into the accumulator, valid until the next iteration: consumers copy what they keep.
+    `planes` is a view into the accumulator (a copy from a GPU), valid until the next iteration: consumers copy
+    what they keep.
     `dtype` is that of the streamed buffers (input slabs, their read-ahead and the accumulator): float16 halves
     them for a ~1e-3 relative error, which `pick` accepts (z-scored noisy input; thresholds are searched in
-    steps of 0.025); validation, the soup search and tests keep float32.
+    steps of 0.025); validation, the soup search and tests keep float32. `device` holds the accumulator and
+    does the blending (the predictors' device, for `pick`).
     """
     import torch
 
@@ -88,11 +93,11 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
     # Each window's Gaussian divided by the total weight at each voxel, per axis: contributions are added
     # already normalised, so the accumulator holds heatmap values (float16-safe) and needs no final division.
     norm = [axis_weight(n, starts, g) for n, starts in zip(shape, (zs, ys, xs))]
-    wz, wy, wx = ({s: torch.from_numpy(g[:n - s] / w[s:s + window]) for s in starts}  # a Gaussian, clipped at
-                  for n, starts, w in zip(shape, (zs, ys, xs), norm))            # the volume's end, per start
+    wz, wy, wx = ({s: torch.from_numpy(g[:n - s] / w[s:s + window]).to(device)  # a Gaussian, clipped at the
+                   for s in starts} for n, starts, w in zip(shape, (zs, ys, xs), norm))  # volume's end, per start
     depth = min(window, shape[0])
-    acc = np.zeros((n_classes, depth, shape[1], shape[2]), dtype=dtype)
-    tacc = torch.from_numpy(acc)  # the same memory, for the window adds
+    acc = torch.zeros((n_classes, depth, shape[1], shape[2]), dtype=torch.from_numpy(np.zeros(0, dtype)).dtype,
+                      device=device)
     jobs = [(y0, x0) for y0 in ys for x0 in xs]
 
     # Read-ahead: a thread reads (and decompresses) the next slab while this one runs through the network.
@@ -106,32 +111,33 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
             dz = min(window, shape[0] - z0)
             for b in range(0, len(jobs), batch_size):
                 part = jobs[b:b + batch_size]
-                pred = ensemble_batch(sources, slabs, weights, part, window)
-                for (y0, x0), p in zip(part, pred):
-                    dy, dx = len(wy[y0]), len(wx[x0])
-                    p = p[:, :dz, :dy, :dx]
-                    p *= wz[z0][:, None, None] * wy[y0][None, :, None] * wx[x0][None, None, :]
-                    # torch, in place: multi-threaded, no temporaries, and adding float32 into a float16
-                    # accumulator costs no float16 arithmetic
-                    tacc[:, :dz, y0:y0 + dy, x0:x0 + dx] += p
+                with torch.inference_mode():  # per batch: a generator must not leave the mode on between yields
+                    pred = ensemble_batch(sources, slabs, weights, part, window, device)
+                    for (y0, x0), p in zip(part, pred):
+                        dy, dx = len(wy[y0]), len(wx[x0])
+                        p = p[:, :dz, :dy, :dx]
+                        p *= wz[z0][:, None, None] * wy[y0][None, :, None] * wx[x0][None, None, :]
+                        # torch, in place: multi-threaded, no temporaries, and adding float32 into a float16
+                        # accumulator costs no float16 arithmetic
+                        acc[:, :dz, y0:y0 + dy, x0:x0 + dx] += p
                 if progress:
                     progress(len(part))
             z_next = zs[i + 1] if i + 1 < len(zs) else shape[0]
             n = z_next - z0
-            yield z0, acc[:, :n]
+            yield z0, acc[:, :n].cpu().numpy()  # on a CPU, a view of the accumulator: no copy
             # Shift the accumulator by n planes, one plane at a time (no second buffer), and clear the tail.
             for k in range(depth - n):
                 acc[:, k] = acc[:, k + n]
             acc[:, max(depth - n, 0):] = 0
 
 
-def ensemble_batch(sources, slabs, weights, corners, window: int):
-    """(B, C, w, w, w) float32 torch tensor: the weighted sum of the members' predictions at the corners."""
+def ensemble_batch(sources, slabs, weights, corners, window: int, device="cpu"):
+    """(B, C, w, w, w) float32 torch tensor on `device`: the weighted sum of the members' predictions."""
     import torch
 
     total = None
     for source, slab, w in zip(sources, slabs, weights):
-        pred = torch.from_numpy(source.predict_batch(_batch(slab, corners, window)))
+        pred = torch.as_tensor(source.predict_batch(_batch(slab, corners, window)), device=device)
         if w != 1:
             pred *= float(w)
         total = pred if total is None else total.add_(pred)
@@ -147,10 +153,10 @@ def count_windows(shape, window: int, overlap: float) -> int:
 
 
 def predict_volume(predict_batch, volume, n_classes: int, window: int = 64, overlap: float = 0.25,
-                   batch_size: int = 4, stats=None) -> np.ndarray:
+                   batch_size: int = 4, stats=None, device: str = "cpu") -> np.ndarray:
     """The whole (C, Z, Y, X) float32 heatmap of one input (for validation, tests and saved heatmaps)."""
     planes = [p.copy() for _, p in stream_heatmaps([Source(predict_batch, volume, 1.0, stats)], n_classes, window,
-                                                   overlap, batch_size)]
+                                                   overlap, batch_size, device=device)]
     return np.concatenate(planes, axis=1)
 
 
@@ -169,7 +175,8 @@ def _crop(slab: np.ndarray, y0: int, x0: int, window: int) -> np.ndarray:
 
 
 class TorchPredictor:
-    """`predict_batch` for one torch model: inference mode, optional autocast, optional TTA views."""
+    """`predict_batch` for one torch model: inference mode, optional autocast, optional TTA views. Returns a
+    float32 tensor on the model's device."""
 
     def __init__(self, model, device="cpu", amp_dtype=None, views=None):
         from copick_soup.infer.tta import tta_views
@@ -192,4 +199,4 @@ class TorchPredictor:
                 total = y if total is None else total.add_(y)
             if len(self.views) > 1:
                 total /= len(self.views)
-        return total.cpu().numpy()
+        return total

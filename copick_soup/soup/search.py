@@ -47,7 +47,7 @@ def member_heatmaps(run, members, voxel_size: float, window: int, overlap: float
             out.append(None)
             continue
         predictor = TorchPredictor(model, device, amp_dtype(amp, device), tta_views(tta))
-        heat = predict_volume(predictor, volume, len(manifest["classes"]), window, overlap)
+        heat = predict_volume(predictor, volume, len(manifest["classes"]), window, overlap, device=device)
         out.append(heat.astype(np.float16))
     return out
 

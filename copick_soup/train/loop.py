@@ -86,7 +86,8 @@ def validate(model, volumes: list[TrainVolume], classes, cfg: TrainConfig, voxel
     predictor = TorchPredictor(model.eval(), device, amp_dtype(cfg.amp, device))
     val = []
     for v in volumes:
-        heat = predict_volume(predictor, v.image, len(classes), window=cfg.val_window, stats=(0.0, 1.0))
+        heat = predict_volume(predictor, v.image, len(classes), window=cfg.val_window, stats=(0.0, 1.0),
+                              device=device)
         truth = {c.name: voxel_to_angstrom(v.points[i], voxel_size) for i, c in enumerate(classes)}
         val.append(ValRun(v.run, [heat], truth))
     if thresholds is None and cfg.val_sweep:
