@@ -1,9 +1,9 @@
 """Accuracy of a soup on freshly simulated, held-out runs: per-class CZII F4 for each TTA setting.
 
 The seed is one no recipe trains on, so the runs are new to the soup. Prints a table and writes
-benchmarks/results/accuracy.md.
+benchmarks/results/accuracy.md (accuracy-gpu.md with --device cuda).
 
-    python benchmarks/accuracy.py [--soup default] [--runs 3] [--shape full] [--tta 1] [--amp auto]
+    python benchmarks/accuracy.py [--soup default] [--runs 3] [--shape full] [--tta 1] [--amp auto] [--device cpu]
 
 Full-size runs by default: a 184x630x630 experimental-profile run holds ~100 particles, about a dozen of each rare
 class, so three of them score beta-galactosidase (weight 2) on ~25 particles rather than on a handful. TTA 4 costs
@@ -30,6 +30,14 @@ from copick_soup.train.loop import amp_dtype, precision_name
 RESULTS = Path(__file__).parent / "results" / "accuracy.md"
 
 
+def device_name(device: str) -> str:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.machine()}, {os.cpu_count()} cores"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--soup", default="default")
@@ -39,6 +47,7 @@ def main() -> None:
     parser.add_argument("--tta", type=int, nargs="+", default=[1])
     parser.add_argument("--amp", nargs="+", default=["auto"], help="precisions to score (auto: as `pick` does)")
     parser.add_argument("--seed", type=int, default=4242)
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="/tmp/copick-soup-bench-accuracy")
     args = parser.parse_args()
     shape = FULL_SHAPE if args.shape == "full" else tuple(int(v) for v in args.shape.split(","))
@@ -46,23 +55,24 @@ def main() -> None:
     if not config.exists():
         simulate_project(config.parent, runs=args.runs, shape=shape, profile=args.profile, seed=args.seed)
     root = open_project(config)
-    soup = load_soup(args.soup)
+    soup = load_soup(args.soup, device=args.device)
 
     rows, names = [], [c.name for c in soup.classes]
     for amp, tta in itertools.product(args.amp, args.tta):
         start = time.perf_counter()
-        opts = PickOptions(user_id="accuracy", session_id=f"tta{tta}-{amp}", tta=tta, amp=amp, overwrite=True)
+        opts = PickOptions(user_id="accuracy", session_id=f"tta{tta}-{amp}", tta=tta, amp=amp, overwrite=True,
+                           device=args.device)
         pick_runs(root, soup, None, opts, echo=lambda m: None)
         seconds = time.perf_counter() - start
         score = score_project(root, "curation", "accuracy", "0", opts.session_id)
         truth = {c.name: c.tp + c.fn for c in score.classes}
-        rows.append(f"| {tta} | {precision_name(amp_dtype(amp))} | "
+        rows.append(f"| {tta} | {precision_name(amp_dtype(amp, args.device))} | "
                     f"{score.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in score.classes)
                     + f" | {seconds:.0f} |")
     table = "\n".join([
         f"Accuracy of soup '{soup.name}' on {args.runs} fresh {args.profile}-profile runs of "
         f"{'x'.join(map(str, shape))} voxels (seed {args.seed}, {sum(truth.values())} particles: "
-        + ", ".join(f"{n} {truth[n]}" for n in names) + f"); {platform.machine()}, {os.cpu_count()} cores, "
+        + ", ".join(f"{n} {truth[n]}" for n in names) + f"); {device_name(args.device)}, "
         f"{time.strftime('%Y-%m-%d')}",
         "",
         f"| TTA | precision | weighted F4 | {' | '.join(names)} | seconds |",
@@ -70,8 +80,9 @@ def main() -> None:
         *rows,
     ])
     print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
+    results = RESULTS.with_name("accuracy-gpu.md") if args.device.startswith("cuda") else RESULTS
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(table + "\n")
 
 
 if __name__ == "__main__":
