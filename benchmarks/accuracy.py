@@ -69,6 +69,7 @@ def main() -> None:
         rows.append(f"| {tta} | {precision_name(amp_dtype(amp, args.device))} | "
                     f"{score.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in score.classes)
                     + f" | {seconds:.0f} |")
+        print(rows[-1], flush=True)
     table = "\n".join([
         f"Accuracy of soup '{soup.name}' on {args.runs} fresh {args.profile}-profile runs of "
         f"{'x'.join(map(str, shape))} voxels (seed {args.seed}, {sum(truth.values())} particles: "
