@@ -8,6 +8,11 @@ Both engines first run once on a small volume (one-time kernel set-up), and each
 goes first; with --repeat N a case keeps each engine's fastest run. Prints a table and writes
 benchmarks/results/pick.md.
 
+Models: unet3d_tiny is the default soup's trained denoised member, so heatmaps, peak counts and the cost of the
+peak search are those of real picking (at the soup's thresholds). medium and large have no trained weights in the
+package: they run with random weights and a zeroed output layer (flat heatmaps, no peaks on either side), since an
+untrained network's heatmaps hold ~10^5 spurious maxima whose search would swamp the timing.
+
 On this 2-core CPU the whole grid (tiny, medium, large x TTA 1, 4, 8 on 184x630x630) would take hours, so by
 default the full-size tomogram runs tiny with TTA 1 and the grid runs on a 96x192x192 crop. With a GPU:
     python benchmarks/pick.py --device cuda --grid-shape full
@@ -37,9 +42,11 @@ from copick_soup.model import create_model
 from copick_soup.objects import FULL_SHAPE, VOXEL_SIZE, classes_from_root
 from copick_soup.peaks.nms import heatmaps_to_picks, peak_stream
 from copick_soup.simulate import simulate_project
+from copick_soup.soup.manifest import load_soup
 from copick_soup.train.loop import amp_dtype, precision_name
 
 RESULTS = Path(__file__).parent / "results" / "pick.md"
+SOUP = load_soup("default")
 WINDOW, OVERLAP, BATCH = 64, 0.25, 4
 
 
@@ -66,9 +73,22 @@ class PeakRSS:
         self.gb = (self.peak - self.start) / 1e9
 
 
+def bench_model(variant: str, n_classes: int, device: str):
+    """The default soup's trained member of this variant, or random weights with a zeroed output layer."""
+    torch.manual_seed(0)
+    model = create_model(variant, n_classes=n_classes)
+    trained = {m["architecture"]["name"]: net for net, m, _ in SOUP.members if m["tomo_type"] == "denoised"}
+    if variant in trained:
+        model.load_state_dict(trained[variant].state_dict())
+    else:
+        torch.nn.init.zeros_(model.head.weight)
+        torch.nn.init.zeros_(model.head.bias)
+    return model.to(device).eval()
+
+
 def ours(model, volume, classes, views, device, amp):
     predictor = TorchPredictor(model, device, amp, views=views)
-    peaks = peak_stream(classes, VOXEL_SIZE, 0.5, volume.shape[0], device=device)  # as `pick` does
+    peaks = peak_stream(classes, VOXEL_SIZE, SOUP.thresholds, volume.shape[0], device=device)  # as `pick` does
     for z0, planes in stream_heatmaps([Source(predictor, volume)], len(classes), WINDOW, OVERLAP, BATCH,
                                       dtype=np.float16, device=device):  # as `pick` does
         peaks.add(z0, planes)
@@ -88,7 +108,7 @@ def monai(model, volume, classes, views, device, amp):
                                                 enabled=amp is not None):
         heat = sliding_window_inference(x, (WINDOW,) * 3, BATCH, predictor, overlap=OVERLAP, mode="gaussian")
     del x
-    return heatmaps_to_picks(heat[0].cpu().numpy(), classes, VOXEL_SIZE, 0.5)
+    return heatmaps_to_picks(heat[0].cpu().numpy(), classes, VOXEL_SIZE, SOUP.thresholds)
 
 
 def measure(fn, model, volume, classes, views, device, amp):
@@ -134,7 +154,7 @@ def tomogram(shape, folder: Path):
 def warm_up(device, precisions, folder: Path) -> None:
     """One small run of each engine per precision: kernel selection and caches are paid before timing."""
     volume, classes = tomogram((64, 96, 96), folder)
-    model = create_model("unet3d_tiny", n_classes=len(classes)).to(device).eval()
+    model = bench_model("unet3d_tiny", len(classes), device)
     for amp in precisions:
         ours(model, volume, classes, tta_views(1), device, amp)
         monai(model, volume, classes, tta_views(1), device, amp)
@@ -163,8 +183,7 @@ def main() -> None:
     warm_up(args.device, precisions, Path(args.data))
     for (shape, variant, tta), amp in itertools.product(cases, precisions):
         volume, classes = tomogram(shape, Path(args.data))
-        torch.manual_seed(0)
-        model = create_model(variant, n_classes=len(classes)).to(args.device).eval()
+        model = bench_model(variant, len(classes), args.device)
         views = tta_views(tta)
         voxels = float(np.prod(shape))
         (t_ours, m_ours, g_ours), (t_monai, m_monai, g_monai) = compare(
@@ -175,11 +194,20 @@ def main() -> None:
                     f"{m_ours:.2f} | {m_monai:.2f} | {gb(g_ours, cuda)} | {gb(g_monai, cuda)} | {memory_ratio:.2f} |")
         print(rows[-1], flush=True)
         del model
+        write_table(args, rows)  # after every row: a long run that is cut short keeps what it measured
+    print(write_table(args, rows))
+
+
+def write_table(args, rows) -> str:
+    cuda = torch.device(args.device).type == "cuda"
+    where = torch.cuda.get_device_name() if cuda else f"{platform.machine()}, {os.cpu_count()} cores"
     table = "\n".join([
-        f"Pick inference vs MONAI sliding_window_inference ({args.device}; {platform.machine()}, {os.cpu_count()} "
-        f"cores; window {WINDOW}, overlap {OVERLAP}, batch {BATCH}; {time.strftime('%Y-%m-%d')})",
+        f"Pick inference vs MONAI sliding_window_inference ({args.device}: {where}; window {WINDOW}, overlap "
+        f"{OVERLAP}, batch {BATCH}; {time.strftime('%Y-%m-%d')})",
         "Targets: ours at least as fast (speed-up >= 1) and at most half of MONAI's peak memory (ratio <= 0.5).",
         "Both engines run under the same autocast precision in each row ('auto' is what `pick` uses by default).",
+        "unet3d_tiny: the default soup's trained denoised member (real peaks); medium, large: random weights, zeroed "
+        "output layer.",
         f"Speed: the fastest of {args.repeat} run(s) per engine after a warm-up. Memory ratio: (host + GPU peak) "
         "ours / MONAI.",
         "",
@@ -188,11 +216,11 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
     ])
-    print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     results = RESULTS.with_name("pick" + ("" if args.cases == "all" else f"-{args.cases}") + ("-gpu" if cuda else "")
                                 + ".md")
     results.write_text(table + "\n")
+    return table
 
 
 if __name__ == "__main__":
