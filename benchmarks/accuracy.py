@@ -57,7 +57,7 @@ def main() -> None:
     root = open_project(config)
     soup = load_soup(args.soup, device=args.device)
 
-    rows, names = [], [c.name for c in soup.classes]
+    rows = []
     for amp, tta in itertools.product(args.amp, args.tta):
         start = time.perf_counter()
         opts = PickOptions(user_id="accuracy", session_id=f"tta{tta}-{amp}", tta=tta, amp=amp, overwrite=True,
@@ -70,6 +70,12 @@ def main() -> None:
                     f"{score.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in score.classes)
                     + f" | {seconds:.0f} |")
         print(rows[-1], flush=True)
+        write_table(args, soup, shape, truth, rows)  # after every row: a run cut short keeps what it scored
+    print(write_table(args, soup, shape, truth, rows))
+
+
+def write_table(args, soup, shape, truth, rows) -> str:
+    names = [c.name for c in soup.classes]
     table = "\n".join([
         f"Accuracy of soup '{soup.name}' on {args.runs} fresh {args.profile}-profile runs of "
         f"{'x'.join(map(str, shape))} voxels (seed {args.seed}, {sum(truth.values())} particles: "
@@ -80,10 +86,10 @@ def main() -> None:
         "|---|---|---|" + "---|" * len(names) + "---|",
         *rows,
     ])
-    print(table)
     results = RESULTS.with_name("accuracy-gpu.md") if args.device.startswith("cuda") else RESULTS
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(table + "\n")
+    return table
 
 
 if __name__ == "__main__":
