@@ -8,6 +8,7 @@ from copick_soup.infer.tta import VIEWS, apply_view, tta_views, undo_view
 from copick_soup.infer.windows import Source, TorchPredictor, predict_volume, stream_heatmaps, window_starts
 from copick_soup.objects import ParticleClass
 from copick_soup.peaks.nms import BackgroundPeaks, PeakStream, heatmaps_to_picks, local_maxima, peak_stream
+from copick_soup.peaks.overlap import finish_picks, suppress_overlaps
 
 VS = 10.012
 A = ParticleClass("a", 1, radius=60.0)  # 6 voxels: NMS cube of side 7
@@ -59,6 +60,22 @@ def test_tiled_peak_search_matches_one_pass_over_the_block():
     tiled = local_maxima(block, r, threshold, 4, 20, tile=8)
     assert len(expected) > 20
     np.testing.assert_array_equal(tiled, expected)
+
+
+def test_a_stronger_peak_of_another_class_suppresses_a_pick_on_the_same_particle():
+    def picks(*rows):  # (x, score) along one line, strongest first as the peak search returns them
+        rows = sorted(rows, key=lambda r: -r[1])
+        return (np.array([[x, 0.0, 0.0] for x, _ in rows]).reshape(-1, 3), np.array([s for _, s in rows]))
+
+    found = {"a": picks((0, 0.9), (10, 0.7), (1000, 0.4), (2000, 0.6)),
+             "b": picks((20, 0.5), (500, 0.5), (1010, 0.8), (2000, 0.6))}
+    kept = suppress_overlaps(found, [A, B], 0.5)  # within 0.5 x min(60, 150) = 30 Å
+    np.testing.assert_array_equal(kept["a"][0][:, 0], [0, 10, 2000])  # same class: NMS's job; ties both stay
+    np.testing.assert_array_equal(kept["b"][0][:, 0], [1010, 2000, 500])  # still strongest first
+    assert suppress_overlaps(found, [A, B], 0.0) is found
+    # suppression runs before thresholds: a's peak at 0 removes b's pick there even though a keeps none
+    final = finish_picks(found, [A, B], {"a": 0.95, "b": 0.45}, 0.5)
+    assert len(final["a"][0]) == 0 and sorted(final["b"][0][:, 0]) == [500, 1010, 2000]
 
 
 def test_streamed_peaks_match_whole_volume_peaks():

@@ -205,3 +205,24 @@ def test_pick_on_a_gpu_finds_the_cpu_s_picks(project):
     assert sum(len(pos) for pos in found[0].values()) > 0
     for name, pos in found[0].items():
         np.testing.assert_allclose(found[1][name], pos, atol=0.05 * VOXEL_SIZE)
+
+
+def test_cross_class_suppression_keeps_a_subset_and_leaves_no_overlap(project):
+    import dataclasses
+
+    from scipy.spatial.distance import cdist
+
+    run = open_project(project).runs[0]
+    soup = load_soup("default")
+    found = {}
+    for session, overlap in enumerate((0.0, 1.0)):
+        opts = PickOptions(user_id="overlap", session_id=str(session))
+        pick_run(run, dataclasses.replace(soup, overlap=overlap), opts, echo=lambda m: None)
+        found[overlap] = read_picks(run, [c.name for c in soup.classes], "overlap", str(session))
+    radius = {c.name: c.radius for c in soup.classes}
+    assert sum(len(p) for p in found[1.0].values()) < sum(len(p) for p in found[0.0].values())
+    for name, pos in found[1.0].items():
+        assert {tuple(p) for p in np.round(pos, 3)} <= {tuple(p) for p in np.round(found[0.0][name], 3)}
+        for other, pos2 in found[1.0].items():
+            if other != name and len(pos) and len(pos2):
+                assert cdist(pos, pos2).min() >= min(radius[name], radius[other])

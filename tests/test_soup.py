@@ -60,6 +60,25 @@ def test_search_prefers_the_good_member_and_beats_the_bad_one():
     assert singles[(1.0, 0.0)] == 1.0 and singles[(0.0, 1.0)] < 0.5
 
 
+def test_search_switches_on_cross_class_suppression_where_it_helps():
+    """Class b's channel also fires on a's particles, more strongly than on its own: no threshold separates
+    those, but a's stronger peak at the same place does."""
+    shape = (24, 48, 48)
+    a_at, b_at = [(6, 10, 10), (16, 36, 12)], [(8, 30, 34), (17, 12, 38)]
+    heat = np.zeros((2, *shape), np.float32)
+    for p in a_at:
+        heat[0] += blob(shape, p, 0.9)
+        heat[1] += blob(shape, p, 0.6)
+    for p in b_at:
+        heat[1] += blob(shape, p, 0.5)
+    truth = {"a": voxel_to_angstrom(np.array(a_at, float), VS), "b": voxel_to_angstrom(np.array(b_at, float), VS)}
+    found = search([ValRun("r", [heat.astype(np.float16)], truth)], [A, B], VS, n_members=1, step=1.0,
+                   echo=lambda m: None)
+    best = found["best"]
+    assert best["overlap_scores"]["0"] < 0.99 and best["overlap"] == 0.5 and best["score"] == 1.0
+    assert best["thresholds"]["b"] < 0.5
+
+
 def test_blend_renormalises_over_members_that_ran():
     h = np.ones((1, 2, 2, 2), np.float16)
     np.testing.assert_allclose(blend([h, None], (0.25, 0.75)), 1.0)

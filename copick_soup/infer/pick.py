@@ -2,11 +2,13 @@
 
 For each run: refuse early if its picks exist (unless overwrite); choose the members whose tomogram type the
 run has (renormalising their weights); stream windows through every member, blend, and find peaks as planes
-complete; write all classes' picks at once. A bad run raises `SoupError`; `pick_runs` records it and goes on.
+complete; drop cross-class overlaps if the soup says so; write all classes' picks at once. A bad run raises
+`SoupError`; `pick_runs` records it and goes on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ from copick_soup.data.tomogram import find_voxel_spacing, open_tomogram
 from copick_soup.errors import SoupError
 from copick_soup.infer.windows import Source, TorchPredictor, count_windows, stream_heatmaps
 from copick_soup.peaks.nms import peak_stream
+from copick_soup.peaks.overlap import candidate_thresholds, finish_picks
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,7 @@ def member_sources(run, soup, opts: PickOptions, echo=print) -> list[Source]:
         sources.append(Source(predictor, volume, weight))
     if not sources and len(members) < len(soup.members):
         echo(f"run {run.name}: no member with a soup weight can run here; using the others with equal weights")
-        spare = type(soup)(soup.name, [(m, f, 1.0) for m, f, w in soup.members if w == 0], soup.classes,
-                           soup.voxel_size, soup.thresholds, soup.nms_scale, soup.manifest)
+        spare = dataclasses.replace(soup, members=[(m, f, 1.0) for m, f, w in soup.members if w == 0])
         return member_sources(run, spare, opts, echo)
     if not sources:
         raise SoupError(f"run {run.name}: none of the soup's tomogram types ({list_names(sorted(set(missing)))}) "
@@ -95,7 +97,8 @@ def pick_run(run, soup, opts: PickOptions, echo=print, progress=None) -> dict:
                         f"for {', '.join(taken)}; pass --overwrite to replace them")
     sources = member_sources(run, soup, opts, echo)
     shape = tuple(sources[0].volume.shape)
-    peaks = peak_stream(soup.classes, soup.voxel_size, soup.thresholds, shape[0], soup.nms_scale, opts.device)
+    search_at = candidate_thresholds(soup.classes, soup.thresholds, soup.overlap)
+    peaks = peak_stream(soup.classes, soup.voxel_size, search_at, shape[0], soup.nms_scale, opts.device)
     heat = np.zeros((len(names), *shape), dtype=np.uint8) if opts.save_heatmaps else None
     if progress:
         progress(start=count_windows(shape, opts.window, opts.overlap))
@@ -104,7 +107,7 @@ def pick_run(run, soup, opts: PickOptions, echo=print, progress=None) -> dict:
         peaks.add(z0, planes)
         if heat is not None:
             heat[:, z0:z0 + planes.shape[1]] = np.clip(planes * 255, 0, 255).astype(np.uint8)
-    picks = peaks.picks()
+    picks = finish_picks(peaks.picks(), soup.classes, soup.thresholds, soup.overlap)
     write_picks(run, picks, opts.user_id, opts.session_id, overwrite=opts.overwrite)
     if heat is not None:
         save_heatmaps(run, soup, heat, opts)

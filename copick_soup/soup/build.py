@@ -76,7 +76,8 @@ def build_soup(config, member_sources, val_runs, out, truth_user="curation", tru
                                                                thresholds=r["thresholds"])
                for r in found["singles"]}
     return write_soup(out / "soup.json", list(zip(paths, best["weights"])), soup.classes, soup.voxel_size,
-                      best["thresholds"], name=name or out.name,
+                      best["thresholds"], name=name or out.name, overlap=best["overlap"],
                       validation=dict(runs=[v.name for v in val], score=best["score"], per_class=best["per_class"],
+                                      overlap_scores=best["overlap_scores"],
                                       members=singles, step=step, tried=found["tried"], tta=tta, tolerance=tolerance,
                                       weight_soup=weight_soup, amp=amp))

@@ -122,6 +122,7 @@ class LoadedSoup:
     thresholds: dict
     nms_scale: float = 0.5
     manifest: dict = field(default_factory=dict)
+    overlap: float = 0.0  # cross-class suppression (peaks/overlap.py); 0: off
 
     @property
     def tomo_types(self) -> list[str]:
@@ -147,7 +148,7 @@ def load_soup(name_or_path, device: str = "cpu") -> LoadedSoup:
     if missing:
         raise SoupError(f"{soup.get('path', soup['name'])}: no threshold for class(es) {', '.join(missing)}")
     return LoadedSoup(soup["name"], members, classes, voxel_size, soup["thresholds"],
-                      float(soup.get("nms_scale", 0.5)), soup)
+                      float(soup.get("nms_scale", 0.5)), soup, float(soup.get("overlap", 0.0)))
 
 
 def check_compatible(manifests: list[dict]) -> None:

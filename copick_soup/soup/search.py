@@ -19,8 +19,10 @@ from copick_soup.errors import SoupError
 from copick_soup.metric import count_matches
 from copick_soup.metric.czii import BETA, DISTANCE_MULTIPLIER, ClassScore, Score
 from copick_soup.peaks.nms import heatmaps_to_picks
+from copick_soup.peaks.overlap import suppress_overlaps
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.025), 3)  # below 0.05 a heatmap is noise, whatever F4 says
+OVERLAPS = (0.0, 0.5, 1.0)  # cross-class suppression distances tried, x the smaller radius (0: off)
 
 
 @dataclass
@@ -85,8 +87,9 @@ def blend(heatmaps: list, weights) -> np.ndarray | None:
 
 
 def threshold_counts(val: list[ValRun], weights, classes, voxel_size: float, nms_scale: float = 0.5,
-                     thresholds=THRESHOLDS) -> np.ndarray:
-    """(C, T, 3) TP, FP, FN per class and candidate threshold for one weighting, summed over the runs."""
+                     thresholds=THRESHOLDS, overlap: float = 0.0) -> np.ndarray:
+    """(C, T, 3) TP, FP, FN per class and candidate threshold for one weighting, summed over the runs.
+    Cross-class suppression runs on all candidates first, as `pick` does (see peaks/overlap.py)."""
     counts = np.zeros((len(classes), len(thresholds), 3), dtype=np.int64)
     for run in val:
         heat = blend(run.heatmaps, weights)
@@ -95,6 +98,7 @@ def threshold_counts(val: list[ValRun], weights, classes, voxel_size: float, nms
                 counts[c, :, 2] += len(run.truth[cls.name])
             continue
         picks = heatmaps_to_picks(heat, classes, voxel_size, float(thresholds[0]) - 1e-6, nms_scale)
+        picks = suppress_overlaps(picks, classes, overlap)
         for c, cls in enumerate(classes):
             positions, scores = picks[cls.name]
             for t, threshold in enumerate(thresholds):
@@ -115,9 +119,9 @@ def best_thresholds(counts: np.ndarray, classes, thresholds=THRESHOLDS, beta: fl
 
 
 def sweep_thresholds(val: list[ValRun], weights, classes, voxel_size: float, nms_scale: float = 0.5,
-                     thresholds=THRESHOLDS, beta: float = BETA) -> tuple[dict, Score]:
+                     thresholds=THRESHOLDS, beta: float = BETA, overlap: float = 0.0) -> tuple[dict, Score]:
     """({class: best threshold}, the Score at those thresholds) for one weighting."""
-    counts = threshold_counts(val, weights, classes, voxel_size, nms_scale, thresholds)
+    counts = threshold_counts(val, weights, classes, voxel_size, nms_scale, thresholds, overlap)
     return best_thresholds(counts, classes, thresholds, beta)
 
 
@@ -140,10 +144,25 @@ def search(val: list[ValRun], classes, voxel_size: float, n_members: int, step: 
         thresholds, score = sweep_thresholds(val, weights, classes, voxel_size, nms_scale)
         results.append(dict(weights=list(weights), thresholds=thresholds,
                             per_class={c.name: c.fbeta() for c in score.classes}, score=score.weighted))
-    best = most_even(results, tolerance)
+    best = dict(most_even(results, tolerance), overlap=0.0)
     singles = [r for r in results if max(r["weights"]) == 1.0]
     echo(f"searched {len(results)} weighting(s): best F4 {best['score']:.3f} with weights {best['weights']}")
+    best = choose_overlap(val, best, classes, voxel_size, nms_scale, echo)
     return dict(best=best, singles=singles, tried=len(results))
+
+
+def choose_overlap(val: list[ValRun], best: dict, classes, voxel_size: float, nms_scale: float, echo=print) -> dict:
+    """For the chosen weighting, the cross-class suppression distance (thresholds re-swept for each) that scores
+    best; a tie keeps the smaller one (0: off)."""
+    tried = {0.0: best}
+    for overlap in OVERLAPS[1:]:
+        thresholds, score = sweep_thresholds(val, best["weights"], classes, voxel_size, nms_scale, overlap=overlap)
+        tried[overlap] = dict(best, thresholds=thresholds, per_class={c.name: c.fbeta() for c in score.classes},
+                              score=score.weighted, overlap=overlap)
+    chosen = max(tried.values(), key=lambda r: (r["score"], -r["overlap"]))
+    echo("cross-class suppression: " + ", ".join(f"{o:g} -> F4 {r['score']:.3f}" for o, r in tried.items())
+         + f"; chosen {chosen['overlap']:g}")
+    return dict(chosen, overlap_scores={f"{o:g}": r["score"] for o, r in tried.items()})
 
 
 def most_even(results: list[dict], tolerance: float) -> dict:
