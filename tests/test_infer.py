@@ -8,7 +8,7 @@ from copick_soup.infer.tta import VIEWS, apply_view, tta_views, undo_view
 from copick_soup.infer.windows import Source, TorchPredictor, predict_volume, stream_heatmaps, window_starts
 from copick_soup.objects import ParticleClass
 from copick_soup.peaks.nms import BackgroundPeaks, PeakStream, heatmaps_to_picks, local_maxima, peak_stream
-from copick_soup.peaks.overlap import finish_picks, suppress_overlaps
+from copick_soup.peaks.overlap import suppress_overlaps
 
 VS = 10.012
 A = ParticleClass("a", 1, radius=60.0)  # 6 voxels: NMS cube of side 7
@@ -73,9 +73,8 @@ def test_a_stronger_peak_of_another_class_suppresses_a_pick_on_the_same_particle
     np.testing.assert_array_equal(kept["a"][0][:, 0], [0, 10, 2000])  # same class: NMS's job; ties both stay
     np.testing.assert_array_equal(kept["b"][0][:, 0], [1010, 2000, 500])  # still strongest first
     assert suppress_overlaps(found, [A, B], 0.0) is found
-    # suppression runs before thresholds: a's peak at 0 removes b's pick there even though a keeps none
-    final = finish_picks(found, [A, B], {"a": 0.95, "b": 0.45}, 0.5)
-    assert len(final["a"][0]) == 0 and sorted(final["b"][0][:, 0]) == [500, 1010, 2000]
+    np.testing.assert_array_equal(suppress_overlaps(found, [A, B], 1.0)["b"][0][:, 0], [1010, 2000, 500])
+    assert len(suppress_overlaps(found, [A, B], 0.1)["b"][0]) == 4  # every clash is 10-20 Å apart: beyond 6 Å
 
 
 def test_streamed_peaks_match_whole_volume_peaks():

@@ -20,7 +20,7 @@ from copick_soup.data.tomogram import find_voxel_spacing, open_tomogram
 from copick_soup.errors import SoupError
 from copick_soup.infer.windows import Source, TorchPredictor, count_windows, stream_heatmaps
 from copick_soup.peaks.nms import peak_stream
-from copick_soup.peaks.overlap import candidate_thresholds, finish_picks
+from copick_soup.peaks.overlap import suppress_overlaps
 
 
 @dataclass(frozen=True)
@@ -97,8 +97,7 @@ def pick_run(run, soup, opts: PickOptions, echo=print, progress=None) -> dict:
                         f"for {', '.join(taken)}; pass --overwrite to replace them")
     sources = member_sources(run, soup, opts, echo)
     shape = tuple(sources[0].volume.shape)
-    search_at = candidate_thresholds(soup.classes, soup.thresholds, soup.overlap)
-    peaks = peak_stream(soup.classes, soup.voxel_size, search_at, shape[0], soup.nms_scale, opts.device)
+    peaks = peak_stream(soup.classes, soup.voxel_size, soup.thresholds, shape[0], soup.nms_scale, opts.device)
     heat = np.zeros((len(names), *shape), dtype=np.uint8) if opts.save_heatmaps else None
     if progress:
         progress(start=count_windows(shape, opts.window, opts.overlap))
@@ -107,7 +106,7 @@ def pick_run(run, soup, opts: PickOptions, echo=print, progress=None) -> dict:
         peaks.add(z0, planes)
         if heat is not None:
             heat[:, z0:z0 + planes.shape[1]] = np.clip(planes * 255, 0, 255).astype(np.uint8)
-    picks = finish_picks(peaks.picks(), soup.classes, soup.thresholds, soup.overlap)
+    picks = suppress_overlaps(peaks.picks(), soup.classes, soup.overlap)
     write_picks(run, picks, opts.user_id, opts.session_id, overwrite=opts.overwrite)
     if heat is not None:
         save_heatmaps(run, soup, heat, opts)

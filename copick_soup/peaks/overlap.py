@@ -2,26 +2,16 @@
 
 Each class's heatmap is searched on its own, so a particle can be picked twice: by its own class and, weaker, by a
 class that looks alike (beta-galactosidase firing on apo-ferritin or ribosomes, say). Two particles cannot share
-a centre, so a pick is dropped when a stronger peak of another class lies closer than `overlap` x the smaller of
-the two radii (particles that touch are at least the sum of their radii apart, so `overlap` <= 1 never merges
-two real particles). The rule is pairwise, not greedy: a pick goes if any such stronger peak exists, whether or
-not that peak passes its own class's threshold. So peaks are searched down to the lowest class threshold, then
-suppressed, then thresholded per class (`finish_picks`); the soup search does the same and chooses `overlap` on
-the validation runs (0 switches it off).
+a centre, so of two picks of different classes closer than `overlap` x the smaller of their radii, the weaker
+goes (particles that touch are at least the sum of their radii apart, so `overlap` <= 1 never merges two real
+particles). It runs on the final picks, each already above its own class threshold, and compares raw heatmap
+values: every class is trained towards 1 at its particle centres. The rule is pairwise, not greedy: a pick goes
+if any stronger clashing pick exists. The soup search chooses `overlap` on the validation runs (0: off).
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from copick_soup.peaks.nms import class_thresholds
-
-
-def candidate_thresholds(classes, thresholds, overlap: float) -> list[float]:
-    """Thresholds for the peak search: each class's own, or with suppression the lowest of all (a pick of class c
-    can only be suppressed by a peak above t_c >= that lowest threshold)."""
-    per_class = class_thresholds(classes, thresholds)
-    return [min(per_class)] * len(per_class) if overlap > 0 else per_class
 
 
 def suppress_overlaps(picks: dict, classes, overlap: float) -> dict:
@@ -43,11 +33,3 @@ def suppress_overlaps(picks: dict, classes, overlap: float) -> dict:
     drop[np.where(score[i] < score[j], i, j)[clash]] = True
     keep = {c: ~drop[label == c] for c in range(len(names))}
     return {n: (picks[n][0][keep[c]], picks[n][1][keep[c]]) for c, n in enumerate(names)}
-
-
-def finish_picks(picks: dict, classes, thresholds, overlap: float) -> dict:
-    """Suppress cross-class overlaps among the candidates, then keep each class's picks above its threshold."""
-    picks = suppress_overlaps(picks, classes, overlap)
-    per_class = class_thresholds(classes, thresholds)
-    return {c.name: (picks[c.name][0][picks[c.name][1] > t], picks[c.name][1][picks[c.name][1] > t])
-            for c, t in zip(classes, per_class)}

@@ -87,9 +87,8 @@ def blend(heatmaps: list, weights) -> np.ndarray | None:
 
 
 def threshold_counts(val: list[ValRun], weights, classes, voxel_size: float, nms_scale: float = 0.5,
-                     thresholds=THRESHOLDS, overlap: float = 0.0) -> np.ndarray:
-    """(C, T, 3) TP, FP, FN per class and candidate threshold for one weighting, summed over the runs.
-    Cross-class suppression runs on all candidates first, as `pick` does (see peaks/overlap.py)."""
+                     thresholds=THRESHOLDS) -> np.ndarray:
+    """(C, T, 3) TP, FP, FN per class and candidate threshold for one weighting, summed over the runs."""
     counts = np.zeros((len(classes), len(thresholds), 3), dtype=np.int64)
     for run in val:
         heat = blend(run.heatmaps, weights)
@@ -98,7 +97,6 @@ def threshold_counts(val: list[ValRun], weights, classes, voxel_size: float, nms
                 counts[c, :, 2] += len(run.truth[cls.name])
             continue
         picks = heatmaps_to_picks(heat, classes, voxel_size, float(thresholds[0]) - 1e-6, nms_scale)
-        picks = suppress_overlaps(picks, classes, overlap)
         for c, cls in enumerate(classes):
             positions, scores = picks[cls.name]
             for t, threshold in enumerate(thresholds):
@@ -119,9 +117,9 @@ def best_thresholds(counts: np.ndarray, classes, thresholds=THRESHOLDS, beta: fl
 
 
 def sweep_thresholds(val: list[ValRun], weights, classes, voxel_size: float, nms_scale: float = 0.5,
-                     thresholds=THRESHOLDS, beta: float = BETA, overlap: float = 0.0) -> tuple[dict, Score]:
+                     thresholds=THRESHOLDS, beta: float = BETA) -> tuple[dict, Score]:
     """({class: best threshold}, the Score at those thresholds) for one weighting."""
-    counts = threshold_counts(val, weights, classes, voxel_size, nms_scale, thresholds, overlap)
+    counts = threshold_counts(val, weights, classes, voxel_size, nms_scale, thresholds)
     return best_thresholds(counts, classes, thresholds, beta)
 
 
@@ -152,17 +150,31 @@ def search(val: list[ValRun], classes, voxel_size: float, n_members: int, step: 
 
 
 def choose_overlap(val: list[ValRun], best: dict, classes, voxel_size: float, nms_scale: float, echo=print) -> dict:
-    """For the chosen weighting, the cross-class suppression distance (thresholds re-swept for each) that scores
-    best; a tie keeps the smaller one (0: off)."""
+    """For the chosen weighting and thresholds, the cross-class suppression distance that scores best; a tie
+    keeps the smaller one (0: off)."""
     tried = {0.0: best}
     for overlap in OVERLAPS[1:]:
-        thresholds, score = sweep_thresholds(val, best["weights"], classes, voxel_size, nms_scale, overlap=overlap)
-        tried[overlap] = dict(best, thresholds=thresholds, per_class={c.name: c.fbeta() for c in score.classes},
-                              score=score.weighted, overlap=overlap)
+        score = score_picks(val, best["weights"], classes, voxel_size, nms_scale, best["thresholds"], overlap)
+        tried[overlap] = dict(best, per_class={c.name: c.fbeta() for c in score.classes}, score=score.weighted,
+                              overlap=overlap)
     chosen = max(tried.values(), key=lambda r: (r["score"], -r["overlap"]))
     echo("cross-class suppression: " + ", ".join(f"{o:g} -> F4 {r['score']:.3f}" for o, r in tried.items())
          + f"; chosen {chosen['overlap']:g}")
     return dict(chosen, overlap_scores={f"{o:g}": r["score"] for o, r in tried.items()})
+
+
+def score_picks(val: list[ValRun], weights, classes, voxel_size: float, nms_scale: float, thresholds: dict,
+                overlap: float, beta: float = BETA) -> Score:
+    """The Score of `pick`'s picks at these weights, thresholds and cross-class suppression."""
+    counts = np.zeros((len(classes), 3), dtype=np.int64)
+    for run in val:
+        heat = blend(run.heatmaps, weights)
+        picks = {c.name: (np.zeros((0, 3)), np.zeros(0)) for c in classes} if heat is None else \
+            suppress_overlaps(heatmaps_to_picks(heat, classes, voxel_size, thresholds, nms_scale), classes, overlap)
+        for c, cls in enumerate(classes):
+            counts[c] += count_matches(run.truth[cls.name], picks[cls.name][0], DISTANCE_MULTIPLIER * cls.radius)
+    return Score([ClassScore(cls.name, cls.score_weight, *map(int, counts[c])) for c, cls in enumerate(classes)],
+                 beta)
 
 
 def most_even(results: list[dict], tolerance: float) -> dict:
