@@ -142,6 +142,46 @@ def test_ensemble_is_the_weighted_mean_of_its_members():
     np.testing.assert_allclose(planes, 2.0, atol=1e-5)  # (3 * 1 + 1 * 5) / 4
 
 
+def test_each_zarr_chunk_is_decoded_once_and_slabs_are_unchanged():
+    from collections import Counter
+    from collections.abc import MutableMapping
+
+    import zarr
+
+    class CountingStore(MutableMapping):
+        def __init__(self):
+            self.data, self.reads = {}, Counter()
+
+        def __getitem__(self, key):
+            if not key.split("/")[-1].startswith("."):
+                self.reads[key] += 1
+            return self.data[key]
+
+        def __setitem__(self, key, value):
+            self.data[key] = value
+
+        def __delitem__(self, key):
+            del self.data[key]
+
+        def __contains__(self, key):  # the mixin's would count a read
+            return key in self.data
+
+        def __iter__(self):
+            return iter(self.data)
+
+        def __len__(self):
+            return len(self.data)
+
+    volume = np.random.default_rng(8).normal(size=(70, 40, 50)).astype(np.float32)
+    store = CountingStore()
+    array = zarr.array(volume, chunks=(48, 32, 32), store=store, dimension_separator="/")
+    store.reads.clear()  # writing read some
+    sources = [Source(identity, array, 1.0, (0.5, 2.0))]
+    streamed = np.concatenate([p.copy() for _, p in stream_heatmaps(sources, 1, window=16)], axis=1)
+    assert set(store.reads.values()) == {1} and len(store.reads) == 2 * 2 * 2  # every chunk, once
+    np.testing.assert_allclose(streamed[0], (volume - 0.5) / 2.0, atol=1e-5)
+
+
 def test_volume_smaller_than_the_window():
     volume = np.random.default_rng(3).normal(size=(20, 30, 40)).astype(np.float32)
     out = predict_volume(identity, volume, 1, window=48, stats=(0.0, 1.0))

@@ -43,6 +43,7 @@ class TomogramArray:
     def __init__(self, array, where: str):
         self.array, self.where = array, where
         self.shape, self.dtype, self.ndim = tuple(array.shape), array.dtype, array.ndim
+        self.chunks = tuple(array.chunks)  # windowed readers align to these (infer/windows.py)
 
     def __getitem__(self, key):
         return with_retries(lambda: self.array[key], f"{self.where}: reading")

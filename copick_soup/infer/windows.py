@@ -57,14 +57,52 @@ class Source:
     stats: tuple | None = None  # (mean, std); computed from the volume when None
 
 
-def read_slab(volume, z0: int, window: int, mean: float, std: float, dtype=np.float32) -> np.ndarray:
-    """Normalised volume[z0:z0+window] in `dtype`, zero-padded to at least `window` along every axis."""
-    slab = np.array(volume[z0:z0 + window], dtype=np.float32)  # a fresh copy, normalised in place
-    slab -= np.float32(mean)
-    slab /= np.float32(std)
-    slab = slab.astype(dtype, copy=False)
-    pad = [(0, max(window - s, 0)) for s in slab.shape]
-    return np.pad(slab, pad) if any(p[1] for p in pad) else slab
+def normalised(block, mean: float, std: float, dtype) -> np.ndarray:
+    block = np.array(block, dtype=np.float32)  # a fresh copy, normalised in place
+    block -= np.float32(mean)
+    block /= np.float32(std)
+    return block.astype(dtype, copy=False)
+
+
+class SlabReader:
+    """Normalised slabs volume[z0:z0+window] of one volume in `dtype`, zero-padded to at least `window` along
+    every axis, with each zarr chunk decoded (and, from S3, downloaded) once.
+
+    zarr decompresses a chunk whole whatever part of it a read asks for, and tomogram chunks are often deeper than
+    a slab (256 planes against 64): read slab by slab, every chunk was decoded up to four times. When chunks are
+    deeper than the window, the reader keeps the normalised planes of the chunk rows (one chunk deep) that the
+    current slab overlaps, reading each row in bands one chunk high so that the float32 transient is one band.
+    """
+
+    def __init__(self, volume, window: int, mean: float, std: float, dtype=np.float32):
+        self.volume, self.window, self.mean, self.std, self.dtype = volume, window, mean, std, dtype
+        chunks = getattr(volume, "chunks", None)
+        self.chunks = chunks if chunks and chunks[0] > window else None
+        self.rows = {}  # first plane of a chunk row -> its normalised planes
+
+    def __call__(self, z0: int) -> np.ndarray:
+        z1 = min(z0 + self.window, self.volume.shape[0])
+        if self.chunks is None:
+            slab = normalised(self.volume[z0:z1], self.mean, self.std, self.dtype)
+        else:
+            depth = self.chunks[0]
+            needed = range(z0 // depth * depth, z1, depth)
+            self.rows = {r: planes for r, planes in self.rows.items() if r in needed}  # rows behind are done
+            for r in needed:
+                if r not in self.rows:
+                    self.rows[r] = self.read_row(r)
+            parts = [self.rows[r][max(z0 - r, 0):z1 - r] for r in needed]
+            slab = parts[0] if len(parts) == 1 else np.concatenate(parts)  # a view unless it spans two rows
+        pad = [(0, max(self.window - s, 0)) for s in slab.shape]
+        return np.pad(slab, pad) if any(p[1] for p in pad) else slab
+
+    def read_row(self, r: int) -> np.ndarray:
+        rows = self.volume.shape[0]
+        out = np.empty((min(self.chunks[0], rows - r), *self.volume.shape[1:]), dtype=self.dtype)
+        for y0 in range(0, out.shape[1], self.chunks[1]):
+            band = self.volume[r:r + len(out), y0:y0 + self.chunks[1]]
+            out[:, y0:y0 + self.chunks[1]] = normalised(band, self.mean, self.std, self.dtype)
+        return out
 
 
 def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, overlap: float = 0.25,
@@ -101,13 +139,13 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
     jobs = [(y0, x0) for y0 in ys for x0 in xs]
 
     # Read-ahead: a thread reads (and decompresses) the next slab while this one runs through the network.
-    volumes = [s.volume for s in sources]
+    readers = [SlabReader(s.volume, window, *st, dtype=dtype) for s, st in zip(sources, stats)]
     with ThreadPoolExecutor(max_workers=1) as reader:
-        pending = reader.submit(read_slabs, volumes, stats, zs[0], window, dtype)
+        pending = reader.submit(read_slabs, readers, zs[0])
         for i, z0 in enumerate(zs):
             slabs = pending.result()
             if i + 1 < len(zs):
-                pending = reader.submit(read_slabs, volumes, stats, zs[i + 1], window, dtype)
+                pending = reader.submit(read_slabs, readers, zs[i + 1])
             dz = min(window, shape[0] - z0)
             for b in range(0, len(jobs), batch_size):
                 part = jobs[b:b + batch_size]
@@ -144,8 +182,8 @@ def ensemble_batch(sources, slabs, weights, corners, window: int, device="cpu"):
     return total
 
 
-def read_slabs(volumes, stats, z0: int, window: int, dtype) -> list[np.ndarray]:
-    return [read_slab(v, z0, window, *st, dtype=dtype) for v, st in zip(volumes, stats)]
+def read_slabs(readers, z0: int) -> list[np.ndarray]:
+    return [read(z0) for read in readers]
 
 
 def count_windows(shape, window: int, overlap: float) -> int:
