@@ -169,15 +169,20 @@ def main() -> None:
     parser.add_argument("--amp", nargs="+", default=["none", "auto"],
                         help="precisions to compare (both engines under the same autocast); auto as `pick` resolves it")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each engine per case; the fastest counts")
+    parser.add_argument("--variants", nargs="+", default=["unet3d_tiny", "unet3d_medium", "unet3d_large"],
+                        help="variants in the grid")
+    parser.add_argument("--tta", type=int, nargs="+", default=None,
+                        help="TTA views in the grid (default 1 4 8 for tiny, and for all variants on a GPU)")
+    parser.add_argument("--out", default=None, help="results file name (default pick[-CASES][-gpu].md)")
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "copick-soup-bench-pick"))
     args = parser.parse_args()
     grid_shape = FULL_SHAPE if args.grid_shape == "full" else tuple(int(v) for v in args.grid_shape.split(","))
 
     cases = [(FULL_SHAPE, "unet3d_tiny", 1)] if args.cases in ("all", "full") and grid_shape != FULL_SHAPE else []
     if args.cases in ("all", "grid"):
-        cases += [(grid_shape, "unet3d_tiny", t) for t in (1, 4, 8)]
-        cases += [(grid_shape, v, t) for v in ("unet3d_medium", "unet3d_large")
-                  for t in ((1, 4, 8) if args.device != "cpu" else (1,))]
+        for variant in args.variants:
+            tiny_or_gpu = variant == "unet3d_tiny" or args.device != "cpu"
+            cases += [(grid_shape, variant, t) for t in args.tta or ((1, 4, 8) if tiny_or_gpu else (1,))]
     rows, cuda = [], torch.device(args.device).type == "cuda"
     precisions = list(dict.fromkeys(amp_dtype(a, args.device) for a in args.amp))
     warm_up(args.device, precisions, Path(args.data))
@@ -217,8 +222,8 @@ def write_table(args, rows) -> str:
         *rows,
     ])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    results = RESULTS.with_name("pick" + ("" if args.cases == "all" else f"-{args.cases}") + ("-gpu" if cuda else "")
-                                + ".md")
+    results = RESULTS.with_name(args.out or "pick" + ("" if args.cases == "all" else f"-{args.cases}")
+                                + ("-gpu" if cuda else "") + ".md")
     results.write_text(table + "\n")
     return table
 
