@@ -8,9 +8,8 @@ complete; drop cross-class overlaps if the soup says so; write all classes' pick
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -76,7 +75,7 @@ def member_sources(run, soup, opts: PickOptions, echo=print) -> list[Source]:
         sources.append(Source(predictor, volume, weight))
     if not sources and len(members) < len(soup.members):
         echo(f"run {run.name}: no member with a soup weight can run here; using the others with equal weights")
-        spare = dataclasses.replace(soup, members=[(m, f, 1.0) for m, f, w in soup.members if w == 0])
+        spare = replace(soup, members=[(m, f, 1.0) for m, f, w in soup.members if w == 0])
         return member_sources(run, spare, opts, echo)
     if not sources:
         raise SoupError(f"run {run.name}: none of the soup's tomogram types ({list_names(sorted(set(missing)))}) "

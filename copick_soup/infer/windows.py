@@ -134,7 +134,7 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
     wz, wy, wx = ({s: torch.from_numpy(g[:n - s] / w[s:s + window]).to(device)  # a Gaussian, clipped at the
                    for s in starts} for n, starts, w in zip(shape, (zs, ys, xs), norm))  # volume's end, per start
     depth = min(window, shape[0])
-    acc = torch.zeros((n_classes, depth, shape[1], shape[2]), dtype=torch.from_numpy(np.zeros(0, dtype)).dtype,
+    acc = torch.zeros((n_classes, depth, shape[1], shape[2]), dtype=getattr(torch, np.dtype(dtype).name),
                       device=device)
     jobs = [(y0, x0) for y0 in ys for x0 in xs]
 
