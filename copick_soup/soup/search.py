@@ -169,8 +169,11 @@ def score_picks(val: list[ValRun], weights, classes, voxel_size: float, nms_scal
     counts = np.zeros((len(classes), 3), dtype=np.int64)
     for run in val:
         heat = blend(run.heatmaps, weights)
-        picks = {c.name: (np.zeros((0, 3)), np.zeros(0)) for c in classes} if heat is None else \
-            suppress_overlaps(heatmaps_to_picks(heat, classes, voxel_size, thresholds, nms_scale), classes, overlap)
+        if heat is None:  # no member could run: every particle is missed
+            picks = {c.name: (np.zeros((0, 3)), np.zeros(0)) for c in classes}
+        else:
+            picks = heatmaps_to_picks(heat, classes, voxel_size, thresholds, nms_scale)
+            picks = suppress_overlaps(picks, classes, overlap)
         for c, cls in enumerate(classes):
             counts[c] += count_matches(run.truth[cls.name], picks[cls.name][0], DISTANCE_MULTIPLIER * cls.radius)
     return Score([ClassScore(cls.name, cls.score_weight, *map(int, counts[c])) for c, cls in enumerate(classes)],
