@@ -11,8 +11,9 @@ from copick_soup.errors import SoupError
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.train.augment import augment
 from copick_soup.train.config import TrainConfig, override, parse_overrides
-from copick_soup.train.dataset import PatchSampler, load_volumes
+from copick_soup.train.dataset import PatchSampler, TrainVolume, load_volumes
 from copick_soup.train.loop import train_member, validate
+from copick_soup.train.negatives import false_peaks, mine_negatives
 from copick_soup.train.targets import gaussian_heatmaps
 
 
@@ -82,6 +83,61 @@ def test_runs_without_picks_or_with_nan_are_skipped_with_a_warning(root):
     vols = load_volumes(root, root.runs, ["wbp"], classes, VOXEL_SIZE, "curation", "0", warn=warnings.append)
     assert [v.run for v in vols] == ["exp_001"]
     assert warnings == ["run exp_000: tomogram 'wbp' has NaN or infinite values; skipped"]
+
+
+def test_false_peaks_are_those_away_from_every_particle():
+    truth = np.array([[10.0, 10.0, 10.0], [30.0, 30.0, 30.0]])
+    peaks = np.array([[11.0, 10.0, 10.0], [20.0, 20.0, 20.0], [30.0, 30.0, 35.0]])
+    assert false_peaks(peaks, truth, radius=3.0).tolist() == [[20.0, 20.0, 20.0], [30.0, 30.0, 35.0]]
+    assert len(false_peaks(peaks, np.zeros((0, 3)), 3.0)) == 3
+
+
+class Echo(torch.nn.Module):
+    """A stand-in network whose heatmap for every class is its input: a bright voxel is a peak of each class."""
+
+    def __init__(self, n_classes):
+        super().__init__()
+        self.n_classes = n_classes
+
+    def forward(self, x):
+        return x.repeat(1, self.n_classes, 1, 1, 1)
+
+
+def test_hard_negatives_are_the_model_s_peaks_that_match_no_particle_of_their_class(volumes):
+    classes = volumes[0]
+    particle, empty = (20, 40, 40), (30, 80, 80)
+    points = [np.zeros((0, 3))] * len(classes)
+    points[0] = np.array([particle], float)  # a particle of the first class
+    points[1] = np.array([[20.0, 40.0, 44.0]])  # and one of the second, within its radius of that spot
+    image = np.zeros((48, 96, 96), np.float32)
+    image[particle] = image[empty] = 1.0  # two bright voxels: peaks of every class
+    cfg = TrainConfig(val_window=32, hard_threshold=0.5, amp="none")
+    [mined] = mine_negatives(Echo(len(classes)), [TrainVolume("r", "denoised", image, points)], classes, cfg,
+                             VOXEL_SIZE, "cpu")
+    rows = [tuple(int(v) for v in r) for r in np.round(mined)]
+    assert rows.count(empty) == len(classes)  # a false peak of every class
+    assert rows.count(particle) == len(classes) - 2  # not of the two classes annotated there
+    assert len(rows) == 2 * len(classes) - 2
+
+
+def test_patches_centre_on_hard_negatives_once_they_are_mined(volumes):
+    classes, train, _ = volumes
+    sampler = PatchSampler(train, classes, 16, VOXEL_SIZE, 0.3, np.random.default_rng(0), p_particle=0.0,
+                           p_hard=1.0, augment_data=False)
+    spot = np.array([30.0, 60.0, 70.0])
+    before = [sampler.origin(0) for _ in range(50)]
+    assert not all(np.all(np.abs(o + 8 - spot) <= 0.3 * 16 + 1) for o in before)  # uniform until mined
+    sampler.negatives = [spot[None]]
+    for _ in range(50):
+        assert np.all(np.abs(sampler.origin(0) + 8 - spot) <= 0.3 * 16 + 1)
+
+
+def test_training_mines_hard_negatives_every_hard_every_steps(volumes, tmp_path, capsys):
+    classes, train, val = volumes
+    cfg = TrainConfig(patch=32, steps=6, val_every=6, val_window=32, p_hard=0.5, hard_every=3, hard_threshold=0.1)
+    train_member(cfg, classes, train, val, tmp_path / "m", VOXEL_SIZE, "denoised")
+    mined = [line for line in capsys.readouterr().out.splitlines() if line.startswith("hard negatives:")]
+    assert len(mined) == 2 and "in 1 training volume(s)" in mined[0]
 
 
 def test_tiny_trains_loss_falls_and_checkpoint_round_trips(volumes, tmp_path):

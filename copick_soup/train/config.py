@@ -25,6 +25,9 @@ class TrainConfig:
     sigma_scale: float = 0.3  # target Gaussian sigma, x particle radius
     fg_weight: float = 10.0  # loss weight on foreground voxels (see loss.py)
     p_particle: float = 0.8  # chance a patch is centred near a particle
+    p_hard: float = 0.0  # chance a patch is centred on a hard negative (see negatives.py)
+    hard_every: int = 500  # steps between minings of hard negatives (~4 s per 96x192x192 volume on 2 cores)
+    hard_threshold: float = 0.15  # heatmap peaks above this that match no particle are hard negatives
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
     amp: str = "none"  # none, bf16, fp16, or auto (bf16 where the device computes it natively)

@@ -58,10 +58,13 @@ def load_volumes(root, runs, tomo_types, classes, voxel_size: float, picks_user:
 
 class PatchSampler:
     """Random (image, target) patches; with probability `p_particle` a patch is centred near a particle of a
-    class drawn uniformly (so rare classes are seen as often as common ones)."""
+    class drawn uniformly (so rare classes are seen as often as common ones). Once `negatives` are set (per
+    volume, (N, 3) voxel centres of the model's false peaks, see negatives.py), a `p_hard` share of patches is
+    centred near one of them first."""
 
     def __init__(self, volumes: list[TrainVolume], classes, patch: int, voxel_size: float, sigma_scale: float,
-                 rng: np.random.Generator, p_particle: float = 0.8, augment_data: bool = True):
+                 rng: np.random.Generator, p_particle: float = 0.8, augment_data: bool = True,
+                 p_hard: float = 0.0):
         if not volumes:
             raise SoupError("no training data: every run was skipped or none was given")
         for v in volumes:
@@ -70,23 +73,31 @@ class PatchSampler:
                                 f"use a smaller --patch")
         self.volumes, self.patch, self.rng = volumes, patch, rng
         self.sigmas = class_sigmas(classes, voxel_size, sigma_scale)
-        self.p_particle, self.augment_data = p_particle, augment_data
+        self.p_particle, self.augment_data, self.p_hard = p_particle, augment_data, p_hard
+        self.negatives = [np.zeros((0, 3))] * len(volumes)
 
-    def origin(self, volume: TrainVolume) -> np.ndarray:
+    def origin(self, index: int) -> np.ndarray:
+        volume, negatives = self.volumes[index], self.negatives[index]
         shape = np.asarray(volume.image.shape)
         present = [c for c, pts in enumerate(volume.points) if len(pts)]
-        if present and self.rng.random() < self.p_particle:
-            pts = volume.points[int(self.rng.choice(present))]
-            centre = pts[int(self.rng.integers(len(pts)))] + self.rng.uniform(-0.3, 0.3, 3) * self.patch
-            start = np.round(centre - self.patch / 2).astype(int)
+        if len(negatives) and self.rng.random() < self.p_hard:
+            start = self.around(negatives)
+        elif present and self.rng.random() < self.p_particle:
+            start = self.around(volume.points[int(self.rng.choice(present))])
         else:
             start = np.array([self.rng.integers(0, s - self.patch + 1) for s in shape])
         return np.clip(start, 0, shape - self.patch)
 
+    def around(self, points: np.ndarray) -> np.ndarray:
+        """The corner of a patch whose centre is one of `points`, shifted by up to 30% of the patch."""
+        centre = points[int(self.rng.integers(len(points)))] + self.rng.uniform(-0.3, 0.3, 3) * self.patch
+        return np.round(centre - self.patch / 2).astype(int)
+
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """image (1, P, P, P), target (C, P, P, P)."""
-        volume = self.volumes[int(self.rng.integers(len(self.volumes)))]
-        z, y, x = self.origin(volume)
+        index = int(self.rng.integers(len(self.volumes)))
+        volume = self.volumes[index]
+        z, y, x = self.origin(index)
         p = self.patch
         image = volume.image[z:z + p, y:y + p, x:x + p]
         target = gaussian_heatmaps(volume.points, self.sigmas, (z, y, x), (p, p, p))

@@ -153,7 +153,8 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
         load_init(model, init, classes, warn=echo)
     ema = copy.deepcopy(model).eval() if cfg.ema > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sampler = PatchSampler(train_volumes, classes, cfg.patch, voxel_size, cfg.sigma_scale, rng, cfg.p_particle)
+    sampler = PatchSampler(train_volumes, classes, cfg.patch, voxel_size, cfg.sigma_scale, rng, cfg.p_particle,
+                           p_hard=cfg.p_hard)
     manifest = member_manifest(cfg, classes, voxel_size, tomo_type, provenance or {})
     step, best, history = 0, -1.0, []
     if resume and (out_dir / "state.json").exists():
@@ -169,7 +170,12 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
 
     losses, started = [], time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, desc=manifest["name"], unit="step", leave=False)
+    mined_at = None
     while step < cfg.steps:
+        if cfg.p_hard > 0 and (mined_at is None or step - mined_at >= cfg.hard_every):
+            sampler.negatives = mine(ema if ema is not None else model, train_volumes, classes, cfg, voxel_size,
+                                     device, bar.write)
+            mined_at = step
         image, target = (torch.from_numpy(a).to(device) for a in sampler.batch(cfg.batch_size))
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
@@ -214,6 +220,16 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
         bar.write(f"{manifest['name']} step {step}: loss {history[-1]['loss']:.4f}  val F4 {f4:.3f}")
     bar.close()
     return out_dir / "best.json"
+
+
+def mine(net, volumes, classes, cfg: TrainConfig, voxel_size: float, device: str, echo) -> list[np.ndarray]:
+    """The net's current hard negatives on its training volumes (see negatives.py), with a one-line count."""
+    from copick_soup.train.negatives import mine_negatives
+
+    negatives = mine_negatives(net, volumes, classes, cfg, voxel_size, device)
+    echo(f"hard negatives: {sum(len(n) for n in negatives)} false peaks above {cfg.hard_threshold} in "
+         f"{len(volumes)} training volume(s)")
+    return negatives
 
 
 def write_log(out_dir: Path, history: list[dict]) -> None:
