@@ -1,7 +1,7 @@
 """Accuracy of a soup on freshly simulated, held-out runs: per-class CZII F4 for each TTA setting.
 
 The seed is one no recipe trains on, so the runs are new to the soup. Prints a table and writes
-benchmarks/results/accuracy.md (accuracy-gpu.md with --device cuda).
+benchmarks/results/accuracy.md (accuracy-gpu.md with --device cuda; another --seed N writes accuracy-seedN.md).
 
     python benchmarks/accuracy.py [--soup default] [--runs 3] [--shape full] [--tta 1] [--amp auto] [--device cpu]
 
@@ -28,6 +28,7 @@ from copick_soup.soup.manifest import load_soup
 from copick_soup.train.loop import amp_dtype, precision_name
 
 RESULTS = Path(__file__).parent / "results" / "accuracy.md"
+DEFAULT_SEED = 4242
 
 
 def device_name(device: str) -> str:
@@ -46,7 +47,7 @@ def main() -> None:
     parser.add_argument("--profile", default="experimental", choices=["simulated", "experimental"])
     parser.add_argument("--tta", type=int, nargs="+", default=[1])
     parser.add_argument("--amp", nargs="+", default=["auto"], help="precisions to score (auto: as `pick` does)")
-    parser.add_argument("--seed", type=int, default=4242)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="/tmp/copick-soup-bench-accuracy")
     args = parser.parse_args()
@@ -86,7 +87,8 @@ def write_table(args, soup, shape, truth, rows) -> str:
         "|---|---|---|" + "---|" * len(names) + "---|",
         *rows,
     ])
-    results = RESULTS.with_name("accuracy-gpu.md") if args.device.startswith("cuda") else RESULTS
+    seed = "" if args.seed == DEFAULT_SEED else f"-seed{args.seed}"  # another seed: another table, kept beside
+    results = RESULTS.with_name(f"accuracy{seed}{'-gpu' if args.device.startswith('cuda') else ''}.md")
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(table + "\n")
     return table

@@ -10,7 +10,7 @@ from copick_soup.cli import main
 from copick_soup.data.coords import voxel_to_angstrom
 from copick_soup.errors import SoupError
 from copick_soup.objects import ParticleClass
-from copick_soup.soup.search import ValRun, blend, search, simplex_grid, sweep_thresholds
+from copick_soup.soup.search import MIN_OVERLAP_RUNS, ValRun, blend, search, simplex_grid, sweep_thresholds
 
 VS = 10.0
 A = ParticleClass("a", 1, radius=60.0, score_weight=1.0)
@@ -72,11 +72,15 @@ def test_search_switches_on_cross_class_suppression_where_it_helps():
     for p in b_at:
         heat[1] += blob(shape, p, 0.5)
     truth = {"a": voxel_to_angstrom(np.array(a_at, float), VS), "b": voxel_to_angstrom(np.array(b_at, float), VS)}
-    found = search([ValRun("r", [heat.astype(np.float16)], truth)], [A, B], VS, n_members=1, step=1.0,
-                   echo=lambda m: None)
-    best = found["best"]
+    runs = [ValRun(f"r{i}", [heat.astype(np.float16)], truth) for i in range(MIN_OVERLAP_RUNS)]
+    best = search(runs, [A, B], VS, n_members=1, step=1.0, echo=lambda m: None)["best"]
     assert best["overlap_scores"]["0"] < 0.99 and best["overlap"] == 0.5 and best["score"] == 1.0
     assert best["thresholds"]["b"] < 0.5
+    # Fewer validation runs than that: too few particles to learn a rule that drops picks; it stays off.
+    said = []
+    few = search(runs[:MIN_OVERLAP_RUNS - 1], [A, B], VS, n_members=1, step=1.0, echo=said.append)["best"]
+    assert few["overlap"] == 0.0 and few["score"] < 0.99 and list(few["overlap_scores"]) == ["0"]
+    assert f"cross-class suppression: off (tried with {MIN_OVERLAP_RUNS} or more validation runs, 3 given)" in said
 
 
 def test_blend_renormalises_over_members_that_ran():

@@ -23,6 +23,9 @@ from copick_soup.peaks.overlap import suppress_overlaps
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.025), 3)  # below 0.05 a heatmap is noise, whatever F4 says
 OVERLAPS = (0.0, 0.5, 1.0)  # cross-class suppression distances tried, x the smaller radius (0: off)
+# Suppression drops picks, so a rule learned on a handful of rare particles can drop a whole class on new runs
+# (benchmarks/finetune.py, one validation run: 0.96 there with it, rare classes at 0 on the held-out runs).
+MIN_OVERLAP_RUNS = 4
 
 
 @dataclass
@@ -145,19 +148,27 @@ def search(val: list[ValRun], classes, voxel_size: float, n_members: int, step: 
     best = dict(most_even(results, tolerance), overlap=0.0)
     singles = [r for r in results if max(r["weights"]) == 1.0]
     echo(f"searched {len(results)} weighting(s): best F4 {best['score']:.3f} with weights {best['weights']}")
-    best = choose_overlap(val, best, classes, voxel_size, nms_scale, echo)
+    best = choose_overlap(val, best, classes, voxel_size, nms_scale, tolerance, echo)
     return dict(best=best, singles=singles, tried=len(results))
 
 
-def choose_overlap(val: list[ValRun], best: dict, classes, voxel_size: float, nms_scale: float, echo=print) -> dict:
-    """For the chosen weighting and thresholds, the cross-class suppression distance that scores best; a tie
-    keeps the smaller one (0: off)."""
+def choose_overlap(val: list[ValRun], best: dict, classes, voxel_size: float, nms_scale: float,
+                   tolerance: float = 0.01, echo=print) -> dict:
+    """For the chosen weighting and thresholds, the cross-class suppression distance that scores best. It stays
+    off (0) unless it beats off by more than `tolerance` on at least MIN_OVERLAP_RUNS validation runs; a tie
+    keeps the smaller distance."""
+    if len(val) < MIN_OVERLAP_RUNS:
+        echo(f"cross-class suppression: off (tried with {MIN_OVERLAP_RUNS} or more validation runs, "
+             f"{len(val)} given)")
+        return dict(best, overlap_scores={"0": best["score"]})
     tried = {0.0: best}
     for overlap in OVERLAPS[1:]:
         score = score_picks(val, best["weights"], classes, voxel_size, nms_scale, best["thresholds"], overlap)
         tried[overlap] = dict(best, per_class={c.name: c.fbeta() for c in score.classes}, score=score.weighted,
                               overlap=overlap)
     chosen = max(tried.values(), key=lambda r: (r["score"], -r["overlap"]))
+    if chosen["score"] <= best["score"] + tolerance:
+        chosen = best
     echo("cross-class suppression: " + ", ".join(f"{o:g} -> F4 {r['score']:.3f}" for o, r in tried.items())
          + f"; chosen {chosen['overlap']:g}")
     return dict(chosen, overlap_scores={f"{o:g}": r["score"] for o, r in tried.items()})
