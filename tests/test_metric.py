@@ -89,3 +89,12 @@ def test_table_and_json_report_the_same_numbers():
     as_dict = score.as_dict()
     assert as_dict["classes"]["a"]["tp"] == 1 and as_dict["score"] == pytest.approx(1 / 3)
     assert score.table().splitlines()[-1].endswith("0.333")
+
+
+def test_table_says_why_a_class_without_ground_truth_scores_zero():
+    score = score_picks([({"a": pts([0, 0, 0])}, {"a": pts([1, 0, 0]), "b": pts([500, 0, 0])})], [A, B])
+    lines = score.table().splitlines()
+    assert score.classes[1].fbeta() == 0.0 and lines[-1].endswith("0.333")
+    assert "(no ground truth for b in these runs: the CZII metric scores it 0 whatever is picked)" in lines
+    assert not any("no ground truth" in line for line in score_picks([({"a": pts([0, 0, 0])}, {})], [A]).table()
+                   .splitlines())

@@ -79,6 +79,10 @@ class Score:
         for c in self.classes:
             lines.append(f"{c.name:<22}{c.weight:>7g}{c.tp:>6}{c.fp:>6}{c.fn:>6}"
                          f"{c.precision:>11.3f}{c.recall:>8.3f}{c.fbeta(self.beta):>8.3f}")
+        empty = [c.name for c in self.classes if c.tp + c.fn == 0 and c.weight > 0]
+        if empty:  # a demo's small runs often hold no copy of a rare class; say why it scores 0
+            lines.append(f"(no ground truth for {', '.join(empty)} in these runs: the CZII metric scores "
+                         f"{'it' if len(empty) == 1 else 'them'} 0 whatever is picked)")
         lines.append("-" * len(head))
         lines.append(f"{'weighted F' + format(self.beta, 'g'):<22}{'':>44}{self.weighted:>8.3f}")
         return "\n".join(lines)
