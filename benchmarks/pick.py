@@ -73,8 +73,22 @@ class PeakRSS:
         self.gb = (self.peak - self.start) / 1e9
 
 
+class NoNetwork(torch.nn.Module):
+    """`--variants none`: zero heatmaps at no cost, so a row times each engine's own work (reading, windows,
+    blending, peaks) without a network."""
+
+    def __init__(self, n_classes: int):
+        super().__init__()
+        self.n_classes = n_classes
+
+    def forward(self, x):
+        return x.new_zeros((x.shape[0], self.n_classes, *x.shape[2:]))
+
+
 def bench_model(variant: str, n_classes: int, device: str):
     """The default soup's trained member of this variant, or random weights with a zeroed output layer."""
+    if variant == "none":
+        return NoNetwork(n_classes)
     torch.manual_seed(0)
     model = create_model(variant, n_classes=n_classes)
     trained = {m["architecture"]["name"]: net for net, m, _ in SOUP.members if m["tomo_type"] == "denoised"}
@@ -170,7 +184,7 @@ def main() -> None:
                         help="precisions to compare (both engines under the same autocast); auto as `pick` resolves it")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each engine per case; the fastest counts")
     parser.add_argument("--variants", nargs="+", default=["unet3d_tiny", "unet3d_medium", "unet3d_large"],
-                        help="variants in the grid")
+                        help="variants in the grid ('none': no network, the engines' own work alone)")
     parser.add_argument("--tta", type=int, nargs="+", default=None,
                         help="TTA views in the grid (default 1 4 8 for tiny, and for all variants on a GPU)")
     parser.add_argument("--out", default=None, help="results file name (default pick[-CASES][-gpu].md)")
@@ -212,7 +226,7 @@ def write_table(args, rows) -> str:
         "Targets: ours at least as fast (speed-up >= 1) and at most half of MONAI's peak memory (ratio <= 0.5).",
         "Both engines run under the same autocast precision in each row ('auto' is what `pick` uses by default).",
         "unet3d_tiny: the default soup's trained denoised member (real peaks); medium, large: random weights, zeroed "
-        "output layer.",
+        "output layer; none: no network (zero heatmaps), each engine's own work alone.",
         f"Speed: the fastest of {args.repeat} run(s) per engine after a warm-up. Memory ratio: (host + GPU peak) "
         "ours / MONAI.",
         "",
