@@ -78,16 +78,12 @@ def validate(model, volumes: list[TrainVolume], classes, cfg: TrainConfig, voxel
     With `cfg.val_sweep` each class is cut at its own best threshold, as the soup search will cut it, so a
     class whose peaks are real but still faint counts. Otherwise, or when `thresholds` (a number or a dict by
     class) are given, e.g. a member's own on held-out runs, the peaks are cut there."""
-    from copick_soup.infer.windows import TorchPredictor, predict_volume
     from copick_soup.metric import score_picks
     from copick_soup.peaks.nms import class_thresholds, heatmaps_to_picks
     from copick_soup.soup.search import ValRun, best_thresholds, threshold_counts
 
-    predictor = TorchPredictor(model.eval(), device, amp_dtype(cfg.amp, device))
     val = []
-    for v in volumes:
-        heat = predict_volume(predictor, v.image, len(classes), window=cfg.val_window, stats=(0.0, 1.0),
-                              device=device)
+    for v, heat in zip(volumes, volume_heatmaps(model, volumes, len(classes), cfg, device)):
         truth = {c.name: voxel_to_angstrom(v.points[i], voxel_size) for i, c in enumerate(classes)}
         val.append(ValRun(v.run, [heat], truth))
     if thresholds is None and cfg.val_sweep:
@@ -98,6 +94,15 @@ def validate(model, volumes: list[TrainVolume], classes, cfg: TrainConfig, voxel
         picks = heatmaps_to_picks(run.heatmaps[0], classes, voxel_size, fixed)
         pairs.append((run.truth, {name: pos for name, (pos, _) in picks.items()}))
     return score_picks(pairs, classes), {c.name: t for c, t in zip(classes, fixed)}
+
+
+def volume_heatmaps(model, volumes: list[TrainVolume], n_classes: int, cfg: TrainConfig, device: str):
+    """Yield each (already z-scored) training volume's whole (C, Z, Y, X) heatmap, as validation computes it."""
+    from copick_soup.infer.windows import TorchPredictor, predict_volume
+
+    predictor = TorchPredictor(model.eval(), device, amp_dtype(cfg.amp, device))
+    for v in volumes:
+        yield predict_volume(predictor, v.image, n_classes, window=cfg.val_window, stats=(0.0, 1.0), device=device)
 
 
 def load_init(model, manifest_or_path, classes, warn=print) -> None:
@@ -170,11 +175,11 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
 
     losses, started = [], time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, desc=manifest["name"], unit="step", leave=False)
+    net = ema if ema is not None else model  # what is validated, saved and mined
     mined_at = None
     while step < cfg.steps:
         if cfg.p_hard > 0 and (mined_at is None or step - mined_at >= cfg.hard_every):
-            sampler.negatives = mine(ema if ema is not None else model, train_volumes, classes, cfg, voxel_size,
-                                     device, bar.write)
+            sampler.negatives = mine(net, train_volumes, classes, cfg, voxel_size, device, bar.write)
             mined_at = step
         image, target = (torch.from_numpy(a).to(device) for a in sampler.batch(cfg.batch_size))
         for group in optimizer.param_groups:
@@ -198,7 +203,6 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
             continue
 
         # End of an epoch: validate, keep the best, save the state, log.
-        net = ema if ema is not None else model
         score, thresholds = (validate(net, val_volumes, classes, cfg, voxel_size, device) if val_volumes
                              else (None, None))
         f4 = score.weighted if score else float("nan")

@@ -27,15 +27,11 @@ def false_peaks(peaks: np.ndarray, truth: np.ndarray, radius: float) -> np.ndarr
 
 def mine_negatives(net, volumes, classes, cfg, voxel_size: float, device: str) -> list[np.ndarray]:
     """Per training volume, the (N, 3) voxel (z, y, x) centres of the net's false peaks, all classes together."""
-    from copick_soup.infer.windows import TorchPredictor, predict_volume
     from copick_soup.peaks.nms import heatmaps_to_picks
-    from copick_soup.train.loop import amp_dtype
+    from copick_soup.train.loop import volume_heatmaps
 
-    predictor = TorchPredictor(net.eval(), device, amp_dtype(cfg.amp, device))
     mined = []
-    for volume in volumes:
-        heat = predict_volume(predictor, volume.image, len(classes), window=cfg.val_window, stats=(0.0, 1.0),
-                              device=device)
+    for volume, heat in zip(volumes, volume_heatmaps(net, volumes, len(classes), cfg, device)):
         picks = heatmaps_to_picks(heat, classes, voxel_size, cfg.hard_threshold)
         found = [false_peaks(angstrom_to_voxel(picks[c.name][0], voxel_size), volume.points[i],
                              c.radius / voxel_size) for i, c in enumerate(classes)]
