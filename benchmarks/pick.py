@@ -20,6 +20,9 @@ default the full-size tomogram runs tiny with TTA 1 and the grid runs on a 96x19
 
 from __future__ import annotations
 
+import copick_soup  # noqa: F401  (first, as in `copick-soup pick`: its huge-page setting must precede torch)
+
+# isort: split
 import argparse
 import gc
 import itertools
@@ -33,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
+from thp import huge_pages_line
 
 from copick_soup.data import open_project, open_tomogram
 from copick_soup.data.tomogram import normalisation_stats
@@ -229,6 +233,7 @@ def write_table(args, rows) -> str:
         "output layer; none: no network (zero heatmaps), each engine's own work alone.",
         f"Speed: the fastest of {args.repeat} run(s) per engine after a warm-up. Memory ratio: (host + GPU peak) "
         "ours / MONAI.",
+        huge_pages_line() + " Process-wide: both engines run with it.",
         "",
         "| tomogram | model | TTA | precision | ours kvox/s | MONAI kvox/s | speed-up | ours host GB | MONAI host GB | "
         "ours GPU GB | MONAI GPU GB | memory ratio |",

@@ -4,6 +4,8 @@ import os
 
 import pytest
 
+import copick_soup  # noqa: F401  (before anything imports torch: its CPU settings apply to the whole suite)
+
 # Ray in tests: no auth prompt, loopback only, no usage reporting.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
