@@ -13,9 +13,13 @@ peak search are those of real picking (at the soup's thresholds). medium and lar
 package: they run with random weights and a zeroed output layer (flat heatmaps, no peaks on either side), since an
 untrained network's heatmaps hold ~10^5 spurious maxima whose search would swamp the timing.
 
-On this 2-core CPU the whole grid (tiny, medium, large x TTA 1, 4, 8 on 184x630x630) would take hours, so by
-default the full-size tomogram runs tiny with TTA 1 and the grid runs on a 96x192x192 crop. With a GPU:
-    python benchmarks/pick.py --device cuda --grid-shape full
+On a 2-core CPU the whole full-size grid (tiny, medium, large x TTA 1, 4, 8 on 184x630x630) takes about three
+hours, so by default the full-size tomogram runs tiny with TTA 1 and the grid runs on a 96x192x192 crop. The
+full-size grid, a table per TTA count (pick-full-tta1.md, -tta4, -tta8):
+    for t in 1 4 8; do python benchmarks/pick.py --grid-shape full --cases grid --amp auto --tta $t \
+        --out pick-full-tta$t.md; done
+With a GPU:
+    python benchmarks/pick.py --device cuda --grid-shape full --cases grid --amp auto
 """
 
 from __future__ import annotations
