@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python benchmarks/simulate.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/finetune.py
+	$(BIN)/python benchmarks/thp.py
 	$(BIN)/python benchmarks/pick.py
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/soup.py
