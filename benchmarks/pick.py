@@ -1,7 +1,8 @@
 """Speed and memory of `pick`'s inference against MONAI's `sliding_window_inference`, same model and settings.
 
-Both sides run in this process on the same tomogram (window 64, overlap 0.25, Gaussian blending, batch 4, the
-same TTA views) and end with the same peak extraction. Ours streams the input from zarr and never holds the
+Both sides run in this process on the same tomogram (window 64, overlap 0.25, Gaussian blending, the same batch
+of windows per network call, by default the one `pick` uses: 1 on a CPU, 4 on a GPU; the same TTA views) and end
+with the same peak extraction. Ours streams the input from zarr and never holds the
 whole C-channel heatmap; MONAI gets the tomogram as one tensor, as its API requires. Peak memory is the peak
 RSS above the RSS before the call, sampled every 5 ms, and on a GPU also the peak of torch's GPU allocations.
 Both engines first run once on a small volume (one-time kernel set-up), and each case alternates which engine
@@ -20,6 +21,9 @@ full-size grid, a table per TTA count (pick-full-tta1.md, -tta4, -tta8):
         --out pick-full-tta$t.md; done
 With a GPU:
     python benchmarks/pick.py --device cuda --grid-shape full --cases grid --amp auto
+Batch sizes side by side (pick-batch.md, why `pick` runs one window at a time on a CPU):
+    python benchmarks/pick.py --grid-shape full --cases grid --amp auto --variants unet3d_tiny --tta 1 \
+        --batch 1 4 --repeat 2 --out pick-batch.md
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from thp import huge_pages_line
 from copick_soup.data import open_project, open_tomogram
 from copick_soup.data.tomogram import normalisation_stats
 from copick_soup.infer.tta import apply_view, tta_views, undo_view
-from copick_soup.infer.windows import Source, TorchPredictor, stream_heatmaps
+from copick_soup.infer.windows import Source, TorchPredictor, default_batch_size, stream_heatmaps
 from copick_soup.model import create_model
 from copick_soup.objects import FULL_SHAPE, VOXEL_SIZE, classes_from_root
 from copick_soup.peaks.nms import heatmaps_to_picks, peak_stream
@@ -55,7 +59,7 @@ from copick_soup.train.loop import amp_dtype, precision_name
 
 RESULTS = Path(__file__).parent / "results" / "pick.md"
 SOUP = load_soup("default")
-WINDOW, OVERLAP, BATCH = 64, 0.25, 4
+WINDOW, OVERLAP = 64, 0.25
 
 
 class PeakRSS:
@@ -108,32 +112,32 @@ def bench_model(variant: str, n_classes: int, device: str):
     return model.to(device).eval()
 
 
-def ours(model, volume, classes, views, device, amp):
+def ours(model, volume, classes, views, device, amp, batch):
     predictor = TorchPredictor(model, device, amp, views=views)
     peaks = peak_stream(classes, VOXEL_SIZE, SOUP.thresholds, volume.shape[0], device=device)  # as `pick` does
-    for z0, planes in stream_heatmaps([Source(predictor, volume)], len(classes), WINDOW, OVERLAP, BATCH,
+    for z0, planes in stream_heatmaps([Source(predictor, volume)], len(classes), WINDOW, OVERLAP, batch,
                                       dtype=np.float16, device=device):  # as `pick` does
         peaks.add(z0, planes)
     return peaks.picks()
 
 
-def monai(model, volume, classes, views, device, amp):
+def monai(model, volume, classes, views, device, amp, batch):
     from monai.inferers import sliding_window_inference
 
     mean, std = normalisation_stats(volume)
     x = torch.from_numpy((np.asarray(volume[:], dtype=np.float32) - mean) / std)[None, None].to(device)
 
-    def predictor(batch):
-        return sum(undo_view(model(apply_view(batch, v)), v).float() for v in views) / len(views)
+    def predictor(windows):
+        return sum(undo_view(model(apply_view(windows, v)), v).float() for v in views) / len(views)
 
     with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=amp or torch.float32,
                                                 enabled=amp is not None):
-        heat = sliding_window_inference(x, (WINDOW,) * 3, BATCH, predictor, overlap=OVERLAP, mode="gaussian")
+        heat = sliding_window_inference(x, (WINDOW,) * 3, batch, predictor, overlap=OVERLAP, mode="gaussian")
     del x
     return heatmaps_to_picks(heat[0].cpu().numpy(), classes, VOXEL_SIZE, SOUP.thresholds)
 
 
-def measure(fn, model, volume, classes, views, device, amp):
+def measure(fn, model, volume, classes, views, device, amp, batch):
     """(seconds, peak host GB, peak GPU GB or None) of one call."""
     cuda = torch.device(device).type == "cuda"
     if cuda:
@@ -143,20 +147,20 @@ def measure(fn, model, volume, classes, views, device, amp):
         torch.cuda.reset_peak_memory_stats()
     with PeakRSS() as rss:
         start = time.perf_counter()
-        fn(model, volume, classes, views, device, amp)
+        fn(model, volume, classes, views, device, amp, batch)
         if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     return seconds, rss.gb, (torch.cuda.max_memory_allocated() - base) / 1e9 if cuda else None
 
 
-def compare(model, volume, classes, views, device, amp, repeat):
+def compare(model, volume, classes, views, device, amp, batch, repeat):
     """Fastest of `repeat` runs of each engine (alternating which goes first), with the peak memory seen."""
     runs = {"ours": [], "monai": []}
     for i in range(repeat):
         order = [("ours", ours), ("monai", monai)]
         for name, fn in order if i % 2 == 0 else order[::-1]:
-            runs[name].append(measure(fn, model, volume, classes, views, device, amp))
+            runs[name].append(measure(fn, model, volume, classes, views, device, amp, batch))
     return {name: (min(r[0] for r in rs), max(r[1] for r in rs), max(r[2] or 0 for r in rs))
             for name, rs in runs.items()}
 
@@ -173,13 +177,13 @@ def tomogram(shape, folder: Path):
     return open_tomogram(root.runs[0], VOXEL_SIZE, "denoised"), classes_from_root(root)
 
 
-def warm_up(device, precisions, folder: Path) -> None:
-    """One small run of each engine per precision: kernel selection and caches are paid before timing."""
+def warm_up(device, precisions, batches, folder: Path) -> None:
+    """One small run of each engine per precision and batch: kernel selection and caches are paid before timing."""
     volume, classes = tomogram((64, 96, 96), folder)
     model = bench_model("unet3d_tiny", len(classes), device)
-    for amp in precisions:
-        ours(model, volume, classes, tta_views(1), device, amp)
-        monai(model, volume, classes, tta_views(1), device, amp)
+    for amp, batch in itertools.product(precisions, batches):
+        ours(model, volume, classes, tta_views(1), device, amp, batch)
+        monai(model, volume, classes, tta_views(1), device, amp, batch)
 
 
 def main() -> None:
@@ -195,6 +199,8 @@ def main() -> None:
                         help="variants in the grid ('none': no network, the engines' own work alone)")
     parser.add_argument("--tta", type=int, nargs="+", default=None,
                         help="TTA views in the grid (default 1 4 8 for tiny, and for all variants on a GPU)")
+    parser.add_argument("--batch", type=int, nargs="+", default=None,
+                        help="windows per network call, both engines (default: what `pick` uses on the device)")
     parser.add_argument("--out", default=None, help="results file name (default pick[-CASES][-gpu].md)")
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "copick-soup-bench-pick"))
     args = parser.parse_args()
@@ -207,16 +213,17 @@ def main() -> None:
             cases += [(grid_shape, variant, t) for t in args.tta or ((1, 4, 8) if tiny_or_gpu else (1,))]
     rows, cuda = [], torch.device(args.device).type == "cuda"
     precisions = list(dict.fromkeys(amp_dtype(a, args.device) for a in args.amp))
-    warm_up(args.device, precisions, Path(args.data))
-    for (shape, variant, tta), amp in itertools.product(cases, precisions):
+    batches = args.batch or [default_batch_size(args.device)]
+    warm_up(args.device, precisions, batches, Path(args.data))
+    for (shape, variant, tta), amp, batch in itertools.product(cases, precisions, batches):
         volume, classes = tomogram(shape, Path(args.data))
         model = bench_model(variant, len(classes), args.device)
         views = tta_views(tta)
         voxels = float(np.prod(shape))
         (t_ours, m_ours, g_ours), (t_monai, m_monai, g_monai) = compare(
-            model, volume, classes, views, args.device, amp, args.repeat).values()
+            model, volume, classes, views, args.device, amp, batch, args.repeat).values()
         memory_ratio = (m_ours + g_ours) / (m_monai + g_monai)
-        rows.append(f"| {'x'.join(map(str, shape))} | {variant} | {tta} | {precision_name(amp)} | "
+        rows.append(f"| {'x'.join(map(str, shape))} | {variant} | {tta} | {batch} | {precision_name(amp)} | "
                     f"{voxels / t_ours / 1e3:.1f} | {voxels / t_monai / 1e3:.1f} | {t_monai / t_ours:.2f} | "
                     f"{m_ours:.2f} | {m_monai:.2f} | {gb(g_ours, cuda)} | {gb(g_monai, cuda)} | {memory_ratio:.2f} |")
         print(rows[-1], flush=True)
@@ -230,7 +237,7 @@ def write_table(args, rows) -> str:
     where = torch.cuda.get_device_name() if cuda else f"{platform.machine()}, {os.cpu_count()} cores"
     table = "\n".join([
         f"Pick inference vs MONAI sliding_window_inference ({args.device}: {where}; window {WINDOW}, overlap "
-        f"{OVERLAP}, batch {BATCH}; {time.strftime('%Y-%m-%d')})",
+        f"{OVERLAP}; {time.strftime('%Y-%m-%d')})",
         "Targets: ours at least as fast (speed-up >= 1) and at most half of MONAI's peak memory (ratio <= 0.5).",
         "Both engines run under the same autocast precision in each row ('auto' is what `pick` uses by default).",
         "unet3d_tiny: the default soup's trained denoised member (real peaks); medium, large: random weights, zeroed "
@@ -239,9 +246,9 @@ def write_table(args, rows) -> str:
         "ours / MONAI.",
         huge_pages_line() + " Process-wide: both engines run with it.",
         "",
-        "| tomogram | model | TTA | precision | ours kvox/s | MONAI kvox/s | speed-up | ours host GB | MONAI host GB | "
-        "ours GPU GB | MONAI GPU GB | memory ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| tomogram | model | TTA | batch | precision | ours kvox/s | MONAI kvox/s | speed-up | ours host GB | "
+        "MONAI host GB | ours GPU GB | MONAI GPU GB | memory ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         *rows,
     ])
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

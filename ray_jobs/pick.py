@@ -162,7 +162,8 @@ def parse_args(argv=None):
     parser.add_argument("--tomo-type", default=None)
     parser.add_argument("--tta", type=int, default=1)
     parser.add_argument("--window", type=int, default=64)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=None, help="windows per network call (default: 1 on "
+                        "a CPU, 4 on a GPU)")
     parser.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"],
                         help="autocast precision; auto: bf16 where the worker's device computes it natively")
     parser.add_argument("--overwrite", action="store_true")

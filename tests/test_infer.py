@@ -229,6 +229,19 @@ def test_tta_is_equivariant_for_any_input():
                                    apply_view(predictor(x), view), atol=1e-5)
 
 
+def test_windows_per_network_call_do_not_change_the_heatmap():
+    """pick batches 1 window per call on a CPU and 4 on a GPU: the same network must give the same heatmap."""
+    from copick_soup.model import create_model
+
+    torch.manual_seed(2)
+    predictor = TorchPredictor(create_model("unet3d_test", n_classes=2).eval())
+    volume = np.random.default_rng(8).normal(size=(40, 50, 70)).astype(np.float32)
+    one, four = (predict_volume(predictor, volume, 2, window=32, batch_size=b) for b in (1, 4))
+    assert np.abs(one).max() > 0.01
+    np.testing.assert_allclose(one, four, atol=1e-5 * np.abs(four).max())
+    np.testing.assert_array_equal(predict_volume(predictor, volume, 2, window=32), one)  # the CPU default is 1
+
+
 def test_float16_accumulator_stays_within_a_thousandth():
     rng = np.random.default_rng(6)
     volume = rng.uniform(0, 1, size=(40, 50, 60)).astype(np.float32)

@@ -37,7 +37,8 @@ class RunProgress:
 @click.option("--tta", default=1, show_default=True, type=click.IntRange(1, 8), help="Test-time augmentation views.")
 @click.option("--window", default=64, show_default=True, type=int, help="Sliding-window side in voxels.")
 @click.option("--overlap", default=0.25, show_default=True, type=click.FloatRange(0.0, 0.9))
-@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--batch-size", default=None, type=click.IntRange(1),
+              help="Windows per network call.  [default: 1 on a CPU, 4 on a GPU]")
 @click.option("--amp", default="auto", show_default=True, type=click.Choice(["auto", "none", "bf16", "fp16"]),
               help="Autocast precision; auto: bf16 where the device computes it natively, else float32 on CPU.")
 @click.option("--overwrite", is_flag=True, help="Replace picks that already exist for this user and session.")

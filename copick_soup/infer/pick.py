@@ -30,7 +30,7 @@ class PickOptions:
     tta: int = 1  # test-time augmentation views, 1-8
     window: int = 64
     overlap: float = 0.25
-    batch_size: int = 4
+    batch_size: int | None = None  # windows per network call; None: 1 on a CPU, 4 on a GPU
     device: str = "cpu"
     amp: str = "auto"  # autocast: auto (bf16 where the device has it natively), none, bf16, fp16
     overwrite: bool = False

@@ -23,6 +23,17 @@ import numpy as np
 from copick_soup.data.tomogram import normalisation_stats
 
 
+def default_batch_size(device) -> int:
+    """Windows per network call unless the user says otherwise: 1 on a CPU, 4 on a GPU.
+
+    A GPU needs several windows to fill it. A CPU's cores are kept busy by one 64^3 window, and more windows only
+    add memory: four windows' full-resolution activations (32 MB and up per tensor) outgrow the cache, and glibc
+    maps allocations that large afresh on every call. One window at a time ran the default soup's U-Net 1.17x
+    faster on a full-size tomogram (benchmarks/results/pick-batch.md), with MONAI's inference alike.
+    """
+    return 1 if str(device).startswith("cpu") else 4
+
+
 def window_starts(length: int, window: int, overlap: float) -> list[int]:
     """Start offsets covering [0, length) with windows of `window`, overlapping by about `overlap`."""
     if length <= window:
@@ -48,8 +59,8 @@ def axis_weight(length: int, starts: list[int], g: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Source:
-    """One ensemble member's input: `predict_batch` maps a (B, 1, w, w, w) array to a (B, C, w, w, w) array or
-    torch tensor (on any device)."""
+    """One ensemble member's input: `predict_batch` maps a (B, 1, w, w, w) float32 torch tensor (on the device
+    that blends) to a (B, C, w, w, w) array or torch tensor (on any device)."""
 
     predict_batch: object
     volume: object  # (Z, Y, X) zarr array or numpy array
@@ -57,16 +68,19 @@ class Source:
     stats: tuple | None = None  # (mean, std); computed from the volume when None
 
 
-def normalised(block, mean: float, std: float, dtype) -> np.ndarray:
-    block = np.array(block, dtype=np.float32)  # a fresh copy, normalised in place
-    block -= np.float32(mean)
-    block /= np.float32(std)
-    return block.astype(dtype, copy=False)
+def normalised(block, mean: float, std: float, dtype):
+    """(block - mean) / std as a torch tensor in `dtype`. torch, not numpy: its float16 conversion is vectorised
+    and multi-threaded (numpy's took 0.3 s per 630x630x64 band)."""
+    import torch
+
+    x = torch.from_numpy(np.asarray(block, dtype=np.float32)) - np.float32(mean)  # a new tensor: input untouched
+    x /= np.float32(std)
+    return x.to(_torch_dtype(dtype))
 
 
 class SlabReader:
-    """Normalised slabs volume[z0:z0+window] of one volume in `dtype`, zero-padded to at least `window` along
-    every axis, with each zarr chunk decoded (and, from S3, downloaded) once.
+    """Normalised slabs volume[z0:z0+window] of one volume as torch tensors in `dtype`, zero-padded to at least
+    `window` along every axis, with each zarr chunk decoded (and, from S3, downloaded) once.
 
     zarr decompresses a chunk whole whatever part of it a read asks for, and tomogram chunks are often deeper than
     a slab (256 planes against 64): read slab by slab, every chunk was decoded up to four times. When chunks are
@@ -80,7 +94,9 @@ class SlabReader:
         self.chunks = chunks if chunks and chunks[0] > window else None
         self.rows = {}  # first plane of a chunk row -> its normalised planes
 
-    def __call__(self, z0: int) -> np.ndarray:
+    def __call__(self, z0: int):
+        import torch
+
         z1 = min(z0 + self.window, self.volume.shape[0])
         if self.chunks is None:
             slab = normalised(self.volume[z0:z1], self.mean, self.std, self.dtype)
@@ -92,21 +108,29 @@ class SlabReader:
                 if r not in self.rows:
                     self.rows[r] = self.read_row(r)
             parts = [self.rows[r][max(z0 - r, 0):z1 - r] for r in needed]
-            slab = parts[0] if len(parts) == 1 else np.concatenate(parts)  # a view unless it spans two rows
-        pad = [(0, max(self.window - s, 0)) for s in slab.shape]
-        return np.pad(slab, pad) if any(p[1] for p in pad) else slab
+            slab = parts[0] if len(parts) == 1 else torch.cat(parts)  # a view unless it spans two rows
+        pad = [max(self.window - s, 0) for s in slab.shape]
+        return torch.nn.functional.pad(slab, (0, pad[2], 0, pad[1], 0, pad[0])) if any(pad) else slab
 
-    def read_row(self, r: int) -> np.ndarray:
+    def read_row(self, r: int):
+        import torch
+
         rows = self.volume.shape[0]
-        out = np.empty((min(self.chunks[0], rows - r), *self.volume.shape[1:]), dtype=self.dtype)
+        out = torch.empty((min(self.chunks[0], rows - r), *self.volume.shape[1:]), dtype=_torch_dtype(self.dtype))
         for y0 in range(0, out.shape[1], self.chunks[1]):
             band = self.volume[r:r + len(out), y0:y0 + self.chunks[1]]
             out[:, y0:y0 + self.chunks[1]] = normalised(band, self.mean, self.std, self.dtype)
         return out
 
 
+def _torch_dtype(dtype):
+    import torch
+
+    return getattr(torch, np.dtype(dtype).name)
+
+
 def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, overlap: float = 0.25,
-                    batch_size: int = 4, progress=None, dtype=np.float32, device: str = "cpu"):
+                    batch_size: int | None = None, progress=None, dtype=np.float32, device: str = "cpu"):
     """Yield (z0, planes) in order: planes (C, n, Y, X) are the final blended heatmaps of z0 .. z0 + n - 1.
 
     The ensemble heatmap is the weighted mean of the sources' predictions (weights are normalised here).
@@ -115,9 +139,12 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
     `dtype` is that of the streamed buffers (input slabs, their read-ahead and the accumulator): float16 halves
     them for a ~1e-3 relative error, which `pick` accepts (z-scored noisy input; thresholds are searched in
     steps of 0.025); validation, the soup search and tests keep float32. `device` holds the accumulator and
-    does the blending (the predictors' device, for `pick`).
+    does the blending (the predictors' device, for `pick`). `batch_size` windows go through the network at once
+    (default: `default_batch_size(device)`).
     """
     import torch
+
+    batch_size = batch_size or default_batch_size(device)
 
     shape = tuple(sources[0].volume.shape)
     for s in sources:
@@ -134,8 +161,7 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
     wz, wy, wx = ({s: torch.from_numpy(g[:n - s] / w[s:s + window]).to(device)  # a Gaussian, clipped at the
                    for s in starts} for n, starts, w in zip(shape, (zs, ys, xs), norm))  # volume's end, per start
     depth = min(window, shape[0])
-    acc = torch.zeros((n_classes, depth, shape[1], shape[2]), dtype=getattr(torch, np.dtype(dtype).name),
-                      device=device)
+    acc = torch.zeros((n_classes, depth, shape[1], shape[2]), dtype=_torch_dtype(dtype), device=device)
     jobs = [(y0, x0) for y0 in ys for x0 in xs]
 
     # Read-ahead: a thread reads (and decompresses) the next slab while this one runs through the network.
@@ -143,7 +169,7 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
     with ThreadPoolExecutor(max_workers=1) as reader:
         pending = reader.submit(read_slabs, readers, zs[0])
         for i, z0 in enumerate(zs):
-            slabs = pending.result()
+            slabs = [slab.to(device) for slab in pending.result()]  # once per slab: windows are cut there
             if i + 1 < len(zs):
                 pending = reader.submit(read_slabs, readers, zs[i + 1])
             dz = min(window, shape[0] - z0)
@@ -153,11 +179,10 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
                     pred = ensemble_batch(sources, slabs, weights, part, window, device)
                     for (y0, x0), p in zip(part, pred):
                         dy, dx = len(wy[y0]), len(wx[x0])
-                        p = p[:, :dz, :dy, :dx]
-                        p *= wz[z0][:, None, None] * wy[y0][None, :, None] * wx[x0][None, None, :]
-                        # torch, in place: multi-threaded, no temporaries, and adding float32 into a float16
-                        # accumulator costs no float16 arithmetic
-                        acc[:, :dz, y0:y0 + dy, x0:x0 + dx] += p
+                        w = (wz[z0][:, None, None] * wy[y0][None, :, None] * wx[x0][None, None, :]).to(acc.dtype)
+                        # One fused multiply-add in the accumulator's dtype: a float32 product added into a
+                        # float16 accumulator would cost a float32 pass, a conversion pass and a temporary.
+                        acc[:, :dz, y0:y0 + dy, x0:x0 + dx].addcmul_(p[:, :dz, :dy, :dx].to(acc.dtype), w)
                 if progress:
                     progress(len(part))
             z_next = zs[i + 1] if i + 1 < len(zs) else shape[0]
@@ -182,7 +207,7 @@ def ensemble_batch(sources, slabs, weights, corners, window: int, device="cpu"):
     return total
 
 
-def read_slabs(readers, z0: int) -> list[np.ndarray]:
+def read_slabs(readers, z0: int) -> list:
     return [read(z0) for read in readers]
 
 
@@ -191,25 +216,24 @@ def count_windows(shape, window: int, overlap: float) -> int:
 
 
 def predict_volume(predict_batch, volume, n_classes: int, window: int = 64, overlap: float = 0.25,
-                   batch_size: int = 4, stats=None, device: str = "cpu") -> np.ndarray:
+                   batch_size: int | None = None, stats=None, device: str = "cpu") -> np.ndarray:
     """The whole (C, Z, Y, X) float32 heatmap of one input (for validation, tests and saved heatmaps)."""
     planes = [p.copy() for _, p in stream_heatmaps([Source(predict_batch, volume, 1.0, stats)], n_classes, window,
                                                    overlap, batch_size, device=device)]
     return np.concatenate(planes, axis=1)
 
 
-def _batch(slab: np.ndarray, corners, window: int) -> np.ndarray:
-    """(B, 1, w, w, w) float32 windows of a slab at the (y0, x0) corners."""
-    out = np.empty((len(corners), 1, window, window, window), dtype=np.float32)
+def _batch(slab, corners, window: int):
+    """(B, 1, w, w, w) float32 windows of a slab (a torch tensor) at the (y0, x0) corners, on the slab's device."""
+    import torch
+
+    out = torch.empty((len(corners), 1, window, window, window), dtype=torch.float32, device=slab.device)
     for i, (y0, x0) in enumerate(corners):
-        out[i, 0] = _crop(slab, y0, x0, window)  # converted from the slab's dtype as it is copied
+        block = slab[:, y0:y0 + window, x0:x0 + window]
+        if block.shape != out.shape[2:]:  # past the volume's end (a side shorter than the window)
+            out[i].zero_()
+        out[i, 0, :block.shape[0], :block.shape[1], :block.shape[2]] = block  # converted as it is copied
     return out
-
-
-def _crop(slab: np.ndarray, y0: int, x0: int, window: int) -> np.ndarray:
-    block = slab[:, y0:y0 + window, x0:x0 + window]
-    pad = [(0, window - s) for s in block.shape]
-    return np.pad(block, pad) if any(p[1] for p in pad) else block
 
 
 class TorchPredictor:
@@ -222,12 +246,12 @@ class TorchPredictor:
         self.model, self.device, self.amp_dtype = model, device, amp_dtype
         self.views = views or tta_views(1)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
+    def __call__(self, batch):
         import torch
 
         from copick_soup.infer.tta import apply_view, undo_view
 
-        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device)
+        x = torch.as_tensor(batch, device=self.device)
         device_type = torch.device(self.device).type
         total = None
         with torch.inference_mode(), torch.autocast(device_type, dtype=self.amp_dtype or torch.float32,
