@@ -242,6 +242,19 @@ def test_windows_per_network_call_do_not_change_the_heatmap():
     np.testing.assert_array_equal(predict_volume(predictor, volume, 2, window=32), one)  # the CPU default is 1
 
 
+def test_weights_cast_once_give_autocast_s_output_to_the_bit():
+    from copick_soup.model import create_model
+
+    torch.manual_seed(3)
+    model = create_model("unet3d_test", n_classes=2).eval()
+    x = torch.randn(2, 1, 16, 16, 16)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(x).float()
+    predictor = TorchPredictor(model, "cpu", torch.bfloat16)
+    assert predictor.model.head.weight.dtype == torch.bfloat16 and model.head.weight.dtype == torch.float32
+    torch.testing.assert_close(predictor(x), expected, rtol=0, atol=0)
+
+
 def test_float16_accumulator_stays_within_a_thousandth():
     rng = np.random.default_rng(6)
     volume = rng.uniform(0, 1, size=(40, 50, 60)).astype(np.float32)

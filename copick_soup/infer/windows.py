@@ -28,7 +28,7 @@ def default_batch_size(device) -> int:
 
     A GPU needs several windows to fill it. A CPU's cores are kept busy by one 64^3 window, and more windows only
     add memory: four windows' full-resolution activations (32 MB and up per tensor) outgrow the cache, and glibc
-    maps allocations that large afresh on every call. One window at a time ran the default soup's U-Net 1.17x
+    maps allocations that large afresh on every call. One window at a time ran the default soup's U-Net 1.25x
     faster on a full-size tomogram (benchmarks/results/pick-batch.md), with MONAI's inference alike.
     """
     return 1 if str(device).startswith("cpu") else 4
@@ -247,7 +247,8 @@ class TorchPredictor:
     def __init__(self, model, device="cpu", amp_dtype=None, views=None):
         from copick_soup.infer.tta import tta_views
 
-        self.model, self.device, self.amp_dtype = model, device, amp_dtype
+        self.model = model if amp_dtype is None else cast_weights(model, amp_dtype)
+        self.device, self.amp_dtype = device, amp_dtype
         self.views = views or tta_views(1)
 
     def __call__(self, batch):
@@ -266,3 +267,22 @@ class TorchPredictor:
             if len(self.views) > 1:
                 total /= len(self.views)
         return total
+
+
+def cast_weights(model, dtype):
+    """A copy of `model` whose convolution and linear weights are already in `dtype`, as autocast would cast them.
+
+    autocast casts a weight on every call and keeps the cast only until its context closes, which here is every
+    call (it must not stay open between a generator's yields): at one window per call that re-cast the large
+    U-Net's 11 M weights 676 times per tomogram. Other layers (the norms) keep their float32 parameters, as under
+    autocast, so the outputs are the same to the bit.
+    """
+    import copy
+
+    from torch import nn
+
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+            module.to(dtype)
+    return model
