@@ -5,8 +5,10 @@ of windows per network call, by default the one `pick` uses: 1 on a CPU, 4 on a 
 with the same peak extraction. Ours streams the input from zarr and never holds the
 whole C-channel heatmap; MONAI gets the tomogram as one tensor, as its API requires. Peak memory is the peak
 RSS above the RSS before the call, sampled every 5 ms, and on a GPU also the peak of torch's GPU allocations.
-Both engines first run once on a small volume (one-time kernel set-up), and each case alternates which engine
-goes first; with --repeat N a case keeps each engine's fastest run. Prints a table and writes
+Both engines first run once on a small volume (one-time kernel set-up). With --repeat N a case runs each engine N
+times, alternating which goes first, and keeps each engine's fastest run. Order is not neutral on the CPU here:
+in a full-size tiny TTA 4 check the engine that ran second was the faster in both pairs (by 1% and 5%), so
+--repeat 1 (ours always first) is biased against ours, and the tables use --repeat 2. Prints a table and writes
 benchmarks/results/pick.md.
 
 Models: unet3d_tiny is the default soup's trained denoised member, so heatmaps, peak counts and the cost of the
@@ -15,12 +17,12 @@ package: they run with random weights and a zeroed output layer (flat heatmaps, 
 untrained network's heatmaps hold ~10^5 spurious maxima whose search would swamp the timing.
 
 On a 2-core CPU the whole full-size grid (tiny, medium, large x TTA 1, 4, 8 on 184x630x630) takes about three
-hours, so by default the full-size tomogram runs tiny with TTA 1 and the grid runs on a 96x192x192 crop. The
+hours per repeat, so by default the full-size tomogram runs tiny with TTA 1 and the grid runs on a 96x192x192 crop. The
 full-size grid, a table per TTA count (pick-full-tta1.md, -tta4, -tta8):
     for t in 1 4 8; do python benchmarks/pick.py --grid-shape full --cases grid --amp auto --tta $t \
-        --out pick-full-tta$t.md; done
+        --repeat 2 --out pick-full-tta$t.md; done
 With a GPU:
-    python benchmarks/pick.py --device cuda --grid-shape full --cases grid --amp auto
+    python benchmarks/pick.py --device cuda --grid-shape full --cases grid --amp auto --repeat 2
 Batch sizes side by side (pick-batch.md, why `pick` runs one window at a time on a CPU):
     python benchmarks/pick.py --grid-shape full --cases grid --amp auto --variants unet3d_tiny --tta 1 \
         --batch 1 4 --repeat 2 --out pick-batch.md
