@@ -87,14 +87,16 @@ def test_streamed_peaks_match_whole_volume_peaks():
     whole = heatmaps_to_picks(heat, [A, B], VS, 0.2)
     stream = PeakStream([A, B], VS, 0.2, shape[0])
     background = BackgroundPeaks(PeakStream([A, B], VS, 0.2, shape[0]))
-    buffer = np.empty((2, 23, *shape[1:]), np.float32)  # reused for every chunk, as stream_heatmaps does
+    fresh = BackgroundPeaks(PeakStream([A, B], VS, 0.2, shape[0]), copy=False)  # as beside a GPU
+    buffer = np.empty((2, 23, *shape[1:]), np.float32)  # reused for every chunk, as stream_heatmaps does on a CPU
     for z0, z1 in [(0, 9), (9, 10), (10, 33), (33, 48), (48, 70)]:
         stream.add(z0, heat[:, z0:z1])
         chunk = buffer[:, :z1 - z0]
         chunk[:] = heat[:, z0:z1]
         background.add(z0, chunk)
         buffer[:] = -1.0  # the worker must have taken its own copy
-    for streamed in (stream.picks(), background.picks()):
+        fresh.add(z0, heat[:, z0:z1].copy())
+    for streamed in (stream.picks(), background.picks(), fresh.picks()):
         for name in ("a", "b"):
             assert len(whole[name][0]) > 0
             np.testing.assert_allclose(streamed[name][0], whole[name][0])
@@ -102,7 +104,8 @@ def test_streamed_peaks_match_whole_volume_peaks():
 
 
 def test_peaks_go_to_a_worker_thread_only_beside_a_gpu():
-    assert isinstance(peak_stream([A], VS, 0.2, 10, device="cuda:0"), BackgroundPeaks)
+    beside_gpu = peak_stream([A], VS, 0.2, 10, device="cuda:0")
+    assert isinstance(beside_gpu, BackgroundPeaks) and not beside_gpu.copy  # a GPU's planes are fresh host arrays
     assert isinstance(peak_stream([A], VS, 0.2, 10, device="cpu"), PeakStream)
 
 
@@ -282,6 +285,6 @@ def test_streaming_on_a_gpu_matches_the_cpu(monkeypatch):
     np.testing.assert_allclose(gpu, cpu, atol=1e-4 * abs(cpu).max())  # the same windows, weights, sums
     # pick's settings: autocast and a float16 accumulator on the GPU, peaks on a worker thread
     fast = TorchPredictor(copy.deepcopy(model).cuda(), "cuda", amp_dtype("auto", "cuda"))
-    half = np.concatenate([p.astype(np.float32) for _, p in stream_heatmaps(
-        [Source(fast, volume)], 2, 32, dtype=np.float16, device="cuda")], axis=1)
+    planes = [p for _, p in stream_heatmaps([Source(fast, volume)], 2, 32, dtype=np.float16, device="cuda")]
+    half = np.concatenate(planes, axis=1).astype(np.float32)  # kept uncopied: each chunk is an array of its own
     assert abs(half - cpu).max() < 0.05 * abs(cpu).max()

@@ -135,8 +135,8 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
     """Yield (z0, planes) in order: planes (C, n, Y, X) are the final blended heatmaps of z0 .. z0 + n - 1.
 
     The ensemble heatmap is the weighted mean of the sources' predictions (weights are normalised here).
-    `planes` is a view into the accumulator (a copy from a GPU), valid until the next iteration: consumers copy
-    what they keep.
+    On a CPU, `planes` is a view into the accumulator, valid until the next iteration: consumers copy what they
+    keep. From a GPU, it is a fresh host array of its own (`pick`'s peak worker keeps it without copying).
     `dtype` is that of the streamed buffers (input slabs, their read-ahead and the accumulator): float16 halves
     them for a ~1e-3 relative error, which `pick` accepts (z-scored noisy input; thresholds are searched in
     steps of 0.025); validation, the soup search and tests keep float32. `device` holds the accumulator and
