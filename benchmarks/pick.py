@@ -129,14 +129,21 @@ def monai(model, volume, classes, views, device, amp, batch):
     mean, std = normalisation_stats(volume)
     x = torch.from_numpy((np.asarray(volume[:], dtype=np.float32) - mean) / std)[None, None].to(device)
 
+    with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=amp or torch.float32,
+                                                enabled=amp is not None):
+        heat = sliding_window_inference(x, (WINDOW,) * 3, batch, monai_predictor(model, views), overlap=OVERLAP,
+                                        mode="gaussian")
+    del x
+    return heatmaps_to_picks(heat[0].cpu().numpy(), classes, VOXEL_SIZE, SOUP.thresholds)
+
+
+def monai_predictor(model, views):
+    """The predictor MONAI's side runs: the mean of the model over the TTA views (autocast is the caller's)."""
+
     def predictor(windows):
         return sum(undo_view(model(apply_view(windows, v)), v).float() for v in views) / len(views)
 
-    with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=amp or torch.float32,
-                                                enabled=amp is not None):
-        heat = sliding_window_inference(x, (WINDOW,) * 3, batch, predictor, overlap=OVERLAP, mode="gaussian")
-    del x
-    return heatmaps_to_picks(heat[0].cpu().numpy(), classes, VOXEL_SIZE, SOUP.thresholds)
+    return predictor
 
 
 def measure(fn, model, volume, classes, views, device, amp, batch):
