@@ -241,12 +241,17 @@ def main() -> None:
     print(write_table(args, rows))
 
 
+def machine(device: str) -> str:
+    """The GPU's name, or the CPU's architecture and core count."""
+    cuda = torch.device(device).type == "cuda"
+    return torch.cuda.get_device_name() if cuda else f"{platform.machine()}, {os.cpu_count()} cores"
+
+
 def write_table(args, rows) -> str:
     cuda = torch.device(args.device).type == "cuda"
-    where = torch.cuda.get_device_name() if cuda else f"{platform.machine()}, {os.cpu_count()} cores"
     table = "\n".join([
-        f"Pick inference vs MONAI sliding_window_inference ({args.device}: {where}; window {WINDOW}, overlap "
-        f"{OVERLAP}; {time.strftime('%Y-%m-%d')})",
+        f"Pick inference vs MONAI sliding_window_inference ({args.device}: {machine(args.device)}; window {WINDOW}, "
+        f"overlap {OVERLAP}; {time.strftime('%Y-%m-%d')})",
         "Targets: ours at least as fast (speed-up >= 1) and at most half of MONAI's peak memory (ratio <= 0.5).",
         "Both engines run under the same autocast precision in each row ('auto' is what `pick` uses by default).",
         "unet3d_tiny: the default soup's trained denoised member (real peaks); medium, large: random weights, zeroed "

@@ -16,13 +16,11 @@ import copick_soup  # noqa: F401  (first, as in `copick-soup pick`: its huge-pag
 # isort: split
 import argparse
 import itertools
-import os
-import platform
 import time
 from pathlib import Path
 
 import torch
-from pick import WINDOW, bench_model, monai_predictor
+from pick import WINDOW, bench_model, machine, monai_predictor
 from thp import huge_pages_line
 
 from copick_soup.infer.tta import tta_views
@@ -67,10 +65,9 @@ def compare_calls(variant: str, tta: int, amp, batch: int, args) -> str:
 
 
 def write_table(args, rows) -> str:
-    cuda = torch.device(args.device).type == "cuda"
-    where = torch.cuda.get_device_name() if cuda else f"{platform.machine()}, {os.cpu_count()} cores"
     table = "\n".join([
-        f"Per network call: pick's predictor vs MONAI's side of benchmarks/pick.py ({args.device}: {where}; "
+        f"Per network call: pick's predictor vs MONAI's side of benchmarks/pick.py ({args.device}: "
+        f"{machine(args.device)}; "
         f"window {WINDOW}; {time.strftime('%Y-%m-%d')})",
         f"{args.blocks} blocks of {args.calls} calls per predictor, alternating which goes first. ms/call: the "
         "fastest block. Speed-up: MONAI's time / ours, per block (lowest-highest).",
