@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from helpers import make_test_soup
 from copick_soup.cli import main
 from copick_soup.data import open_project, read_picks
 from copick_soup.errors import SoupError
-from copick_soup.infer.pick import PickOptions, pick_run, pick_runs, resample
+from copick_soup.infer.pick import PickOptions, pick_run, pick_runs, resample, summary_table
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.soup.manifest import load_soup, write_soup
 
@@ -86,6 +87,21 @@ def test_cli_pick_summary_and_all_runs_skipped_is_an_error(members, project):
     assert result.exit_code != 0
     assert "skipped: run exp_000: none of the soup's tomogram types (isonetcorrected)" in result.output
     assert result.output.strip().splitlines()[-1] == "Error: no run was picked"
+
+
+def test_summary_table_names_whole_classes_and_totals_picked_runs():
+    classes = [SimpleNamespace(name="virus-like-particle"), SimpleNamespace(name="apo")]
+    results = [dict(run="TS_5_4", processed=True, picks={"virus-like-particle": 12, "apo": 3}, seconds=1.5),
+               dict(run="TS_6_6", processed=False, error="run TS_6_6: no denoised tomogram"),
+               dict(run="TS_99_9", processed=True, picks={"virus-like-particle": 1, "apo": 40}, seconds=2.0)]
+    lines = summary_table(results, classes).splitlines()
+    assert lines[0].split() == ["run", "virus-like-particle", "apo", "seconds"]
+    assert lines[2].split() == ["TS_5_4", "12", "3", "1.5"]
+    assert "skipped: run TS_6_6: no denoised tomogram" in lines[3]
+    assert lines[-2].split() == ["total", "13", "43"]
+    assert lines[-1] == "2 of 3 run(s) picked"
+    header_end = lines[0].index("virus-like-particle") + len("virus-like-particle")
+    assert lines[2][header_end - 2:header_end] == "12"  # counts right-aligned under their class
 
 
 def test_other_voxel_sizes_are_resampled(members, tmp_path):

@@ -142,16 +142,20 @@ def summary_table(results: list[dict], classes) -> str:
     """Picks per class and run, with a total row and the reasons for skipped runs."""
     names = [c.name for c in classes]
     width = max([len("run")] + [len(r["run"]) for r in results]) + 2
-    head = f"{'run':<{width}}" + "".join(f"{n[:14]:>15}" for n in names) + f"{'seconds':>9}"
+    cols = [max(len(n), 6) + 2 for n in names]  # whole class names: a lab's own targets may share a prefix
+
+    def row(label, counts):
+        return f"{label:<{width}}" + "".join(f"{n:>{w}}" for n, w in zip(counts, cols))
+
+    head = row("run", names) + f"{'seconds':>9}"
     lines = [head, "-" * len(head)]
     for r in results:
         if r["processed"]:
-            lines.append(f"{r['run']:<{width}}" + "".join(f"{r['picks'][n]:>15}" for n in names)
-                         + f"{r['seconds']:>9.1f}")
+            lines.append(row(r["run"], [r["picks"][n] for n in names]) + f"{r['seconds']:>9.1f}")
         else:
             lines.append(f"{r['run']:<{width}}  skipped: {r['error']}")
     done = [r for r in results if r["processed"]]
     lines.append("-" * len(head))
-    lines.append(f"{'total':<{width}}" + "".join(f"{sum(r['picks'][n] for r in done):>15}" for n in names))
+    lines.append(row("total", [sum(r["picks"][n] for r in done) for n in names]))
     lines.append(f"{len(done)} of {len(results)} run(s) picked")
     return "\n".join(lines)
