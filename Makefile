@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build on this machine's disk; GPU users pass their own, e.g. make TORCH=torch test.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint bench clean default-soup
+.PHONY: install demo test lint bench bench-gpu clean default-soup
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,16 @@ bench: install
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/soup.py
 	$(BIN)/python benchmarks/ray_scaling.py
+
+# The checks that need a GPU, in one go: the CUDA tests, the full-size pick grid
+# against MONAI (pick-grid-gpu.md) and held-out accuracy with TTA 1, 4 and 8 (accuracy-gpu.md). Bring a CUDA
+# build of torch into a fresh .venv: make clean; make TORCH=torch bench-gpu
+bench-gpu: install
+	$(BIN)/python -m pip install -q -e ".[bench]"
+	$(BIN)/python -c "import sys, torch; torch.cuda.is_available() or sys.exit(f'bench-gpu: torch {torch.__version__} sees no CUDA device (with a GPU, a .venv with a CUDA build: make clean; make TORCH=torch bench-gpu)')"
+	$(BIN)/python -m pytest -q -rs tests/test_infer.py tests/test_pick.py -k gpu
+	$(BIN)/python benchmarks/pick.py --device cuda --grid-shape full --cases grid --amp auto --repeat 2
+	$(BIN)/python benchmarks/accuracy.py --device cuda --tta 1 4 8
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -179,6 +179,12 @@ def plan(args) -> tuple[str, list[str], list[str], list[str]]:
 
     from copick_soup.cli.util import split_names
     from copick_soup.data.portal import dataset_config, parse_dataset_ids
+    from copick_soup.infer.pick import check_window
+    from copick_soup.soup.manifest import member_paths
+
+    warning = check_window([json.loads(p.read_text()) for p in member_paths(args.soup)], args.window)
+    if warning:
+        print(warning)
     config = args.config
     if args.dataset_ids:
         folder = Path(tempfile.mkdtemp(prefix="copick-soup-"))

@@ -15,7 +15,8 @@ from helpers import make_test_soup
 from copick_soup.cli import main
 from copick_soup.data import open_project, read_picks
 from copick_soup.errors import SoupError
-from copick_soup.infer.pick import PickOptions, pick_run, pick_runs, resample, summary_table
+from copick_soup.infer.pick import PickOptions, check_window, pick_run, pick_runs, resample, summary_table
+from copick_soup.model import model_config
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.soup.manifest import load_soup, write_soup
 
@@ -102,6 +103,31 @@ def test_summary_table_names_whole_classes_and_totals_picked_runs():
     assert lines[-1] == "2 of 3 run(s) picked"
     header_end = lines[0].index("virus-like-particle") + len("virus-like-particle")
     assert lines[2][header_end - 2:header_end] == "12"  # counts right-aligned under their class
+
+
+def test_a_window_some_member_cannot_run_is_refused_and_one_below_the_training_patch_is_warned_of():
+    def manifest(variant, patch):
+        return dict(architecture=dict(name=variant, config=model_config(variant).as_dict()),
+                    training=dict(config=dict(patch=patch)))
+
+    soup = [manifest("unet3d_tiny", 48), manifest("unet3d_large", 64)]  # levels halve the window 2 and 4 times
+    assert check_window(soup, 64) is None and check_window(soup, 96) is None
+    with pytest.raises(SoupError, match=r"^--window 40: this soup's members \(unet3d_large, unet3d_tiny\) need a "
+                                        r"multiple of 16; try 32 or 48$"):
+        check_window(soup, 40)
+    with pytest.raises(SoupError, match="try 16 or 32"):
+        check_window(soup, 0)
+    assert "--window 32 is smaller than the 64-voxel patches" in check_window(soup, 32)
+    assert check_window([dict(architecture=soup[0]["architecture"])], 32) is None  # no training record: no warning
+
+
+def test_cli_refuses_a_bad_window_before_any_run_is_picked(members, project):
+    _, soup = members
+    result = invoke("pick", "-c", project, "--soup", soup, "--window", 31, "--session-id", "31")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1] == (
+        "Error: --window 31: this soup's members (unet3d_test) need a multiple of 2; try 30 or 32")
+    assert not any(p.session_id == "31" for r in open_project(project).runs for p in r.picks)
 
 
 def test_other_voxel_sizes_are_resampled(members, tmp_path):

@@ -36,7 +36,8 @@ class RunProgress:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--tta", default=1, show_default=True, type=click.IntRange(1, 8), help="Test-time augmentation views.")
 @click.option("--window", default=64, show_default=True, type=int, help="Sliding-window side in voxels.")
-@click.option("--overlap", default=0.25, show_default=True, type=click.FloatRange(0.0, 0.9))
+@click.option("--overlap", default=0.25, show_default=True, type=click.FloatRange(0.0, 0.9),
+              help="Fraction of a window its neighbours share: more is smoother, with more windows.")
 @click.option("--batch-size", default=None, type=click.IntRange(1),
               help="Windows per network call.  [default: 1 on a CPU, 4 on a GPU]")
 @click.option("--amp", default="auto", show_default=True, type=click.Choice(["auto", "none", "bf16", "fp16"]),

@@ -8,6 +8,7 @@ complete; drop cross-class overlaps if the soup says so; write all classes' pick
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 
@@ -35,6 +36,25 @@ class PickOptions:
     amp: str = "auto"  # autocast: auto (bf16 where the device has it natively), none, bf16, fp16
     overwrite: bool = False
     save_heatmaps: bool = False
+
+
+def check_window(manifests: list[dict], window: int) -> str | None:
+    """Refuse a window some member cannot run (each U-Net level halves it); return a warning for one smaller than
+    the patches the members were trained on, where particles lose the context the network learnt from."""
+    from copick_soup.model import model_config
+
+    archs = [m["architecture"] for m in manifests]
+    divisors = {a["name"]: model_config(a["name"], **a["config"]).divisor for a in archs}
+    step = math.lcm(*divisors.values())
+    if window < step or window % step:
+        lo = max(window // step * step, step)
+        raise SoupError(f"--window {window}: this soup's members ({', '.join(sorted(divisors))}) need a multiple of "
+                        f"{step}; try {lo} or {lo + step}")
+    patch = max((m.get("training", {}).get("config", {}).get("patch") or 0 for m in manifests), default=0)
+    if window < patch:
+        return (f"warning: --window {window} is smaller than the {patch}-voxel patches the members were trained on; "
+                f"particles near window borders lose context and picks suffer")
+    return None
 
 
 def run_volume(run, voxel_size: float, tomo_type: str, echo=print):
@@ -123,7 +143,11 @@ def save_heatmaps(run, soup, heat: np.ndarray, opts: PickOptions) -> None:
 
 
 def pick_runs(root, soup, run_names, opts: PickOptions, echo=print, progress_factory=None) -> list[dict]:
-    """Pick every chosen run; a run that fails is reported (with its reason) and the others go on."""
+    """Pick every chosen run; a run that fails is reported (with its reason) and the others go on. A window the
+    members cannot run is refused before any run starts."""
+    warning = check_window([manifest for _, manifest, _ in soup.members], opts.window)
+    if warning:
+        echo(warning)
     results = []
     for run in select_runs(root, run_names):
         progress = progress_factory(run.name) if progress_factory else None

@@ -19,6 +19,11 @@ class UNetConfig:
     in_channels: int = 1
     n_classes: int = 6
 
+    @property
+    def divisor(self) -> int:
+        """Input sides must be multiples of this: each level below the first halves them."""
+        return 2 ** (len(self.channels) - 1)
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
@@ -58,8 +63,7 @@ class UNet3D(nn.Module):
 
     @property
     def divisor(self) -> int:
-        """Input sides must be multiples of this."""
-        return 2 ** (len(self.config.channels) - 1)
+        return self.config.divisor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, D, H, W) -> (B, C, D, H, W)
         skips = []
