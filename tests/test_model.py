@@ -41,10 +41,15 @@ def test_bf16_autocast_on_cpu():
 
 def test_auto_precision_is_bf16_only_where_the_cpu_has_it_and_stays_close_to_float32():
     from copick_soup.infer.windows import TorchPredictor
-    from copick_soup.train.loop import amp_dtype, cpu_has_bf16
+    from copick_soup.train.loop import amp_dtype, cpu_has_bf16, cpu_has_fp16
 
     assert amp_dtype("auto", "cpu") == (torch.bfloat16 if cpu_has_bf16() else None)
-    assert amp_dtype("none", "cpu") is None and amp_dtype("fp16", "cpu") == torch.float16
+    assert amp_dtype("none", "cpu") is None and amp_dtype("bf16", "cpu") == torch.bfloat16
+    if cpu_has_fp16():
+        assert amp_dtype("fp16", "cpu") == torch.float16
+    else:  # a reference-kernel crawl (100 s a window here) is refused, not run
+        with pytest.raises(SoupError, match="^amp fp16: this CPU has no native float16 convolutions"):
+            amp_dtype("fp16", "cpu")
     with pytest.raises(SoupError, match="amp: choose one of auto, none, bf16, fp16, got 'fp8'"):
         amp_dtype("fp8")
     torch.manual_seed(0)

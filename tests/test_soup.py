@@ -1,6 +1,7 @@
 """Soup search: the simplex grid, threshold sweeps on cached heatmaps, and `copick-soup soup` end to end."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -171,3 +172,25 @@ def test_near_ties_between_weightings_go_to_the_most_even_one():
     assert most_even(results, 0.01)["weights"] == [0.5, 0.5]
     assert most_even(results, 0.0)["weights"] == [1.0, 0.0]  # no tolerance: the best score wins
     assert most_even(results, 0.003)["weights"] == [0.75, 0.25]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.pop("members"), "a soup manifest needs a non-empty 'members' list"),
+    (lambda s: s.update(members=[]), "a soup manifest needs a non-empty 'members' list"),
+    (lambda s: s["members"][1].pop("path"), "member 2 needs a 'path' to its member manifest"),
+    (lambda s: s["members"][0].update(weight="heavy"), "member 1 .* needs a 'weight' >= 0, got 'heavy'"),
+    (lambda s: s["members"][2].update(weight=-1), "member 3 .* needs a 'weight' >= 0, got -1"),
+    (lambda s: s.pop("thresholds"), "a soup manifest needs 'thresholds'"),
+])
+def test_a_broken_soup_manifest_is_a_one_line_error(tmp_path, edit, message):
+    import shutil
+
+    from copick_soup.soup.manifest import SHIPPED, load_soup
+
+    shutil.copytree(SHIPPED / "default", tmp_path / "soup")
+    path = tmp_path / "soup" / "soup.json"
+    soup = json.loads(path.read_text())
+    edit(soup)
+    path.write_text(json.dumps(soup))
+    with pytest.raises(SoupError, match=f"^{re.escape(str(path))}: {message}"):
+        load_soup(path)

@@ -59,10 +59,27 @@ def read_soup(name_or_path) -> dict:
     if fmt != SOUP_FORMAT:
         raise SoupError(f"{path}: neither a soup nor a member manifest")
     soup = json.loads(path.read_text())
+    check_soup_manifest(soup, path)
+    soup.setdefault("name", path.parent.name if path.name == "soup.json" else path.stem)
     for m in soup["members"]:
         m["path"] = str((path.parent / m["path"]).resolve())
     soup["path"] = str(path)
     return soup
+
+
+def check_soup_manifest(soup: dict, path: Path) -> None:
+    """A hand-edited or truncated soup.json fails here, in one line, rather than deep inside loading."""
+    members = soup.get("members")
+    if not isinstance(members, list) or not members:
+        raise SoupError(f"{path}: a soup manifest needs a non-empty 'members' list")
+    for i, m in enumerate(members):
+        weight = m.get("weight") if isinstance(m, dict) else None
+        if not isinstance(m, dict) or not isinstance(m.get("path"), str):
+            raise SoupError(f"{path}: member {i + 1} needs a 'path' to its member manifest")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+            raise SoupError(f"{path}: member {i + 1} ({m['path']}) needs a 'weight' >= 0, got {weight!r}")
+    if not isinstance(soup.get("thresholds"), dict):
+        raise SoupError(f"{path}: a soup manifest needs 'thresholds', a peak threshold per class")
 
 
 def uniform_soup(members: list[Path], name: str) -> dict:
