@@ -71,6 +71,14 @@ def test_errors_are_one_line_and_name_what_is_wrong(project, tmp_path):
     assert "TS_404" in one_line_error(invoke("score", "-c", project, "--candidate-user", "x", "--runs", "TS_404"))
     assert "ferritin" in one_line_error(invoke("score", "-c", project, "--candidate-user", "x", "--objects",
                                                "ferritin"))
+    assert one_line_error(invoke("score", "-c", project, "--candidate-user", "curaton")) == (
+        "Error: no picks by user 'curaton' in any session in this project; picks here are by (user/session) "
+        "curation/0")  # a typo, which would otherwise score 0
+    assert one_line_error(invoke("score", "-c", project, "--candidate-user", "curation", "--reference-session", "1",
+                                 "-r", "exp_001")).startswith("Error: no ground truth by user 'curation' session '1' "
+                                                              "in these runs;")
+    bad_beta = invoke("score", "-c", project, "--candidate-user", "curation", "--beta", 0)
+    assert bad_beta.exit_code != 0 and "Invalid value for '--beta'" in bad_beta.output
     assert "already exists" in one_line_error(invoke("simulate", "--out", project.parent))
     bad_shape = invoke("simulate", "--out", tmp_path / "new", "--shape", "64,128")
     assert bad_shape.exit_code != 0 and "--shape" in bad_shape.output

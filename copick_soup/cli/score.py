@@ -14,7 +14,8 @@ from copick_soup.cli.util import config_option, reports_errors, runs_option, spl
 @runs_option
 @click.option("--objects", "object_names", multiple=True, metavar="NAME",
               help="Score only these classes (repeat or comma-separate). Default: every particle class.")
-@click.option("--beta", default=4.0, show_default=True, type=float, help="F-beta's beta (the CZII metric uses 4).")
+@click.option("--beta", default=4.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="F-beta's beta (the CZII metric uses 4).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON instead of a table.")
 @reports_errors
 def score(config, reference_user, reference_session, candidate_user, candidate_session, run_names, object_names,
