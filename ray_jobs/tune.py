@@ -128,15 +128,15 @@ def tune(recipe: dict, out, grid=None, val_config=None, val_runs=None, step: flo
     out = Path(out).resolve()  # tasks may run in another working directory
     resources = resources or worker_resources()
     stages = [plan_stage(recipe, name, out) for name in ("pretrain", "finetune") if recipe.get(name)]
+    last = stages[-1]
+    if not val_runs and len(last["folds"]) > 1:  # before hours of training, not after
+        raise SoupError("the last stage's folds train on every one of its runs: name the soup's validation runs "
+                        "with --val-config and --val-runs")
     todo = [dict(t, init=None, history=[]) for t in trials(recipe, grid or [{}])]
     run_stages(recipe, stages, todo, out, resources, timeout, echo)
     chosen = best_members(todo, out)
     members = [str(path) for path, _ in chosen.values()]
     user, session, _ = recipe_settings(recipe)
-    last = stages[-1]
-    if not val_runs and len(last["folds"]) > 1:
-        raise SoupError("the last stage's folds train on every one of its runs: name the soup's validation runs "
-                        "with --val-config and --val-runs")
     val_runs = val_runs or last["folds"][0][1]
     echo(f"soup search over {len(members)} member(s) on {len(val_runs)} validation run(s)")
     val_config = str(Path(val_config or last["config"]).resolve())
@@ -166,11 +166,15 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     from copick_soup.cli.util import split_names
     from copick_soup.errors import SoupError
+    from copick_soup.infer.tta import tta_views
+    from copick_soup.soup.search import check_step
     from copick_soup.train.config import parse_overrides
     from copick_soup.train.recipe import load_recipe
 
     args = parse_args(argv)
     try:
+        check_step(args.step)  # the soup search comes last: a bad option must not wait for the training
+        tta_views(args.tta)
         recipe = load_recipe(args.recipe)
         fixed = parse_overrides(args.overrides)
         grid = [dict(fixed, **g) for g in parse_grid(args.grid)]

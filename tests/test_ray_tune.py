@@ -49,8 +49,10 @@ def test_tune_refuses_to_search_a_soup_on_runs_the_folds_trained_on(tmp_path, ra
 
     small = recipe(tmp_path)
     small.pop("pretrain")
+    messages = []
     with pytest.raises(SoupError, match="name the soup's validation runs"):
-        tune(small, tmp_path / "out", resources=dict(num_cpus=1, num_gpus=0), timeout=300, echo=lambda m: None)
+        tune(small, tmp_path / "out", resources=dict(num_cpus=1, num_gpus=0), timeout=300, echo=messages.append)
+    assert not any("trial(s) on the cluster" in m for m in messages)  # refused before any training
 
 
 def test_tune_reports_bad_input_in_one_line_before_ray_starts(tmp_path):
@@ -60,3 +62,8 @@ def test_tune_reports_bad_input_in_one_line_before_ray_starts(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ray_jobs.tune", "--recipe", "configs/recipes/cpu-demo.yaml",
                            "--out", str(tmp_path / "o"), "--grid", "lr"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "--grid: expected key=value" in done.stderr
+    for option, error in ((["--step", "0.3"], "Error: --step 0.3: must divide 1 (e.g. 0.5, 0.25, 0.1)"),
+                          (["--tta", "9"], "Error: --tta: choose 1 to 8 views, got 9")):
+        done = subprocess.run([sys.executable, "-m", "ray_jobs.tune", "--recipe", "configs/recipes/cpu-demo.yaml",
+                               "--out", str(tmp_path / "o"), *option], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and done.stderr.strip() == error

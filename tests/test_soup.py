@@ -44,8 +44,9 @@ def test_simplex_grid():
     assert simplex_grid(2, 0.5) == [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0)]
     assert len(simplex_grid(3, 0.25)) == 15
     assert all(abs(sum(w) - 1) < 1e-9 for w in simplex_grid(4, 0.25))
-    with pytest.raises(SoupError, match="--step 0.3: must divide 1"):
-        simplex_grid(2, 0.3)
+    for step in (0.3, 0, -0.5, 3):
+        with pytest.raises(SoupError, match=f"--step {step:g}: must divide 1"):
+            simplex_grid(2, step)
 
 
 def test_thresholds_separate_particles_from_decoys():
@@ -142,6 +143,20 @@ def test_validation_runs_need_ground_truth(trained_members, tmp_path):
                                        "--truth-user", "nobody", "--out", str(tmp_path / "s")])
     assert result.exit_code != 0
     assert "run exp_001: no ground truth by user 'nobody' session '0'" in result.output
+
+
+@pytest.mark.parametrize("option, error", [
+    (["--step", "0"], "Error: --step 0: must divide 1 (e.g. 0.5, 0.25, 0.1)"),
+    (["--tolerance", "-1"], "Error: --tolerance -1: must be >= 0 (an F4 difference)"),
+    (["--window", "31"], "Error: --window 31: this soup's members (unet3d_test) need a multiple of 2; try 30 or 32"),
+])
+def test_bad_search_options_are_refused_before_any_heatmap(trained_members, tmp_path, option, error):
+    config, members = trained_members
+    result = CliRunner().invoke(main, ["soup", "-c", str(config), "--members", str(members), "--val-runs", "exp_001",
+                                       "--out", str(tmp_path / "s"), *option])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [error]  # nothing computed before it
+    assert not (tmp_path / "s").exists()
 
 
 def test_members_at_different_voxel_sizes_are_refused(trained_members, tmp_path):

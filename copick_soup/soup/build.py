@@ -6,9 +6,10 @@ from pathlib import Path
 
 from copick_soup.data import open_project, select_runs
 from copick_soup.errors import SoupError
+from copick_soup.infer.pick import check_window
 from copick_soup.soup.manifest import LoadedSoup, member_paths, write_soup
 from copick_soup.soup.manifest import load_members as manifest_load_members
-from copick_soup.soup.search import load_val_runs, search
+from copick_soup.soup.search import check_step, load_val_runs, search
 
 
 def load_members(paths, device: str = "cpu") -> LoadedSoup:
@@ -56,11 +57,17 @@ def build_soup(config, member_sources, val_runs, out, truth_user="curation", tru
     paths = [p for source in member_sources for p in member_paths(source)]
     if not paths:
         raise SoupError("--members: no members given")
+    check_step(step)  # the options first: the heatmaps take minutes
+    if not tolerance >= 0:
+        raise SoupError(f"--tolerance {tolerance:g}: must be >= 0 (an F4 difference)")
     root = open_project(config)
     if weight_soup != "none":
         paths = merge_groups(root, paths, weight_soup, select_runs(root, val_runs), truth_user, truth_session,
                              Path(out), device, echo)
     soup = load_members(paths, device)
+    warning = check_window([manifest for _, manifest, _ in soup.members], window)
+    if warning:
+        echo(warning)
     project_names = [o.name for o in root.pickable_objects if o.is_particle]
     missing = [c.name for c in soup.classes if c.name not in project_names]
     if missing:

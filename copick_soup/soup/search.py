@@ -72,11 +72,17 @@ def load_val_runs(root, runs, soup, truth_user: str, truth_session: str, window=
     return val
 
 
+def check_step(step: float) -> int:
+    """The number of steps in 1; a step that does not divide 1 is refused."""
+    k = int(round(1 / step)) if 0 < step <= 1 else 0
+    if k == 0 or abs(k * step - 1) > 1e-9:
+        raise SoupError(f"--step {step:g}: must divide 1 (e.g. 0.5, 0.25, 0.1)")
+    return k
+
+
 def simplex_grid(n: int, step: float) -> list[tuple]:
     """All weight vectors of n non-negative multiples of `step` that sum to 1 (at least one member > 0)."""
-    k = int(round(1 / step))
-    if abs(k * step - 1) > 1e-9:
-        raise SoupError(f"--step {step}: must divide 1 (e.g. 0.5, 0.25, 0.1)")
+    k = check_step(step)
     return [tuple(c / k for c in combo) for combo in itertools.product(range(k + 1), repeat=n) if sum(combo) == k]
 
 
