@@ -54,6 +54,23 @@ def test_settings_override_and_unknown_keys():
         parse_overrides(["steps"])
 
 
+@pytest.mark.parametrize("setting, error", [
+    ({"patch": 30}, "'patch' 30: unet3d_tiny needs a multiple of 4; try 28 or 32"),
+    ({"variant": "unet3d_large", "val_window": 40}, "'val_window' 40: unet3d_large needs a multiple of 16; try 32 "
+                                                    "or 48"),
+    ({"steps": 0}, "'steps' must be at least 1, got 0"),
+    ({"batch_size": 0}, "'batch_size' must be at least 1, got 0"),
+    ({"lr": -1}, r"'lr' must be > 0, got -1.0"),
+    ({"sigma_scale": 0}, r"'sigma_scale' must be > 0, got 0.0"),
+    ({"p_particle": 2}, r"'p_particle' must be in \[0, 1\], got 2.0"),
+    ({"ema": 1}, r"'ema' must be in \[0, 1\) \(0: off\), got 1.0"),
+    ({"variant": "unet3d_huge"}, "unknown model 'unet3d_huge'"),
+])
+def test_settings_that_would_crash_or_train_nothing_are_refused_up_front(setting, error):
+    with pytest.raises(SoupError, match=f"^--set: {error}"):
+        override(TrainConfig(), setting)
+
+
 @pytest.fixture
 def volumes(project):
     root = open_project(project)

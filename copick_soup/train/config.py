@@ -32,6 +32,28 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
     amp: str = "none"  # none, bf16, fp16, or auto (bf16 where the device computes it natively)
 
+    def __post_init__(self):
+        """Settings that would crash training hours in, or train nothing, are refused when the config is made."""
+        from copick_soup.model import model_config
+
+        rules = [(("patch", "batch_size", "steps", "val_every", "val_window", "hard_every"), lambda v: v >= 1,
+                  "at least 1"),
+                 (("lr", "sigma_scale", "fg_weight"), lambda v: v > 0, "> 0"),
+                 (("warmup", "weight_decay"), lambda v: v >= 0, ">= 0"),
+                 (("p_particle", "p_hard", "val_threshold", "hard_threshold"), lambda v: 0 <= v <= 1, "in [0, 1]"),
+                 (("ema",), lambda v: 0 <= v < 1, "in [0, 1) (0: off)")]
+        for keys, ok, rule in rules:
+            for key in keys:
+                if not ok(getattr(self, key)):
+                    raise SoupError(f"'{key}' must be {rule}, got {getattr(self, key)}")
+        divisor = model_config(self.variant).divisor  # an unknown variant fails here too
+        for key in ("patch", "val_window"):
+            side = getattr(self, key)
+            if side % divisor:
+                lo = max(side // divisor * divisor, divisor)
+                raise SoupError(f"'{key}' {side}: {self.variant} needs a multiple of {divisor}; try {lo} or "
+                                f"{lo + divisor}")
+
     def as_dict(self) -> dict:
         return asdict(self)
 
@@ -60,7 +82,10 @@ def override(config, updates: dict, where: str = "--set"):
                 raise SoupError(f"{where}: '{key}' needs a whole number, got {value}")
         else:
             raise SoupError(f"{where}: '{key}' needs a number, got {value!r}")
-    return replace(config, **clean)
+    try:
+        return replace(config, **clean)
+    except SoupError as err:
+        raise SoupError(f"{where}: {err}") from None
 
 
 def parse_overrides(pairs) -> dict:
