@@ -82,6 +82,10 @@ def test_errors_are_one_line_and_name_what_is_wrong(project, tmp_path):
     assert "already exists" in one_line_error(invoke("simulate", "--out", project.parent))
     bad_shape = invoke("simulate", "--out", tmp_path / "new", "--shape", "64,128")
     assert bad_shape.exit_code != 0 and "--shape" in bad_shape.output
+    for types, got in (("denoised,isonetcorrected", "isonetcorrected"), ("", "none")):
+        assert one_line_error(invoke("simulate", "--out", tmp_path / "typed", "--tomo-types", types)) == (
+            f"Error: --tomo-types: the simulator writes wbp, denoised, ctfdeconvolved; got {got}")
+        assert not (tmp_path / "typed").exists()  # refused before anything is written
 
 
 def test_demo_prints_scores_and_writes_a_picture(tmp_path):
