@@ -137,13 +137,17 @@ def test_dataset_ids_are_checked_against_the_portal_before_ray_starts(tmp_path, 
     assert "run(s) to pick" not in done.stdout  # no Ray work started
 
 
-def test_a_window_the_soup_cannot_run_is_an_error_before_ray_starts(tmp_path, test_soup):
+def test_bad_pick_options_are_an_error_before_ray_starts(tmp_path, test_soup):
     config = simulate_project(tmp_path / "p", runs=1, shape=(16, 32, 32))
-    done = subprocess.run([sys.executable, "-m", "ray_jobs.pick", "-c", str(config), "--soup", test_soup,
-                           "--window", "33"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert done.returncode == 1
-    assert done.stderr == "Error: --window 33: this soup's members (unet3d_test) need a multiple of 2; try 32 or 34\n"
-    assert "run(s) to pick" not in done.stdout  # no Ray work started
+    for option, error in ((["--window", "33"], "--window 33: this soup's members (unet3d_test) need a multiple of 2; "
+                                               "try 32 or 34"),
+                          (["--tta", "9"], "--tta: choose 1 to 8 views, got 9"),
+                          (["--batch-size", "0"], "--batch-size 0: must be at least 1")):
+        done = subprocess.run([sys.executable, "-m", "ray_jobs.pick", "-c", str(config), "--soup", test_soup,
+                               *option], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert done.returncode == 1
+        assert done.stderr == f"Error: {error}\n"
+        assert "run(s) to pick" not in done.stdout  # no Ray work started
 
 
 def test_the_example_cluster_yaml_is_a_valid_ray_cluster_config():
