@@ -68,9 +68,10 @@ def setting_name(overrides: dict) -> str:
 
 def trials(recipe: dict, grid: list[dict]) -> list[dict]:
     """Every (variant, tomo type, setting) of a recipe: the members to train before choosing settings."""
+    from copick_soup.train.recipe import recipe_tomo_types
+
     return [dict(variant=v, tomo_type=t, overrides=g, name=f"{v}-{t}", setting=setting_name(g))
-            for v in recipe.get("variants") or ["unet3d_tiny"] for t in recipe.get("tomo_types") or ["denoised"]
-            for g in grid]
+            for v in recipe.get("variants") or ["unet3d_tiny"] for t in recipe_tomo_types(recipe) for g in grid]
 
 
 def validation_f4(manifest_path) -> float:
@@ -123,10 +124,11 @@ def tune(recipe: dict, out, grid=None, val_config=None, val_runs=None, step: flo
          resources=None, timeout=None, echo=print) -> dict:
     """Run the whole fan-out; returns {soup, members: {name: path}, settings: {name: chosen setting}}."""
     from copick_soup.errors import SoupError
-    from copick_soup.train.recipe import plan_stage, recipe_settings
+    from copick_soup.train.recipe import check_settings, plan_stage, recipe_settings
 
     out = Path(out).resolve()  # tasks may run in another working directory
     resources = resources or worker_resources()
+    check_settings(recipe, grid or [{}])
     stages = [plan_stage(recipe, name, out) for name in ("pretrain", "finetune") if recipe.get(name)]
     last = stages[-1]
     if not val_runs and len(last["folds"]) > 1:  # before hours of training, not after
@@ -169,7 +171,7 @@ def main(argv=None) -> int:
     from copick_soup.infer.tta import tta_views
     from copick_soup.soup.search import check_step
     from copick_soup.train.config import parse_overrides
-    from copick_soup.train.recipe import load_recipe
+    from copick_soup.train.recipe import check_settings, load_recipe
 
     args = parse_args(argv)
     try:
@@ -178,6 +180,7 @@ def main(argv=None) -> int:
         recipe = load_recipe(args.recipe)
         fixed = parse_overrides(args.overrides)
         grid = [dict(fixed, **g) for g in parse_grid(args.grid)]
+        check_settings(recipe, grid)
     except SoupError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 1

@@ -63,7 +63,9 @@ def test_tune_reports_bad_input_in_one_line_before_ray_starts(tmp_path):
                            "--out", str(tmp_path / "o"), "--grid", "lr"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "--grid: expected key=value" in done.stderr
     for option, error in ((["--step", "0.3"], "Error: --step 0.3: must divide 1 (e.g. 0.5, 0.25, 0.1)"),
-                          (["--tta", "9"], "Error: --tta: choose 1 to 8 views, got 9")):
+                          (["--tta", "9"], "Error: --tta: choose 1 to 8 views, got 9"),
+                          (["--grid", "patch=48,50"], "Error: --set: 'patch' 50: unet3d_tiny needs a multiple of 4; "
+                                                      "try 48 or 52")):
         done = subprocess.run([sys.executable, "-m", "ray_jobs.tune", "--recipe", "configs/recipes/cpu-demo.yaml",
                                "--out", str(tmp_path / "o"), *option], capture_output=True, text=True, timeout=60)
         assert done.returncode == 1 and done.stderr.strip() == error

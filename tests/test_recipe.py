@@ -78,6 +78,17 @@ def test_bad_recipes_are_one_line_errors(tmp_path):
     assert result.exit_code != 0 and "none.yaml: no such recipe" in result.output
     result = invoke("train", "--out", tmp_path / "o", "--init", "default")
     assert result.exit_code != 0 and "give --recipe, or --config with --init" in result.output
+    for edit, error in (
+            (dict(tomo_types=["isonetcorrected", "wbp"]),
+             "recipe stage 'pretrain' simulates its runs, and the simulator writes no isonetcorrected tomograms"),
+            (dict(pretrain=dict(RECIPE["pretrain"], simulate=dict(RECIPE["pretrain"]["simulate"], crowding=-1))),
+             "--crowding -1: must be >= 0"),
+            (dict(train=dict(RECIPE["train"], patch=15)),
+             "recipe train: 'patch' 15: unet3d_test needs a multiple of 2")):
+        bad.write_text(yaml.safe_dump(dict(RECIPE, **edit)))
+        result = invoke("train", "--recipe", bad, "--out", tmp_path / "refused")
+        assert result.exit_code != 0 and result.output.strip().splitlines()[-1].startswith(f"Error: {error}")
+        assert not (tmp_path / "refused" / "data").exists()  # refused before simulating anything
 
 
 def test_shipped_recipes_parse():

@@ -69,6 +69,8 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
         raise SoupError(f"--profile: unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
     if len(shape) != 3 or min(shape) < 16:
         raise SoupError(f"--shape: need three sizes Z,Y,X of at least 16 voxels, got {','.join(map(str, shape))}")
+    if not crowding >= 0:
+        raise SoupError(f"--crowding {crowding}: must be >= 0 (it multiplies every class's particle count)")
     unknown = [t for t in tomo_types if t not in TOMO_TYPES]
     if unknown or not tomo_types:
         raise SoupError(f"--tomo-types: the simulator writes {', '.join(TOMO_TYPES)}; got "

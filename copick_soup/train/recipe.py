@@ -17,7 +17,7 @@ from pathlib import Path
 
 from copick_soup.data import open_project, select_runs
 from copick_soup.errors import SoupError
-from copick_soup.objects import VOXEL_SIZE, classes_from_root
+from copick_soup.objects import TOMO_TYPES, VOXEL_SIZE, classes_from_root
 from copick_soup.train.config import TrainConfig, override
 from copick_soup.train.dataset import load_volumes
 from copick_soup.train.loop import train_member
@@ -109,15 +109,34 @@ def stage_config(recipe: dict, stage: dict, variant: str, overrides: dict) -> Tr
     return override(cfg, overrides)
 
 
+def check_settings(recipe: dict, settings=({},)) -> None:
+    """Build every stage's training config for every variant and each set of overrides, so that a bad setting
+    fails before the phantoms are simulated and the first member trains, not hours later at the next one."""
+    for name in ("pretrain", "finetune"):
+        for variant in recipe.get("variants") or ["unet3d_tiny"]:
+            for overrides in settings if recipe.get(name) else ():
+                stage_config(recipe, recipe[name], variant, overrides)
+
+
 def recipe_settings(recipe: dict) -> tuple[str, str, float]:
     """(truth user, truth session, voxel size) of a recipe."""
     picks = recipe.get("picks") or {}
     return picks.get("user", "curation"), str(picks.get("session", "0")), float(recipe.get("voxel_size", VOXEL_SIZE))
 
 
+def recipe_tomo_types(recipe: dict) -> list[str]:
+    return recipe.get("tomo_types") or ["denoised"]
+
+
 def plan_stage(recipe: dict, name: str, out: Path, config_override=None) -> dict:
     """A stage's project and folds: {name, config, folds: [(train run names, validation run names)]}.
     Simulates the stage's project (once) when the recipe asks for phantoms."""
+    if not config_override and not recipe[name].get("config"):  # phantoms: refuse before simulating them
+        lacking = [t for t in recipe_tomo_types(recipe) if t not in TOMO_TYPES]
+        if lacking:
+            raise SoupError(f"recipe stage '{name}' simulates its runs, and the simulator writes no "
+                            f"{', '.join(lacking)} tomograms (only {', '.join(TOMO_TYPES)}); give the stage a "
+                            f"'config' with those types")
     config = stage_project(recipe[name], name, out, config_override)
     train_runs, val_runs = split_runs(open_project(config), recipe[name])
     return dict(name=name, config=str(config), folds=fold_splits(recipe[name], train_runs, val_runs))
@@ -163,11 +182,12 @@ def run_recipe(recipe: dict, out, pretrain_config=None, finetune_config=None, ov
                resume: bool = False, echo=print) -> list[Path]:
     """Train every (variant, tomo type) member of a recipe; returns the member manifests in OUT."""
     out = Path(out)
+    check_settings(recipe, [overrides or {}])
     stages = [plan_stage(recipe, name, out, given)
               for name, given in (("pretrain", pretrain_config), ("finetune", finetune_config)) if recipe.get(name)]
     members = []
     for variant in recipe.get("variants") or ["unet3d_tiny"]:
-        for tomo_type in recipe.get("tomo_types") or ["denoised"]:
+        for tomo_type in recipe_tomo_types(recipe):
             member = f"{variant}-{tomo_type}"
             init, history = None, []
             for stage in stages:
