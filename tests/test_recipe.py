@@ -69,6 +69,20 @@ def test_lab_fine_tunes_members_for_its_own_classes(trained, tmp_path):
     assert manifest["training"]["init"] == str(members / "unet3d_test-denoised.json")
 
 
+def test_a_run_cannot_both_train_and_validate_a_member(trained, tmp_path):
+    from copick_soup.simulate import simulate_project
+
+    members, _ = trained
+    lab = simulate_project(tmp_path / "lab", runs=2, shape=(32, 64, 64))
+    for runs, error in (
+            (["--train-runs", "exp_000,exp_001", "--val-runs", "exp_001"],
+             "Error: run(s) exp_001 are both training and validation runs"),
+            (["--val-runs", "exp_000,exp_001"], "Error: every run is a validation run (exp_000, exp_001)")):
+        result = invoke("train", "-c", lab, "--init", members, *runs, "--out", tmp_path / "o")
+        assert result.exit_code != 0 and result.output.strip().splitlines()[-1].startswith(error)
+        assert not list((tmp_path / "o").rglob("*.safetensors"))  # nothing trained
+
+
 def test_bad_recipes_are_one_line_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(dict(RECIPE, pretrian={})))

@@ -78,6 +78,13 @@ def split_runs(root, stage: dict, train_runs=None, val_runs=None):
         if train is None:
             held = {r.name for r in val}
             train = [r for r in runs if r.name not in held]
+        both = sorted({r.name for r in train} & {r.name for r in val})
+        if both:  # validation picks the checkpoint and the thresholds: on training runs it would pick overfitting
+            raise SoupError(f"run(s) {', '.join(both)} are both training and validation runs; validation needs "
+                            f"runs the member never trained on")
+        if not train:
+            raise SoupError(f"every run is a validation run ({', '.join(r.name for r in val)}); none is left to "
+                            f"train on")
         return train, val
     held_out = stage.get("val_runs", 1)
     if isinstance(held_out, list):
