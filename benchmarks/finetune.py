@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def main() -> None:
         simulate_project(config.parent, runs=6, shape=(96, 192, 192), profile="experimental", seed=31,
                          crowding=2.0)
 
+    shutil.rmtree(out / "members", ignore_errors=True)  # the members of an earlier run of this benchmark
     before = score_soup(config, "default", "before")
     wall, cpu = time.perf_counter(), time.process_time()
     members = finetune_members(config, member_paths("default"), out / "members", TRAIN, VAL,

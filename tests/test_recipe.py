@@ -67,6 +67,12 @@ def test_lab_fine_tunes_members_for_its_own_classes(trained, tmp_path):
     assert [c["name"] for c in manifest["classes"]] == ["proteasome", "nucleosome"]
     assert model.config.n_classes == 2
     assert manifest["training"]["init"] == str(members / "unet3d_test-denoised.json")
+    again = invoke("train", "-c", lab, "--init", members, "--train-runs", "exp_000", "--val-runs", "exp_001",
+                   "--out", tmp_path / "lab-members")  # the same folder, without --resume
+    assert again.exit_code != 0 and again.output.strip().splitlines()[-1] == (
+        f"Error: {tmp_path / 'lab-members'} holds earlier training ({tmp_path / 'lab-members' / 'stages'}); pass "
+        f"--resume to continue it, or choose another --out")
+    assert load_member(tmp_path / "lab-members" / "unet3d_test-denoised.json")[1] == manifest  # left as it was
 
 
 def test_a_run_cannot_both_train_and_validate_a_member(trained, tmp_path):

@@ -116,6 +116,13 @@ def stage_config(recipe: dict, stage: dict, variant: str, overrides: dict) -> Tr
     return override(cfg, overrides)
 
 
+def refuse_earlier_training(out: Path, resume: bool) -> None:
+    """Training into a folder that holds earlier training would write over it (hours of work): only with resume."""
+    if not resume and (out / "stages").is_dir():
+        raise SoupError(f"{out} holds earlier training ({out / 'stages'}); pass --resume to continue it, or choose "
+                        f"another --out")
+
+
 def check_settings(recipe: dict, settings=({},)) -> None:
     """Build every stage's training config for every variant and each set of overrides, so that a bad setting
     fails before the phantoms are simulated and the first member trains, not hours later at the next one."""
@@ -189,6 +196,7 @@ def run_recipe(recipe: dict, out, pretrain_config=None, finetune_config=None, ov
                resume: bool = False, echo=print) -> list[Path]:
     """Train every (variant, tomo type) member of a recipe; returns the member manifests in OUT."""
     out = Path(out)
+    refuse_earlier_training(out, resume)
     check_settings(recipe, [overrides or {}])
     stages = [plan_stage(recipe, name, out, given)
               for name, given in (("pretrain", pretrain_config), ("finetune", finetune_config)) if recipe.get(name)]
@@ -232,6 +240,7 @@ def finetune_members(config, init_members: list[Path], out, train_runs=None, val
     from copick_soup.model.checkpoint import read_manifest
 
     out = Path(out)
+    refuse_earlier_training(out, resume)
     root = open_project(config)
     classes = classes_from_root(root)
     train, val = split_runs(root, {"val_runs": 1 if not val_runs else val_runs}, train_runs, val_runs)
