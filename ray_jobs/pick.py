@@ -182,12 +182,13 @@ def plan(args) -> tuple[str, list[str], list[str], list[str]]:
     from copick_soup.errors import SoupError
     from copick_soup.infer.pick import check_window
     from copick_soup.infer.tta import tta_views
+    from copick_soup.model.checkpoint import read_manifest
     from copick_soup.soup.manifest import member_paths
 
     tta_views(args.tta)
     if args.batch_size is not None and args.batch_size < 1:
         raise SoupError(f"--batch-size {args.batch_size}: must be at least 1")
-    warning = check_window([json.loads(p.read_text()) for p in member_paths(args.soup)], args.window)
+    warning = check_window([read_manifest(p) for p in member_paths(args.soup)], args.window)
     if warning:
         print(warning)
     config = args.config

@@ -8,7 +8,6 @@ complete; drop cross-class overlaps if the soup says so; write all classes' pick
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, replace
 
@@ -43,13 +42,12 @@ def check_window(manifests: list[dict], window: int) -> str | None:
     the patches the members were trained on, where particles lose the context the network learnt from."""
     from copick_soup.model import model_config
 
-    archs = [m["architecture"] for m in manifests]
-    divisors = {a["name"]: model_config(a["name"], **a["config"]).divisor for a in archs}
-    step = math.lcm(*divisors.values())
-    if window < step or window % step:
-        lo = max(window // step * step, step)
-        raise SoupError(f"--window {window}: this soup's members ({', '.join(sorted(divisors))}) need a multiple of "
-                        f"{step}; try {lo} or {lo + step}")
+    unets = {m["architecture"]["name"]: model_config(m["architecture"]["name"], **m["architecture"]["config"])
+             for m in manifests}
+    deepest = max(unets.values(), key=lambda u: u.divisor)  # divisors are powers of 2: the largest fits them all
+    if window < deepest.divisor or window % deepest.divisor:
+        raise SoupError(f"--window {window}: this soup's members ({', '.join(sorted(unets))}) need a multiple of "
+                        f"{deepest.divisor}; {deepest.sizes_near(window)}")
     patch = max((m.get("training", {}).get("config", {}).get("patch") or 0 for m in manifests), default=0)
     if window < patch:
         return (f"warning: --window {window} is smaller than the {patch}-voxel patches the members were trained on; "

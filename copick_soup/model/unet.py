@@ -24,6 +24,11 @@ class UNetConfig:
         """Input sides must be multiples of this: each level below the first halves them."""
         return 2 ** (len(self.channels) - 1)
 
+    def sizes_near(self, side: int) -> str:
+        """'try A or B': the sides this U-Net can run just below and above `side`, for an error message."""
+        lo = max(side // self.divisor * self.divisor, self.divisor)
+        return f"try {lo} or {lo + self.divisor}"
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)

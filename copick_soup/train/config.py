@@ -46,13 +46,12 @@ class TrainConfig:
             for key in keys:
                 if not ok(getattr(self, key)):
                     raise SoupError(f"'{key}' must be {rule}, got {getattr(self, key)}")
-        divisor = model_config(self.variant).divisor  # an unknown variant fails here too
+        unet = model_config(self.variant)  # an unknown variant fails here too
         for key in ("patch", "val_window"):
             side = getattr(self, key)
-            if side % divisor:
-                lo = max(side // divisor * divisor, divisor)
-                raise SoupError(f"'{key}' {side}: {self.variant} needs a multiple of {divisor}; try {lo} or "
-                                f"{lo + divisor}")
+            if side % unet.divisor:
+                raise SoupError(f"'{key}' {side}: {self.variant} needs a multiple of {unet.divisor}; "
+                                f"{unet.sizes_near(side)}")
 
     def as_dict(self) -> dict:
         return asdict(self)
