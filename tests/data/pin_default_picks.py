@@ -1,0 +1,64 @@
+"""Write tests/data/default-soup-picks.json: the default soup's picks on the demo's runs, which
+tests/test_pinned.py checks every later version against (a restructuring must change no pick).
+
+Run it only when a change is meant to change picks (a new default soup, a new peak rule), and say so in the
+commit: `python tests/data/pin_default_picks.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import copick_soup  # noqa: F401  (before torch: its CPU settings)
+
+HERE = Path(__file__).resolve().parent
+PINNED = HERE / "default-soup-picks.json"
+# The demo's runs (copick-soup demo: 2 experimental-profile runs of 96x256x256, seed 7), picked in float32 so
+# the pin does not depend on whether a CPU computes bf16 natively.
+DEMO = dict(runs=2, shape=(96, 256, 256), seed=7, profile="experimental")
+SETTINGS = dict(tta=1, window=64, overlap=0.25, amp="none")
+
+
+def demo_picks(folder) -> dict:
+    """{run: {class: [[x, y, z, score], ...]}} of the default soup on the demo's runs, simulated in `folder`."""
+    from copick_soup.data import open_project, read_picks
+    from copick_soup.simulate import simulate_project
+
+    config = simulate_project(Path(folder) / "project", **DEMO)
+    root = open_project(config)
+    names = pick_with_default_soup(root)
+    out = {}
+    for run in root.runs:
+        picks = read_picks(run, names, "pinned", "0", with_scores=True)
+        out[run.name] = {n: [[*map(float, p), float(s)] for p, s in zip(*picks[n])] for n in names}
+    return out
+
+
+def pick_with_default_soup(root) -> list[str]:
+    """Pick every run of `root` with the default soup as user 'pinned'; returns the class names."""
+    try:  # the layout after the restructuring
+        from copick_soup.ensemble import Ensemble, InferenceSettings
+        from copick_soup.pick import pick_runs
+
+        ensemble = Ensemble.load("default")
+        pick_runs(root, ensemble, None, InferenceSettings(**SETTINGS), user_id="pinned", session_id="0",
+                  echo=lambda m: None)
+        return [c.name for c in ensemble.classes]
+    except ImportError:  # the layout the pin was first made with
+        from copick_soup.infer.pick import PickOptions, pick_runs
+        from copick_soup.soup.manifest import load_soup
+
+        soup = load_soup("default")
+        pick_runs(root, soup, None, PickOptions(user_id="pinned", session_id="0", **SETTINGS), echo=lambda m: None)
+        return [c.name for c in soup.classes]
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        picks = demo_picks(tmp)
+    PINNED.write_text(json.dumps(dict(demo=DEMO, settings=SETTINGS, picks=picks), indent=1))
+    counts = {run: sum(len(v) for v in classes.values()) for run, classes in picks.items()}
+    print(f"wrote {PINNED}: {counts}", file=sys.stderr)
