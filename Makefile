@@ -28,6 +28,7 @@ test: install lint
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python -m pip install -q -e ".[bench]"

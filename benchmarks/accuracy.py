@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 from copick_soup.data import open_project
-from copick_soup.infer.pick import PickOptions, pick_runs
-from copick_soup.metric import score_project
+from copick_soup.device import precision_name
+from copick_soup.ensemble import Ensemble, InferenceSettings
+from copick_soup.ensemble.evaluate import score_project
 from copick_soup.objects import FULL_SHAPE
+from copick_soup.pick import PickOptions, pick_runs
 from copick_soup.simulate import simulate_project
-from copick_soup.soup.manifest import load_soup
-from copick_soup.train.loop import amp_dtype, precision_name
 
 RESULTS = Path(__file__).parent / "results" / "accuracy.md"
 DEFAULT_SEED = 4242
@@ -56,18 +56,18 @@ def main() -> None:
     if not config.exists():
         simulate_project(config.parent, runs=args.runs, shape=shape, profile=args.profile, seed=args.seed)
     root = open_project(config)
-    soup = load_soup(args.soup, device=args.device)
+    soup = Ensemble.load(args.soup, device=args.device)
 
     rows = []
     for amp, tta in itertools.product(args.amp, args.tta):
         start = time.perf_counter()
-        opts = PickOptions(user_id="accuracy", session_id=f"tta{tta}-{amp}", tta=tta, amp=amp, overwrite=True,
-                           device=args.device)
-        pick_runs(root, soup, None, opts, echo=lambda m: None)
+        settings = InferenceSettings(tta=tta, amp=amp, device=args.device)
+        opts = PickOptions(user_id="accuracy", session_id=f"tta{tta}-{amp}", overwrite=True)
+        pick_runs(root, soup, None, settings, opts, echo=lambda m: None)
         seconds = time.perf_counter() - start
         score = score_project(root, "curation", "accuracy", "0", opts.session_id)
         truth = {c.name: c.tp + c.fn for c in score.classes}
-        rows.append(f"| {tta} | {precision_name(amp_dtype(amp, args.device))} | "
+        rows.append(f"| {tta} | {precision_name(settings.amp_dtype)} | "
                     f"{score.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in score.classes)
                     + f" | {seconds:.0f} |")
         print(rows[-1], flush=True)

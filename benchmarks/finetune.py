@@ -16,11 +16,12 @@ import time
 from pathlib import Path
 
 from copick_soup.data import open_project
-from copick_soup.infer.pick import PickOptions, pick_runs
-from copick_soup.metric import score_project
+from copick_soup.ensemble import Ensemble, InferenceSettings
+from copick_soup.ensemble.evaluate import score_project
+from copick_soup.model.manifest import member_paths
+from copick_soup.pick import PickOptions, pick_runs
 from copick_soup.simulate import simulate_project
 from copick_soup.soup.build import build_soup
-from copick_soup.soup.manifest import load_soup, member_paths
 from copick_soup.train.recipe import finetune_members
 
 RESULTS = Path(__file__).parent / "results" / "finetune.md"
@@ -30,7 +31,7 @@ TRAIN, VAL, HELD_OUT = ["exp_000", "exp_001", "exp_002"], ["exp_003"], ["exp_004
 def score_soup(config, soup, session: str):
     root = open_project(config)
     opts = PickOptions(user_id="bench", session_id=session, overwrite=True)
-    pick_runs(root, load_soup(soup), HELD_OUT, opts, echo=lambda m: None)
+    pick_runs(root, Ensemble.load(soup), HELD_OUT, InferenceSettings(), opts, echo=lambda m: None)
     return score_project(root, "curation", "bench", "0", session, run_names=HELD_OUT)
 
 

@@ -50,17 +50,17 @@ from thp import huge_pages_line
 
 from copick_soup.data import open_project, open_tomogram
 from copick_soup.data.tomogram import normalisation_stats
-from copick_soup.infer.tta import apply_view, tta_views, undo_view
-from copick_soup.infer.windows import Source, TorchPredictor, default_batch_size, stream_heatmaps
+from copick_soup.device import amp_dtype, default_batch_size, precision_name
+from copick_soup.ensemble import Ensemble, InferenceSettings
+from copick_soup.ensemble.peaks import heatmaps_to_picks
+from copick_soup.ensemble.tta import apply_view, tta_views, undo_view
+from copick_soup.ensemble.windows import Source, TorchPredictor, stream_heatmaps
 from copick_soup.model import create_model
 from copick_soup.objects import FULL_SHAPE, VOXEL_SIZE, classes_from_root
-from copick_soup.peaks.nms import heatmaps_to_picks, peak_stream
 from copick_soup.simulate import simulate_project
-from copick_soup.soup.manifest import load_soup
-from copick_soup.train.loop import amp_dtype, precision_name
 
 RESULTS = Path(__file__).parent / "results" / "pick.md"
-SOUP = load_soup("default")
+SOUP = Ensemble.load("default")
 WINDOW, OVERLAP = 64, 0.25
 
 
@@ -105,7 +105,7 @@ def bench_model(variant: str, n_classes: int, device: str):
         return NoNetwork(n_classes)
     torch.manual_seed(0)
     model = create_model(variant, n_classes=n_classes)
-    trained = {m["architecture"]["name"]: net for net, m, _ in SOUP.members if m["tomo_type"] == "denoised"}
+    trained = {m.manifest.variant: m.model for m in SOUP.members if m.manifest.tomo_type == "denoised"}
     if variant in trained:
         model.load_state_dict(trained[variant].state_dict())
     else:
@@ -116,10 +116,13 @@ def bench_model(variant: str, n_classes: int, device: str):
 
 def ours(model, volume, classes, views, device, amp, batch):
     predictor = TorchPredictor(model, device, amp, views=views)
-    peaks = peak_stream(classes, VOXEL_SIZE, SOUP.thresholds, volume.shape[0], device=device)  # as `pick` does
-    for z0, planes in stream_heatmaps([Source(predictor, volume)], len(classes), WINDOW, OVERLAP, batch,
-                                      dtype=np.float16, device=device):  # as `pick` does
-        peaks.add(z0, planes)
+    # The peak search `pick` runs (inline on a CPU, on a worker thread beside a GPU), at the soup's thresholds;
+    # the settings only choose that: the predictor above carries the precision and the TTA views.
+    peaks = Ensemble("bench", [], classes, VOXEL_SIZE, SOUP.thresholds).peak_stream(
+        volume.shape[0], InferenceSettings(window=WINDOW, overlap=OVERLAP, batch_size=batch, device=device))
+    for chunk in stream_heatmaps([Source(predictor, volume)], len(classes), WINDOW, OVERLAP, batch,
+                                 dtype=np.float16, device=device):  # as `pick` does
+        peaks.add(*chunk)
     return peaks.picks()
 
 

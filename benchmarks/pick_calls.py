@@ -23,9 +23,9 @@ import torch
 from pick import WINDOW, bench_model, machine, monai_predictor
 from thp import huge_pages_line
 
-from copick_soup.infer.tta import tta_views
-from copick_soup.infer.windows import TorchPredictor, default_batch_size
-from copick_soup.train.loop import amp_dtype, precision_name
+from copick_soup.device import amp_dtype, default_batch_size, precision_name
+from copick_soup.ensemble.tta import tta_views
+from copick_soup.ensemble.windows import TorchPredictor
 
 RESULTS = Path(__file__).parent / "results" / "pick-calls.md"
 N_CLASSES = 6

@@ -12,6 +12,7 @@ bucket adds network latency that localhost lacks. Prints a table and writes benc
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import sys
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the te
 from s3server import S3Server, publish_project  # noqa: E402
 
 from copick_soup.data import open_project  # noqa: E402
+from copick_soup.ensemble import InferenceSettings  # noqa: E402
 from copick_soup.simulate import simulate_project  # noqa: E402
 from ray_jobs.pick import PickActor, schedule  # noqa: E402
 
@@ -33,10 +35,11 @@ RESULTS = Path(__file__).parent / "results" / "ray-scaling.md"
 
 def batch(config, soup: str, runs: list[str], actors: int, user: str, tta: int) -> tuple[float, float]:
     """(wall seconds, summed per-run seconds) for one batch on `actors` warmed-up actors."""
-    options = dict(user_id=user, session_id="0", overwrite=True, tta=tta)
+    settings = dataclasses.asdict(InferenceSettings(tta=tta, device="cpu"))
+    options = dict(user_id=user, session_id="0", overwrite=True)
 
     def make():
-        return PickActor.options(num_cpus=1).remote(str(config), soup, options, False)
+        return PickActor.options(num_cpus=1).remote(str(config), soup, settings, options, False)
 
     warm = [make() for _ in range(actors)]
     ray.get([a.pid.remote() for a in warm], timeout=600)

@@ -11,18 +11,18 @@ Prints a table and writes benchmarks/results/soup.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
 
 from copick_soup.data import open_project
-from copick_soup.infer.pick import PickOptions, pick_runs
-from copick_soup.metric import score_project
+from copick_soup.ensemble import Ensemble, InferenceSettings
+from copick_soup.ensemble.evaluate import score_project
+from copick_soup.model.manifest import SoupManifest, SoupMember, member_paths
+from copick_soup.pick import PickOptions, pick_runs
 from copick_soup.simulate import simulate_project
-from copick_soup.soup.build import build_soup, load_members
-from copick_soup.soup.manifest import load_soup, member_paths, write_soup
+from copick_soup.soup.build import build_soup
 
 RESULTS = Path(__file__).parent / "results" / "soup.md"
 SHAPE = (96, 192, 192)
@@ -30,8 +30,8 @@ SHAPE = (96, 192, 192)
 
 def held_out_score(config, soup_path, session: str):
     root = open_project(config)
-    pick_runs(root, load_soup(soup_path), None, PickOptions(user_id="bench", session_id=session, overwrite=True),
-              echo=lambda m: None)
+    pick_runs(root, Ensemble.load(soup_path), None, InferenceSettings(),
+              PickOptions(user_id="bench", session_id=session, overwrite=True), echo=lambda m: None)
     return score_project(root, "curation", "bench", "0", session)
 
 
@@ -55,19 +55,18 @@ def main() -> None:
     val_runs = [r.name for r in open_project(val_config).runs]
     soup_path = build_soup(val_config, [str(p) for p in paths], val_runs, out / "soup", step=args.step,
                            echo=lambda m: None)
-    soup = json.loads(soup_path.read_text())
-    classes = load_members(paths).classes
+    soup = SoupManifest.read(soup_path)
     rows = []
-    for name, single in soup["validation"]["members"].items():
+    for name, single in soup.validation["members"].items():
         path = next(p for p in paths if p.stem == name)
-        single_soup = write_soup(out / "singles" / name / "soup.json", [(path, 1.0)], classes, soup["voxel_size"],
-                                 single["thresholds"], name=name)
+        single_soup = SoupManifest(name, [SoupMember(path, 1.0)], soup.classes, soup.voxel_size,
+                                   single["thresholds"]).write(out / "singles" / name / "soup.json")
         held = held_out_score(test_config, single_soup, name)
         rows.append((name, single["score"], held.weighted))
     held = held_out_score(test_config, soup_path, "soup")
-    weights = ", ".join(f"{Path(m['path']).stem} {m['weight']:.2f}" for m in soup["members"])
+    weights = ", ".join(f"{m.path.stem} {m.weight:.2f}" for m in soup.members)
     lines = [f"| {name} | {v:.3f} | {h:.3f} |" for name, v, h in rows]
-    lines.append(f"| **soup** ({weights}) | {soup['validation']['score']:.3f} | {held.weighted:.3f} |")
+    lines.append(f"| **soup** ({weights}) | {soup.validation['score']:.3f} | {held.weighted:.3f} |")
     best_single = max(h for _, _, h in rows)
     table = "\n".join([
         f"Soup benchmark: members of '{args.soup}', weights (step {args.step}) and thresholds searched on "

@@ -44,8 +44,8 @@ def measure(variant: str, calls: int) -> dict:
 
     import torch
 
+    from copick_soup.device import amp_dtype
     from copick_soup.model import create_model
-    from copick_soup.train.loop import amp_dtype
 
     torch.manual_seed(0)
     model = create_model(variant, n_classes=6).eval()

@@ -21,7 +21,8 @@ from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.simulate import simulate_project
 from copick_soup.train.config import TrainConfig
 from copick_soup.train.dataset import load_volumes
-from copick_soup.train.loop import train_member, validate
+from copick_soup.train.loop import train_member
+from copick_soup.train.validation import validate
 
 RESULTS = Path(__file__).parent / "results" / "train.md"
 SHAPE = (64, 160, 160)
@@ -77,7 +78,7 @@ def main() -> None:
     names = [c.name for c in classes]
     for label, manifest in candidates.items():
         model, meta = load_member(manifest)  # scored at its own validation thresholds: none tuned on the test runs
-        score, _ = validate(model, exp_test, classes, base, VOXEL_SIZE, "cpu", meta["peaks"]["threshold"])
+        score, _ = validate(model, exp_test, classes, base, VOXEL_SIZE, "cpu", meta.thresholds())
         per_class = " | ".join(f"{c.fbeta():.3f}" for c in score.classes)
         rows.append(f"| {label} | {score.weighted:.3f} | {per_class} |")
 

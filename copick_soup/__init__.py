@@ -1,7 +1,14 @@
 """copick-soup: a weighted soup of 3D U-Nets that picks particles in cryo-ET tomograms stored in copick projects.
 
-The package reads like the pipeline: `simulate` (phantom tomograms), `data` (copick I/O), `metric` (CZII
-F-beta), and the click commands in `cli`. Importing it is cheap: heavy libraries load inside functions.
+Layers, each importing only from those below it (the import-linter contract in pyproject.toml):
+  cli, ray_jobs            thin commands and schedulers
+  demo                     the `make demo` job
+  pick, soup, train        copick-level jobs: pick runs, search soups, train members
+  ensemble, simulate       the one inference pipeline (settings, windows, peaks, thresholds, scoring); phantoms
+  model, metric, viz       the U-Net, members and soups on disk; the CZII metric; pictures
+  data                     copick I/O: projects, runs, tomograms (at any voxel size), picks
+  device, objects, errors  devices and precision; particle classes; the one error type
+Importing `copick_soup` itself is cheap; the command modules import the pipeline (and torch) when they run.
 """
 
 import os

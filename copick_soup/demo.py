@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from copick_soup.data import open_project, open_tomogram, read_picks
-from copick_soup.infer.pick import PickOptions, pick_runs, summary_table
-from copick_soup.metric import score_project
+from copick_soup.ensemble import Ensemble, InferenceSettings
+from copick_soup.ensemble.evaluate import score_project
+from copick_soup.pick import PickOptions, pick_runs, summary_table
 from copick_soup.simulate import simulate_project
 from copick_soup.simulate.project import TRUTH_SESSION, TRUTH_USER
-from copick_soup.soup.manifest import load_soup
 from copick_soup.viz import save_slices_png
 
 DEMO_USER, DEMO_SESSION = "copick-soup", "0"
@@ -28,10 +28,10 @@ def run_demo(out, runs: int = 2, shape=(96, 256, 256), seed: int = 7, soup: str 
         echo(f"simulating {runs} experimental-profile run(s) of {'x'.join(map(str, shape))} voxels ...")
         simulate_project(out / "project", runs=runs, seed=seed, shape=shape, profile="experimental")
     root = open_project(config)
-    loaded = load_soup(soup, device)
+    loaded = Ensemble.load(soup, device)
     echo(f"picking with soup '{loaded.name}' ({len(loaded.members)} member(s), TTA {tta}) ...")
-    opts = PickOptions(user_id=DEMO_USER, session_id=DEMO_SESSION, tta=tta, device=device, overwrite=True)
-    results = pick_runs(root, loaded, None, opts, echo=echo)
+    opts = PickOptions(user_id=DEMO_USER, session_id=DEMO_SESSION, overwrite=True)
+    results = pick_runs(root, loaded, None, InferenceSettings(tta=tta, device=device), opts, echo=echo)
     echo(summary_table(results, loaded.classes) + "\n")
 
     result = score_project(root, TRUTH_USER, DEMO_USER, TRUTH_SESSION, DEMO_SESSION)

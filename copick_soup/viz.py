@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from copick_soup.data.coords import angstrom_to_voxel
+from copick_soup.errors import SoupError
 
 
 def slice_indices(depth: int, count: int) -> list[int]:
@@ -33,8 +34,6 @@ def save_slices_png(volume, path, voxel_size: float, classes, truth: dict | None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        from copick_soup.errors import SoupError
-
         raise SoupError(f"{path}: cannot write the picture ({err})") from err
     z_indices = z_indices if z_indices is not None else slice_indices(volume.shape[0], 3)
     colors = {name: np.asarray(rgba[:3]) / 255.0 for name, rgba in (colors or {}).items()}
@@ -68,8 +67,6 @@ def save_slices_png(volume, path, voxel_size: float, classes, truth: dict | None
     try:
         fig.savefig(path, dpi=90)
     except OSError as err:
-        from copick_soup.errors import SoupError
-
         raise SoupError(f"{path}: cannot write the picture ({err})") from err
     finally:
         plt.close(fig)

@@ -24,6 +24,22 @@ from pathlib import Path
 
 import ray
 
+from copick_soup.cli.util import inference_settings, split_names
+from copick_soup.ensemble.tta import tta_views
+from copick_soup.errors import SoupError
+from copick_soup.soup.build import build_soup
+from copick_soup.soup.search import check_step
+from copick_soup.train.config import parse_overrides, parse_value
+from copick_soup.train.recipe import (
+    check_settings,
+    load_recipe,
+    merge_folds,
+    plan_stage,
+    publish_member,
+    recipe_settings,
+    recipe_tomo_types,
+    train_fold,
+)
 from ray_jobs.resources import limit_torch_threads, worker_resources
 
 
@@ -31,8 +47,6 @@ from ray_jobs.resources import limit_torch_threads, worker_resources
 def train_fold_task(recipe: dict, stage: dict, variant: str, tomo_type: str, fold: int, out: str, init,
                     earlier: list, overrides: dict) -> str:
     limit_torch_threads()
-    from copick_soup.train.recipe import train_fold
-
     return str(train_fold(recipe, stage, variant, tomo_type, fold, out, init, earlier, overrides, resume=True,
                           echo=lambda m: None))
 
@@ -41,18 +55,12 @@ def train_fold_task(recipe: dict, stage: dict, variant: str, tomo_type: str, fol
 def build_soup_task(config: str, members: list[str], val_runs: list[str], out: str, user: str, session: str,
                     step: float, tta: int) -> str:
     limit_torch_threads()
-    from copick_soup.soup.build import build_soup
-    from copick_soup.train.loop import resolve_device
-
-    return str(build_soup(config, members, val_runs, out, user, session, step=step, tta=tta,
-                          device=resolve_device("auto"), echo=lambda m: None))
+    return str(build_soup(config, members, val_runs, out, inference_settings(tta=tta), user, session, step=step,
+                          echo=lambda m: None))
 
 
 def parse_grid(pairs) -> list[dict]:
     """['lr=1e-3,3e-4', 'ema=0,0.99'] -> every combination as overrides: [{'lr': 0.001, 'ema': 0}, ...]."""
-    from copick_soup.errors import SoupError
-    from copick_soup.train.config import parse_value
-
     axes = []
     for pair in pairs or ():
         key, _, values = pair.partition("=")
@@ -68,8 +76,6 @@ def setting_name(overrides: dict) -> str:
 
 def trials(recipe: dict, grid: list[dict]) -> list[dict]:
     """Every (variant, tomo type, setting) of a recipe: the members to train before choosing settings."""
-    from copick_soup.train.recipe import recipe_tomo_types
-
     return [dict(variant=v, tomo_type=t, overrides=g, name=f"{v}-{t}", setting=setting_name(g))
             for v in recipe.get("variants") or ["unet3d_tiny"] for t in recipe_tomo_types(recipe) for g in grid]
 
@@ -86,8 +92,6 @@ def validation_f4(manifest_path) -> float:
 def run_stages(recipe: dict, stages: list[dict], todo: list[dict], out: Path, resources: dict, timeout=None,
                echo=print) -> None:
     """Train every trial through every stage; each stage's folds of all trials run at once."""
-    from copick_soup.train.recipe import merge_folds
-
     for stage in stages:
         futures = {}
         for t in todo:
@@ -111,8 +115,6 @@ def run_stages(recipe: dict, stages: list[dict], todo: list[dict], out: Path, re
 def best_members(todo: list[dict], out: Path) -> dict:
     """The best setting of each (variant, tomo type), published as OUT/members/<variant>-<type>.json:
     {member name: (manifest path, setting name)}."""
-    from copick_soup.train.recipe import publish_member
-
     best = {}
     for t in todo:
         if t["name"] not in best or t["score"] > best[t["name"]]["score"]:
@@ -123,9 +125,6 @@ def best_members(todo: list[dict], out: Path) -> dict:
 def tune(recipe: dict, out, grid=None, val_config=None, val_runs=None, step: float = 0.25, tta: int = 1,
          resources=None, timeout=None, echo=print) -> dict:
     """Run the whole fan-out; returns {soup, members: {name: path}, settings: {name: chosen setting}}."""
-    from copick_soup.errors import SoupError
-    from copick_soup.train.recipe import check_settings, plan_stage, recipe_settings
-
     out = Path(out).resolve()  # tasks may run in another working directory
     resources = resources or worker_resources()
     check_settings(recipe, grid or [{}])
@@ -166,13 +165,6 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> int:
-    from copick_soup.cli.util import split_names
-    from copick_soup.errors import SoupError
-    from copick_soup.infer.tta import tta_views
-    from copick_soup.soup.search import check_step
-    from copick_soup.train.config import parse_overrides
-    from copick_soup.train.recipe import check_settings, load_recipe
-
     args = parse_args(argv)
     try:
         check_step(args.step)  # the soup search comes last: a bad option must not wait for the training

@@ -16,9 +16,9 @@ def make_test_soup(folder, tomo_types=("denoised",), weights=None, seed=9):
     """(member manifests, soup.json): unet3d_test members trained for 2 steps, thresholds 0 (so every local
     maximum is a pick and picking is deterministic but not empty)."""
     from copick_soup.data import open_project
+    from copick_soup.model.manifest import SoupManifest, SoupMember
     from copick_soup.objects import VOXEL_SIZE, classes_from_root
     from copick_soup.simulate import simulate_project
-    from copick_soup.soup.manifest import write_soup
     from copick_soup.train.config import TrainConfig
     from copick_soup.train.dataset import load_volumes
     from copick_soup.train.loop import train_member
@@ -31,6 +31,6 @@ def make_test_soup(folder, tomo_types=("denoised",), weights=None, seed=9):
         cfg = TrainConfig(variant="unet3d_test", patch=16, steps=2, val_every=2, val_threshold=0.0)
         paths.append(train_member(cfg, classes, vols, [], folder / tomo_type, VOXEL_SIZE, tomo_type))
     weights = weights or [1.0] * len(paths)
-    soup = write_soup(folder / "soup" / "soup.json", list(zip(paths, weights)), classes, VOXEL_SIZE,
-                      {c.name: 0.0 for c in classes}, name="test-soup")
+    soup = SoupManifest("test-soup", [SoupMember(p, w) for p, w in zip(paths, weights)], classes, VOXEL_SIZE,
+                        {c.name: 0.0 for c in classes}).write(folder / "soup" / "soup.json")
     return paths, soup

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from copick_soup.infer.tta import VIEWS, apply_view, tta_views, undo_view
-from copick_soup.infer.windows import Source, TorchPredictor, predict_volume, stream_heatmaps, window_starts
+from copick_soup.ensemble import Ensemble, InferenceSettings
+from copick_soup.ensemble.overlap import suppress_overlaps
+from copick_soup.ensemble.peaks import BackgroundPeaks, PeakStream, heatmaps_to_picks, local_maxima
+from copick_soup.ensemble.tta import VIEWS, apply_view, tta_views, undo_view
+from copick_soup.ensemble.windows import Source, TorchPredictor, predict_volume, stream_heatmaps, window_starts
 from copick_soup.objects import ParticleClass
-from copick_soup.peaks.nms import BackgroundPeaks, PeakStream, heatmaps_to_picks, local_maxima, peak_stream
-from copick_soup.peaks.overlap import suppress_overlaps
 
 VS = 10.012
 A = ParticleClass("a", 1, radius=60.0)  # 6 voxels: NMS cube of side 7
@@ -87,15 +88,15 @@ def test_streamed_peaks_match_whole_volume_peaks():
     whole = heatmaps_to_picks(heat, [A, B], VS, 0.2)
     stream = PeakStream([A, B], VS, 0.2, shape[0])
     background = BackgroundPeaks(PeakStream([A, B], VS, 0.2, shape[0]))
-    fresh = BackgroundPeaks(PeakStream([A, B], VS, 0.2, shape[0]), copy=False)  # as beside a GPU
+    fresh = BackgroundPeaks(PeakStream([A, B], VS, 0.2, shape[0]))  # as beside a GPU
     buffer = np.empty((2, 23, *shape[1:]), np.float32)  # reused for every chunk, as stream_heatmaps does on a CPU
     for z0, z1 in [(0, 9), (9, 10), (10, 33), (33, 48), (48, 70)]:
         stream.add(z0, heat[:, z0:z1])
         chunk = buffer[:, :z1 - z0]
         chunk[:] = heat[:, z0:z1]
-        background.add(z0, chunk)
+        background.add(z0, chunk, owned=False)
         buffer[:] = -1.0  # the worker must have taken its own copy
-        fresh.add(z0, heat[:, z0:z1].copy())
+        fresh.add(z0, heat[:, z0:z1].copy(), owned=True)
     for streamed in (stream.picks(), background.picks(), fresh.picks()):
         for name in ("a", "b"):
             assert len(whole[name][0]) > 0
@@ -104,9 +105,18 @@ def test_streamed_peaks_match_whole_volume_peaks():
 
 
 def test_peaks_go_to_a_worker_thread_only_beside_a_gpu():
-    beside_gpu = peak_stream([A], VS, 0.2, 10, device="cuda:0")
-    assert isinstance(beside_gpu, BackgroundPeaks) and not beside_gpu.copy  # a GPU's planes are fresh host arrays
-    assert isinstance(peak_stream([A], VS, 0.2, 10, device="cpu"), PeakStream)
+    ensemble = Ensemble("e", [], [A], VS, {"a": 0.2})
+    assert isinstance(ensemble.peak_stream(10, InferenceSettings(device="cuda:0")), BackgroundPeaks)
+    assert isinstance(ensemble.peak_stream(10, InferenceSettings(device="cpu")), PeakStream)
+
+
+def test_streamed_planes_say_whether_the_consumer_owns_them():
+    volume = np.random.default_rng(1).normal(size=(80, 40, 40)).astype(np.float32)
+    chunks = []
+    for chunk in stream_heatmaps([Source(identity, volume, 1.0, (0.0, 1.0))], 1, window=32):
+        chunks.append(chunk)
+        assert not chunk.owned  # on a CPU: views of the accumulator
+    assert len({c.planes.__array_interface__["data"][0] for c in chunks}) == 1  # the same buffer every time
 
 
 def test_background_peaks_raise_the_worker_s_error():
@@ -141,7 +151,7 @@ def test_ensemble_is_the_weighted_mean_of_its_members():
     volume = np.random.default_rng(2).normal(size=(40, 40, 40)).astype(np.float32)
     sources = [Source(lambda b: np.full((len(b), 1, 32, 32, 32), 1.0, np.float32), volume, 3.0, (0.0, 1.0)),
                Source(lambda b: np.full((len(b), 1, 32, 32, 32), 5.0, np.float32), volume, 1.0, (0.0, 1.0))]
-    planes = np.concatenate([p.copy() for _, p in stream_heatmaps(sources, 1, window=32)], axis=1)
+    planes = np.concatenate([c.planes.copy() for c in stream_heatmaps(sources, 1, window=32)], axis=1)
     np.testing.assert_allclose(planes, 2.0, atol=1e-5)  # (3 * 1 + 1 * 5) / 4
 
 
@@ -180,7 +190,7 @@ def test_each_zarr_chunk_is_decoded_once_and_slabs_are_unchanged():
     array = zarr.array(volume, chunks=(48, 32, 32), store=store, dimension_separator="/")
     store.reads.clear()  # writing read some
     sources = [Source(identity, array, 1.0, (0.5, 2.0))]
-    streamed = np.concatenate([p.copy() for _, p in stream_heatmaps(sources, 1, window=16)], axis=1)
+    streamed = np.concatenate([c.planes.copy() for c in stream_heatmaps(sources, 1, window=16)], axis=1)
     assert set(store.reads.values()) == {1} and len(store.reads) == 2 * 2 * 2  # every chunk, once
     np.testing.assert_allclose(streamed[0], (volume - 0.5) / 2.0, atol=1e-5)
 
@@ -262,7 +272,7 @@ def test_float16_accumulator_stays_within_a_thousandth():
     rng = np.random.default_rng(6)
     volume = rng.uniform(0, 1, size=(40, 50, 60)).astype(np.float32)
     sources = [Source(identity, volume, 1.0, (0.0, 1.0))]
-    half = np.concatenate([p.astype(np.float32) for _, p in stream_heatmaps(sources, 1, 32, dtype=np.float16)], 1)
+    half = np.concatenate([c.planes.astype(np.float32) for c in stream_heatmaps(sources, 1, 32, dtype=np.float16)], 1)
     np.testing.assert_allclose(half[0], volume, atol=2e-3)
 
 
@@ -273,8 +283,8 @@ needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CU
 def test_streaming_on_a_gpu_matches_the_cpu(monkeypatch):
     import copy
 
+    from copick_soup.device import amp_dtype
     from copick_soup.model import create_model
-    from copick_soup.train.loop import amp_dtype
 
     torch.manual_seed(0)
     model = create_model("unet3d_test", n_classes=2).eval()
@@ -285,6 +295,8 @@ def test_streaming_on_a_gpu_matches_the_cpu(monkeypatch):
     np.testing.assert_allclose(gpu, cpu, atol=1e-4 * abs(cpu).max())  # the same windows, weights, sums
     # pick's settings: autocast and a float16 accumulator on the GPU, peaks on a worker thread
     fast = TorchPredictor(copy.deepcopy(model).cuda(), "cuda", amp_dtype("auto", "cuda"))
-    planes = [p for _, p in stream_heatmaps([Source(fast, volume)], 2, 32, dtype=np.float16, device="cuda")]
+    chunks = list(stream_heatmaps([Source(fast, volume)], 2, 32, dtype=np.float16, device="cuda"))
+    assert all(c.owned for c in chunks)
+    planes = [c.planes for c in chunks]
     half = np.concatenate(planes, axis=1).astype(np.float32)  # kept uncopied: each chunk is an array of its own
     assert abs(half - cpu).max() < 0.05 * abs(cpu).max()

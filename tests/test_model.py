@@ -8,6 +8,8 @@ import torch
 from copick_soup.errors import SoupError
 from copick_soup.model import create_model, list_models
 from copick_soup.model.checkpoint import load_member, save_member
+from copick_soup.model.manifest import MemberManifest
+from copick_soup.objects import ParticleClass
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -40,8 +42,8 @@ def test_bf16_autocast_on_cpu():
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_has_it_and_stays_close_to_float32():
-    from copick_soup.infer.windows import TorchPredictor
-    from copick_soup.train.loop import amp_dtype, cpu_has_bf16, cpu_has_fp16
+    from copick_soup.device import amp_dtype, cpu_has_bf16, cpu_has_fp16
+    from copick_soup.ensemble.windows import TorchPredictor
 
     assert amp_dtype("auto", "cpu") == (torch.bfloat16 if cpu_has_bf16() else None)
     assert amp_dtype("none", "cpu") is None and amp_dtype("bf16", "cpu") == torch.bfloat16
@@ -61,8 +63,8 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_it_and_stays_close_to_flo
 
 
 def manifest():
-    return dict(name="m", architecture=dict(name="unet3d_test"), classes=[dict(name="a", label=1, radius=60.0)],
-                voxel_size=10.012, tomo_type="denoised")
+    return MemberManifest(name="m", variant="unet3d_test", unet={}, classes=[ParticleClass("a", 1, 60.0)],
+                          voxel_size=10.012, tomo_type="denoised")
 
 
 def test_member_round_trip_is_bit_exact(tmp_path):
@@ -74,7 +76,8 @@ def test_member_round_trip_is_bit_exact(tmp_path):
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.inference_mode():
         assert torch.equal(model.eval()(x), loaded(x))
-    assert meta["tomo_type"] == "denoised" and meta["architecture"]["config"]["channels"] == [4, 8]
+    assert meta.tomo_type == "denoised" and meta.unet["channels"] == [4, 8]
+    assert json.loads(path.read_text())["architecture"]["config"]["channels"] == [4, 8]  # the file format
 
 
 def test_corrupt_weights_are_refused(tmp_path):

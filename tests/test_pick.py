@@ -14,11 +14,20 @@ from helpers import make_test_soup
 
 from copick_soup.cli import main
 from copick_soup.data import open_project, read_picks
+from copick_soup.data.tomogram import resample
+from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.errors import SoupError
-from copick_soup.infer.pick import PickOptions, check_window, pick_run, pick_runs, resample, summary_table
 from copick_soup.model import model_config
+from copick_soup.model.manifest import MemberManifest, SoupManifest, SoupMember
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
-from copick_soup.soup.manifest import load_soup, write_soup
+from copick_soup.pick import PickOptions, pick_run, pick_runs, summary_table
+
+W32 = InferenceSettings(window=32)
+
+
+def write_soup(path, members, classes, voxel_size, thresholds):
+    return SoupManifest(path.parent.name, [SoupMember(p, w) for p, w in members], classes, voxel_size,
+                        thresholds).write(path)
 
 BIN = Path(sys.executable).parent
 
@@ -35,10 +44,10 @@ def invoke(*args):
 
 def test_pick_writes_every_class_once_and_refuses_to_overwrite(members, project):
     _, soup_path = members
-    soup = load_soup(soup_path)
+    soup = Ensemble.load(soup_path)
     root = open_project(project)
     run = root.runs[0]
-    stats = pick_run(run, soup, PickOptions(window=32, user_id="soupy", session_id="3"), echo=lambda m: None)
+    stats = pick_run(run, soup, W32, PickOptions(user_id="soupy", session_id="3"), echo=lambda m: None)
     assert stats["processed"] and stats["members"] == 2
     picks = read_picks(run, [c.name for c in soup.classes], "soupy", "3", with_scores=True)
     assert {n: len(p[0]) for n, p in picks.items()} == stats["picks"]
@@ -49,10 +58,10 @@ def test_pick_writes_every_class_once_and_refuses_to_overwrite(members, project)
         assert np.all(np.diff(scores) <= 0)  # strongest first
     before = {n: p[0].copy() for n, p in picks.items()}
     with pytest.raises(SoupError, match="run exp_000: picks by user 'soupy' session '3' already exist"):
-        pick_run(run, soup, PickOptions(window=32, user_id="soupy", session_id="3"))
+        pick_run(run, soup, W32, PickOptions(user_id="soupy", session_id="3"))
     after = read_picks(run, list(before), "soupy", "3")
     assert all(np.array_equal(before[n], after[n]) for n in before)
-    pick_run(run, soup, PickOptions(window=32, user_id="soupy", session_id="3", overwrite=True), echo=print)
+    pick_run(run, soup, W32, PickOptions(user_id="soupy", session_id="3", overwrite=True), echo=print)
 
 
 def test_members_whose_type_a_run_lacks_are_left_out_and_weights_renormalised(members, project):
@@ -61,7 +70,7 @@ def test_members_whose_type_a_run_lacks_are_left_out_and_weights_renormalised(me
     root.runs[0].voxel_spacings[0].delete_tomograms("wbp")
     root = open_project(project)
     messages = []
-    results = pick_runs(root, load_soup(soup_path), None, PickOptions(window=32), echo=messages.append)
+    results = pick_runs(root, Ensemble.load(soup_path), None, W32, echo=messages.append)
     assert [r["members"] for r in results] == [1, 2]
     assert "run exp_000: using 1 of 2 members (no wbp here); their weights are renormalised" in messages
 
@@ -73,7 +82,7 @@ def test_a_run_with_no_usable_tomogram_is_skipped_and_the_rest_go_on(members, pr
         vs.delete_tomograms("denoised")
     root = open_project(project)
     messages = []
-    results = pick_runs(root, load_soup(member[0]), None, PickOptions(window=32), echo=messages.append)
+    results = pick_runs(root, Ensemble.load(member[0]), None, W32, echo=messages.append)
     assert [r["processed"] for r in results] == [True, False]
     assert "run exp_001: none of the soup's tomogram types (denoised) is here; it has ctfdeconvolved, wbp" in \
         results[1]["error"]
@@ -106,9 +115,12 @@ def test_summary_table_names_whole_classes_and_totals_picked_runs():
 
 
 def test_a_window_some_member_cannot_run_is_refused_and_one_below_the_training_patch_is_warned_of():
-    def manifest(variant, patch):
-        return dict(architecture=dict(name=variant, config=model_config(variant).as_dict()),
-                    training=dict(config=dict(patch=patch)))
+    def manifest(variant, patch=None):
+        return MemberManifest(variant, variant, model_config(variant).as_dict(), [], VOXEL_SIZE, "wbp",
+                              training=dict(config=dict(patch=patch)) if patch else {})
+
+    def check_window(manifests, window):
+        return InferenceSettings(window=window).check_members(manifests)
 
     soup = [manifest("unet3d_tiny", 48), manifest("unet3d_large", 64)]  # levels halve the window 2 and 4 times
     assert check_window(soup, 64) is None and check_window(soup, 96) is None
@@ -118,7 +130,7 @@ def test_a_window_some_member_cannot_run_is_refused_and_one_below_the_training_p
     with pytest.raises(SoupError, match="try 16 or 32"):
         check_window(soup, 0)
     assert "--window 32 is smaller than the 64-voxel patches" in check_window(soup, 32)
-    assert check_window([dict(architecture=soup[0]["architecture"])], 32) is None  # no training record: no warning
+    assert check_window([manifest("unet3d_tiny")], 32) is None  # no training record: no warning
 
 
 def test_cli_refuses_a_bad_window_before_any_run_is_picked(members, project):
@@ -136,7 +148,7 @@ def test_other_voxel_sizes_are_resampled(members, tmp_path):
     member, _ = members
     root = open_project(simulate_project(tmp_path / "p", runs=1, shape=(32, 64, 64), voxel_size=7.0, crowding=5.0))
     messages = []
-    stats = pick_run(root.runs[0], load_soup(member[0]), PickOptions(window=32), echo=messages.append)
+    stats = pick_run(root.runs[0], Ensemble.load(member[0]), W32, echo=messages.append)
     assert stats["processed"]
     assert messages == ["run exp_000: resampling 'denoised' from 7 Å to 10.012 Å"]
 
@@ -157,7 +169,7 @@ def test_save_heatmaps_as_compact_segmentations(members, project):
     assert result.exit_code == 0, result.output
     run = open_project(project).runs[0]
     segs = run.get_segmentations(user_id="heat", session_id="0")
-    assert sorted(s.name for s in segs) == sorted(c.name for c in load_soup(soup).classes)
+    assert sorted(s.name for s in segs) == sorted(c.name for c in Ensemble.load(soup).classes)
     import zarr
 
     array = zarr.open(segs[0].zarr(), mode="r")["0"]
@@ -187,7 +199,7 @@ def test_members_for_different_classes_do_not_make_a_soup(members, tmp_path):
     (tmp_path / manifest["weights"]).write_bytes(member[1].with_suffix(".safetensors").read_bytes())
     soup = write_soup(tmp_path / "soup.json", [(member[0], 1.0), (other, 1.0)], [], VOXEL_SIZE, {})
     with pytest.raises(SoupError, match="were trained for different classes"):
-        load_soup(soup)
+        Ensemble.load(soup)
 
 
 def test_picks_export_with_copick_export(members, project, tmp_path):
@@ -229,7 +241,7 @@ def test_members_with_zero_weight_stand_in_only_when_nothing_else_can_run(member
                       {c.name: 0.0 for c in classes})
     root.runs[1].voxel_spacings[0].delete_tomograms("denoised")
     messages = []
-    results = pick_runs(open_project(project), load_soup(soup), None, PickOptions(window=32), echo=messages.append)
+    results = pick_runs(open_project(project), Ensemble.load(soup), None, W32, echo=messages.append)
     assert [r["members"] for r in results] == [1, 1] and all(r["processed"] for r in results)
     assert messages == ["run exp_001: no member with a soup weight can run here; using the others with equal "
                         "weights"]
@@ -240,9 +252,9 @@ def test_pick_on_a_gpu_finds_the_cpu_s_picks(project):
     run = open_project(project).runs[0]
     found = {}
     for session, device in enumerate(("cpu", "cuda")):
-        soup = load_soup("default", device=device)  # trained: its picks are clear peaks, not float ties
-        opts = PickOptions(user_id="gpu", session_id=str(session), device=device, amp="none")
-        stats = pick_run(run, soup, opts, echo=lambda m: None)
+        soup = Ensemble.load("default", device=device)  # trained: its picks are clear peaks, not float ties
+        settings = InferenceSettings(device=device, amp="none")
+        stats = pick_run(run, soup, settings, PickOptions(user_id="gpu", session_id=str(session)), echo=lambda m: None)
         found[session] = read_picks(run, list(stats["picks"]), "gpu", str(session))
     assert sum(len(pos) for pos in found[0].values()) > 0
     for name, pos in found[0].items():
@@ -255,11 +267,11 @@ def test_cross_class_suppression_keeps_a_subset_and_leaves_no_overlap(project):
     from scipy.spatial.distance import cdist
 
     run = open_project(project).runs[0]
-    soup = load_soup("default")
+    soup = Ensemble.load("default")
     found = {}
     for session, overlap in enumerate((0.0, 1.0)):
         opts = PickOptions(user_id="overlap", session_id=str(session))
-        pick_run(run, dataclasses.replace(soup, overlap=overlap), opts, echo=lambda m: None)
+        pick_run(run, dataclasses.replace(soup, overlap=overlap), InferenceSettings(), opts, echo=lambda m: None)
         found[overlap] = read_picks(run, [c.name for c in soup.classes], "overlap", str(session))
     radius = {c.name: c.radius for c in soup.classes}
     assert sum(len(p) for p in found[1.0].values()) < sum(len(p) for p in found[0.0].values())

@@ -24,8 +24,9 @@ def batch(tmp_path, ray_cluster, test_soup):
 def make(config, soup, slow=False):
     from ray_jobs.pick import PickActor
 
-    options = dict(window=32, user_id="ray", session_id="0")
-    return lambda: PickActor.options(num_cpus=1).remote(config, soup, options, False)
+    settings = dict(window=32, device="auto")
+    options = dict(user_id="ray", session_id="0")
+    return lambda: PickActor.options(num_cpus=1).remote(config, soup, settings, options, False)
 
 
 def test_every_run_is_picked_exactly_once(batch):
@@ -139,15 +140,20 @@ def test_dataset_ids_are_checked_against_the_portal_before_ray_starts(tmp_path, 
 
 def test_bad_pick_options_are_an_error_before_ray_starts(tmp_path, test_soup):
     config = simulate_project(tmp_path / "p", runs=1, shape=(16, 32, 32))
-    for option, error in ((["--window", "33"], "--window 33: this soup's members (unet3d_test) need a multiple of 2; "
-                                               "try 32 or 34"),
-                          (["--tta", "9"], "--tta: choose 1 to 8 views, got 9"),
-                          (["--batch-size", "0"], "--batch-size 0: must be at least 1")):
+    done = subprocess.run([sys.executable, "-m", "ray_jobs.pick", "-c", str(config), "--soup", test_soup,
+                           "--window", "33"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == "Error: --window 33: this soup's members (unet3d_test) need a multiple of 2; try 32 or 34\n"
+    assert "run(s) to pick" not in done.stdout  # no Ray work started
+    # Values outside an option's range are refused by click, exactly as `copick-soup pick` refuses them.
+    for option, error in ((["--tta", "9"], "Error: Invalid value for '--tta': 9 is not in the range 1<=x<=8."),
+                          (["--batch-size", "0"], "Error: Invalid value for '--batch-size': 0 is not in the range "
+                                                  "x>=1.")):
         done = subprocess.run([sys.executable, "-m", "ray_jobs.pick", "-c", str(config), "--soup", test_soup,
                                *option], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-        assert done.returncode == 1
-        assert done.stderr == f"Error: {error}\n"
-        assert "run(s) to pick" not in done.stdout  # no Ray work started
+        assert done.returncode == 2
+        assert done.stderr.strip().splitlines()[-1] == error
+        assert "run(s) to pick" not in done.stdout
 
 
 def test_the_example_cluster_yaml_is_a_valid_ray_cluster_config():

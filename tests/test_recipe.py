@@ -41,8 +41,8 @@ def test_recipe_makes_one_member_per_variant_and_tomo_type(trained):
     out, output = trained
     for tomo_type in ("denoised", "wbp"):
         model, manifest = load_member(out / f"unet3d_test-{tomo_type}.json")
-        assert manifest["tomo_type"] == tomo_type and manifest["architecture"]["name"] == "unet3d_test"
-        training = manifest["training"]
+        assert manifest.tomo_type == tomo_type and manifest.variant == "unet3d_test"
+        training = manifest.training
         assert training["stage"] == "finetune" and training["recipe"] == "test-recipe"
         assert training["init"].endswith(f"stages/unet3d_test-{tomo_type}/pretrain/best.json")
         assert [s["stage"] for s in training["earlier_stages"]] == ["pretrain"]
@@ -64,9 +64,9 @@ def test_lab_fine_tunes_members_for_its_own_classes(trained, tmp_path):
     assert result.exit_code == 0, result.output
     assert "class head re-initialised" in result.output
     model, manifest = load_member(tmp_path / "lab-members" / "unet3d_test-denoised.json")
-    assert [c["name"] for c in manifest["classes"]] == ["proteasome", "nucleosome"]
+    assert manifest.class_names == ["proteasome", "nucleosome"]
     assert model.config.n_classes == 2
-    assert manifest["training"]["init"] == str(members / "unet3d_test-denoised.json")
+    assert manifest.training["init"] == str(members / "unet3d_test-denoised.json")
     again = invoke("train", "-c", lab, "--init", members, "--train-runs", "exp_000", "--val-runs", "exp_001",
                    "--out", tmp_path / "lab-members")  # the same folder, without --resume
     assert again.exit_code != 0 and again.output.strip().splitlines()[-1] == (

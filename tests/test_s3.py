@@ -14,9 +14,11 @@ from helpers import free_port  # noqa: E402
 from s3server import BUCKET, FAST_FAIL, S3Server, publish_project  # noqa: E402
 
 from copick_soup.data import open_project, open_tomogram, read_picks  # noqa: E402
-from copick_soup.infer.pick import PickOptions, pick_runs  # noqa: E402
+from copick_soup.ensemble import Ensemble, InferenceSettings  # noqa: E402
 from copick_soup.objects import VOXEL_SIZE  # noqa: E402
-from copick_soup.soup.manifest import load_soup  # noqa: E402
+from copick_soup.pick import PickOptions, pick_runs  # noqa: E402
+
+W32 = InferenceSettings(window=32)
 
 BIN = Path(sys.executable).parent
 
@@ -52,11 +54,11 @@ def test_a_project_on_s3_is_laid_out_like_the_portal_and_reads_like_the_local_co
 
 def test_picks_from_s3_equal_picks_from_local_disk_and_land_in_the_overlay(s3_project, test_soup, tmp_path):
     local, remote, _ = s3_project
-    soup = load_soup(test_soup)
-    options = PickOptions(window=32, user_id="s3", session_id="0")
+    soup = Ensemble.load(test_soup)
+    options = PickOptions(user_id="s3", session_id="0")
     got = {}
     for name, config in (("local", local), ("s3", remote)):
-        results = pick_runs(open_project(config), soup, None, options, echo=lambda m: None)
+        results = pick_runs(open_project(config), soup, None, W32, options, echo=lambda m: None)
         assert all(r["processed"] for r in results), results
         root = open_project(config)
         got[name] = [read_picks(run, [c.name for c in soup.classes], "s3", "0") for run in root.runs]
@@ -71,7 +73,7 @@ def test_a_missing_object_fails_its_run_after_bounded_retries_and_the_batch_goes
     _, remote, prefix = s3_project
     server.filesystem().rm(f"{BUCKET}/{prefix}/ExperimentRuns/exp_000/VoxelSpacing10.012/denoised.zarr/0/.zarray")
     messages = []
-    results = pick_runs(open_project(remote), load_soup(test_soup), None, PickOptions(window=32, user_id="s3"),
+    results = pick_runs(open_project(remote), Ensemble.load(test_soup), None, W32, PickOptions(user_id="s3"),
                         echo=messages.append)
     failed = {r["run"]: r["error"] for r in results if not r["processed"]}
     assert list(failed) == ["exp_000"] and "failed after 3 attempt(s)" in failed["exp_000"]
@@ -84,8 +86,7 @@ def test_missing_chunks_are_an_error_not_zeros(s3_project, test_soup, server):
     fs = server.filesystem()
     store = f"{BUCKET}/{prefix}/ExperimentRuns/exp_001/VoxelSpacing10.012/denoised.zarr/0"
     fs.rm([k for k in fs.find(store) if not k.endswith((".zarray", ".zattrs"))])  # zarr would read zeros
-    results = pick_runs(open_project(remote), load_soup(test_soup), ["exp_001"], PickOptions(window=32),
-                        echo=lambda m: None)
+    results = pick_runs(open_project(remote), Ensemble.load(test_soup), ["exp_001"], W32, echo=lambda m: None)
     assert not results[0]["processed"] and "is constant" in results[0]["error"]
 
 

@@ -9,9 +9,12 @@ from click.testing import CliRunner
 
 from copick_soup.cli import main
 from copick_soup.data.coords import voxel_to_angstrom
+from copick_soup.ensemble import Ensemble, Member, blend
+from copick_soup.ensemble.evaluate import ValRun, sweep
 from copick_soup.errors import SoupError
+from copick_soup.model.manifest import MemberManifest
 from copick_soup.objects import ParticleClass
-from copick_soup.soup.search import MIN_OVERLAP_RUNS, ValRun, blend, search, simplex_grid, sweep_thresholds
+from copick_soup.soup.search import MIN_OVERLAP_RUNS, search, simplex_grid
 
 VS = 10.0
 A = ParticleClass("a", 1, radius=60.0, score_weight=1.0)
@@ -40,6 +43,12 @@ def val_run(seed=0):
     return ValRun(f"r{seed}", [good.astype(np.float16), bad.astype(np.float16)], truth)
 
 
+def heatmap_soup(n_members: int) -> Ensemble:
+    """An ensemble of classes A and B whose members' heatmaps the tests give as cached ValRuns."""
+    members = [Member(None, MemberManifest(f"m{i}", "", {}, [A, B], VS, "wbp")) for i in range(n_members)]
+    return Ensemble("test", members, [A, B], VS, {})
+
+
 def test_simplex_grid():
     assert simplex_grid(2, 0.5) == [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0)]
     assert len(simplex_grid(3, 0.25)) == 15
@@ -50,12 +59,12 @@ def test_simplex_grid():
 
 
 def test_thresholds_separate_particles_from_decoys():
-    thresholds, score = sweep_thresholds([val_run(0), val_run(1)], (1.0, 0.0), [A, B], VS)
+    thresholds, score = sweep(heatmap_soup(2), [val_run(0), val_run(1)], (1.0, 0.0))
     assert 0.3 <= thresholds["a"] < 0.6 and [c.fbeta() for c in score.classes] == [1.0, 1.0]
 
 
 def test_search_prefers_the_good_member_and_beats_the_bad_one():
-    found = search([val_run(0), val_run(1)], [A, B], VS, n_members=2, step=0.5, echo=lambda m: None)
+    found = search(heatmap_soup(2), [val_run(0), val_run(1)], step=0.5, echo=lambda m: None)
     best = found["best"]
     assert best["score"] == 1.0 and best["weights"][0] >= 0.5
     singles = {tuple(r["weights"]): r["score"] for r in found["singles"]}
@@ -75,12 +84,12 @@ def test_search_switches_on_cross_class_suppression_where_it_helps():
         heat[1] += blob(shape, p, 0.5)
     truth = {"a": voxel_to_angstrom(np.array(a_at, float), VS), "b": voxel_to_angstrom(np.array(b_at, float), VS)}
     runs = [ValRun(f"r{i}", [heat.astype(np.float16)], truth) for i in range(MIN_OVERLAP_RUNS)]
-    best = search(runs, [A, B], VS, n_members=1, step=1.0, echo=lambda m: None)["best"]
+    best = search(heatmap_soup(1), runs, step=1.0, echo=lambda m: None)["best"]
     assert best["overlap_scores"]["0"] < 0.99 and best["overlap"] == 0.5 and best["score"] == 1.0
     assert best["thresholds"]["b"] < 0.5
     # Fewer validation runs than that: too few particles to learn a rule that drops picks; it stays off.
     said = []
-    few = search(runs[:MIN_OVERLAP_RUNS - 1], [A, B], VS, n_members=1, step=1.0, echo=said.append)["best"]
+    few = search(heatmap_soup(1), runs[:MIN_OVERLAP_RUNS - 1], step=1.0, echo=said.append)["best"]
     assert few["overlap"] == 0.0 and few["score"] < 0.99 and list(few["overlap_scores"]) == ["0"]
     assert f"cross-class suppression: off (tried with {MIN_OVERLAP_RUNS} or more validation runs, 3 given)" in said
 
@@ -89,6 +98,8 @@ def test_blend_renormalises_over_members_that_ran():
     h = np.ones((1, 2, 2, 2), np.float16)
     np.testing.assert_allclose(blend([h, None], (0.25, 0.75)), 1.0)
     assert blend([None, None], (0.5, 0.5)) is None
+    # as in pick: where no member with a weight ran, the members of weight 0 that did stand in, equally
+    np.testing.assert_allclose(blend([None, 2 * h, 4 * h], (1.0, 0.0, 0.0)), 3.0)
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +184,7 @@ def test_members_at_different_voxel_sizes_are_refused(trained_members, tmp_path)
 
 
 def test_thresholds_sit_in_a_broad_optimum_not_on_a_lone_spike():
-    from copick_soup.soup.search import smooth
+    from copick_soup.ensemble.thresholds import smooth
 
     f = np.array([0.2, 0.9, 0.2, 0.2, 0.8, 0.85, 0.8, 0.2])  # a spike at 1, a plateau around 5
     assert int(np.argmax(f)) == 1 and int(np.argmax(smooth(f))) == 5
@@ -200,7 +211,7 @@ def test_near_ties_between_weightings_go_to_the_most_even_one():
 def test_a_broken_soup_manifest_is_a_one_line_error(tmp_path, edit, message):
     import shutil
 
-    from copick_soup.soup.manifest import SHIPPED, load_soup
+    from copick_soup.model.manifest import SHIPPED
 
     shutil.copytree(SHIPPED / "default", tmp_path / "soup")
     path = tmp_path / "soup" / "soup.json"
@@ -208,4 +219,4 @@ def test_a_broken_soup_manifest_is_a_one_line_error(tmp_path, edit, message):
     edit(soup)
     path.write_text(json.dumps(soup))
     with pytest.raises(SoupError, match=f"^{re.escape(str(path))}: {message}"):
-        load_soup(path)
+        Ensemble.load(path)

@@ -12,9 +12,10 @@ from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.train.augment import augment
 from copick_soup.train.config import TrainConfig, override, parse_overrides
 from copick_soup.train.dataset import PatchSampler, TrainVolume, load_volumes
-from copick_soup.train.loop import train_member, validate
+from copick_soup.train.loop import train_member
 from copick_soup.train.negatives import false_peaks, mine_negatives
 from copick_soup.train.targets import gaussian_heatmaps
+from copick_soup.train.validation import validate
 
 
 def test_heatmap_peaks_at_the_particle_and_follows_its_sigma():
@@ -171,8 +172,8 @@ def test_tiny_trains_loss_falls_and_checkpoint_round_trips(volumes, tmp_path):
     model, manifest = load_member(best)
     again, _ = load_member(best)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
-    assert [c["name"] for c in manifest["classes"]] == [c.name for c in classes]
-    assert manifest["tomo_type"] == "denoised" and manifest["training"]["step"] == 36
+    assert manifest.class_names == [c.name for c in classes]
+    assert manifest.tomo_type == "denoised" and manifest.training["step"] == 36
 
 
 def test_loss_falls(volumes, tmp_path):

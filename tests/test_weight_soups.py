@@ -1,6 +1,7 @@
 """Weight-space soups (uniform, greedy) and leave-one-run-out folds in recipes."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -10,11 +11,13 @@ from click.testing import CliRunner
 from copick_soup.cli import main
 from copick_soup.errors import SoupError
 from copick_soup.model import create_model
+from copick_soup.model.average import average_state, weight_soup
 from copick_soup.model.checkpoint import load_member, save_member
-from copick_soup.soup.weights import average_state, weight_soup
+from copick_soup.model.manifest import MemberManifest
+from copick_soup.objects import ParticleClass
 
-MANIFEST = dict(name="m", architecture=dict(name="unet3d_test"), classes=[dict(name="a", label=1, radius=60.0)],
-                voxel_size=10.012, tomo_type="denoised")
+MANIFEST = MemberManifest(name="m", variant="unet3d_test", unet={}, classes=[ParticleClass("a", 1, 60.0)],
+                          voxel_size=10.012, tomo_type="denoised")
 
 
 def members(tmp_path, n=3):
@@ -33,7 +36,7 @@ def test_uniform_soup_is_the_parameter_mean(tmp_path):
     key = "head.weight"
     expected = sum(m.state_dict()[key] for m in originals) / 3
     assert torch.allclose(merged.state_dict()[key], expected)
-    assert manifest["training"]["weight_soup"] == "uniform" and len(manifest["training"]["ingredients"]) == 3
+    assert manifest.training["weight_soup"] == "uniform" and len(manifest.training["ingredients"]) == 3
 
 
 def test_greedy_soup_keeps_only_ingredients_that_do_not_hurt(tmp_path):
@@ -51,8 +54,7 @@ def test_greedy_soup_keeps_only_ingredients_that_do_not_hurt(tmp_path):
 def test_average_state_rejects_nothing_but_mixed_architectures_are_refused(tmp_path):
     paths = members(tmp_path, 1)
     other = save_member(tmp_path / "other", create_model("unet3d_test", n_classes=2),
-                        dict(MANIFEST, classes=[dict(name="a", label=1, radius=60.0), dict(name="b", label=2,
-                                                                                          radius=60.0)]))
+                        replace(MANIFEST, classes=[ParticleClass("a", 1, 60.0), ParticleClass("b", 2, 60.0)]))
     with pytest.raises(SoupError, match="different architecture or classes"):
         weight_soup([paths[0], other], tmp_path / "x", "uniform")
     assert set(average_state([create_model("unet3d_test")])) == set(create_model("unet3d_test").state_dict())
@@ -72,7 +74,7 @@ def test_recipe_with_leave_one_run_out_folds(tmp_path):
     for k in range(3):
         assert (tmp_path / "out" / "stages" / "unet3d_test-denoised" / f"finetune-fold{k}" / "best.json").exists()
     _, manifest = load_member(tmp_path / "out" / "unet3d_test-denoised.json")
-    assert manifest["training"]["weight_soup"] == "uniform"
-    assert len(manifest["training"]["ingredients"]) == 3
-    folds = [t["val_runs"] for t in manifest["training"]["ingredient_training"]]
+    assert manifest.training["weight_soup"] == "uniform"
+    assert len(manifest.training["ingredients"]) == 3
+    folds = [t["val_runs"] for t in manifest.training["ingredient_training"]]
     assert sorted(f[0] for f in folds) == ["exp_000", "exp_001", "exp_002"]

@@ -18,7 +18,7 @@ from copick_soup.cli.util import parse_shape, reports_errors
 def demo(out, runs, shape, seed, soup, tta, device):
     """Simulate held-out runs, pick them with the default soup, score the picks and draw them on slices."""
     from copick_soup.demo import run_demo
-    from copick_soup.train.loop import resolve_device
+    from copick_soup.device import resolve_device
 
     run_demo(out, runs=runs, shape=parse_shape(shape), seed=seed, soup=soup, tta=tta,
              device=resolve_device(device), echo=click.echo)

@@ -2,7 +2,7 @@
 
 import click
 
-from copick_soup.cli.util import config_option, reports_errors, runs_option, split_names
+from copick_soup.cli.util import config_option, reports_errors, runs_option
 
 
 @click.command("score", no_args_is_help=True)
@@ -28,8 +28,9 @@ def score(config, reference_user, reference_session, candidate_user, candidate_s
     """
     import json
 
+    from copick_soup.cli.util import split_names
     from copick_soup.data.project import open_project
-    from copick_soup.metric import score_project
+    from copick_soup.ensemble.evaluate import score_project
 
     root = open_project(config)
     result = score_project(root, reference_user, candidate_user, reference_session, candidate_session,

@@ -2,7 +2,7 @@
 
 import click
 
-from copick_soup.cli.util import config_option, reports_errors, split_names
+from copick_soup.cli.util import config_option, inference_options, reports_errors
 
 
 @click.command("soup", no_args_is_help=True)
@@ -16,27 +16,23 @@ from copick_soup.cli.util import config_option, reports_errors, split_names
 @click.option("--step", default=0.25, show_default=True, type=float, help="Weight grid step on the simplex.")
 @click.option("--tolerance", default=0.01, show_default=True, type=float,
               help="Weightings within this F4 of the best count as ties; the most even of them is kept.")
-@click.option("--tta", default=1, show_default=True, type=click.IntRange(1, 8))
-@click.option("--window", default=64, show_default=True, type=int)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--amp", default="auto", show_default=True, type=click.Choice(["auto", "none", "bf16", "fp16"]),
-              help="Autocast precision of the validation heatmaps; keep it as `pick` will run.")
+@inference_options
 @click.option("--weight-soup", default="none", show_default=True, type=click.Choice(["none", "uniform", "greedy"]),
               help="First average the weights of members that share variant and tomogram type (fold or seed "
                    "fine-tunes): uniformly, or greedily by validation F4.")
 @reports_errors
-def soup(config, members, val_runs, out, truth_user, truth_session, step, tolerance, tta, window, device, amp,
-         weight_soup):
+def soup(config, members, val_runs, out, truth_user, truth_session, step, tolerance, weight_soup, **inference):
     """Search ensemble weights and per-class thresholds that maximise the CZII F4 on validation runs.
+
+    Run the networks as `pick` will (--window, --tta, --amp ...): the thresholds are chosen on these heatmaps.
 
     \b
     Example:
       copick-soup soup -c copick.json --members members/ --val-runs TS_6_4 --out soups/mine
     """
+    from copick_soup.cli.util import inference_settings, split_names
     from copick_soup.soup.build import build_soup
-    from copick_soup.train.loop import resolve_device
 
-    path = build_soup(config, split_names(members), split_names(val_runs), out, truth_user, truth_session, step,
-                      window=window, tta=tta, device=resolve_device(device), weight_soup=weight_soup,
-                      tolerance=tolerance, amp=amp, echo=click.echo)
+    path = build_soup(config, split_names(members), split_names(val_runs), out, inference_settings(**inference),
+                      truth_user, truth_session, step, weight_soup=weight_soup, tolerance=tolerance, echo=click.echo)
     click.echo(f"soup: {path}")

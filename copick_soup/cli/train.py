@@ -42,7 +42,7 @@ def train(recipe, out, pretrain_config, finetune_config, config, init, train_run
         members = run_recipe(load_recipe(recipe), out, pretrain_config, finetune_config, overrides, resume,
                              echo=click.echo)
     elif config and init:
-        from copick_soup.soup.manifest import member_paths
+        from copick_soup.model.manifest import member_paths
         from copick_soup.train.recipe import finetune_members
 
         members = finetune_members(config, member_paths(init), out, split_names(train_runs), split_names(val_runs),

@@ -1,4 +1,10 @@
-"""Options and error handling shared by the click commands. Nothing heavy is imported here."""
+"""Options and error handling shared by the click commands, the copick plugin and the Ray driver.
+
+Options are declared once here, so `copick-soup pick`, `copick inference soup-pick` and `python -m ray_jobs.pick`
+take the same options with the same defaults by construction. Nothing heavy is imported at the top of this module
+or of any `cli` module: copick imports every plugin on every `copick` call, so torch and the pipeline are imported
+inside the command bodies.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,69 @@ import functools
 
 import click
 
+from copick_soup.device import AMP_CHOICES
+from copick_soup.errors import SoupError
+from copick_soup.objects import FULL_SHAPE
 
-def config_option(func):
-    return click.option("-c", "--config", "config", required=True, metavar="PATH", envvar="COPICK_CONFIG",
-                        show_envvar=True, help="copick project config (filesystem or CZ cryoET Data Portal).")(func)
+
+def options(*decorators):
+    """One decorator applying click options in the order they are listed (as they show in --help)."""
+
+    def apply(func):
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
 
 
-def runs_option(func):
-    return click.option("-r", "--run-names", "--runs", "run_names", multiple=True, metavar="RUN",
-                        help="Runs to process; repeat or comma-separate. Default: all runs.")(func)
+config_option = click.option("-c", "--config", "config", required=True, metavar="PATH", envvar="COPICK_CONFIG",
+                             show_envvar=True, help="copick project config (filesystem or CZ cryoET Data Portal).")
+runs_option = click.option("-r", "--run-names", "--runs", "run_names", multiple=True, metavar="RUN",
+                           help="Runs to process; repeat or comma-separate. Default: all runs.")
+device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+tta_option = click.option("--tta", default=1, show_default=True, type=click.IntRange(1, 8),
+                          help="Test-time augmentation views.")
+window_option = click.option("--window", default=64, show_default=True, type=int,
+                             help="Sliding-window side in voxels.")
+overlap_option = click.option("--overlap", default=0.25, show_default=True, type=click.FloatRange(0.0, 0.9),
+                              help="Fraction of a window its neighbours share: more is smoother, with more windows.")
+batch_option = click.option("--batch-size", default=None, type=click.IntRange(1),
+                            help="Windows per network call.  [default: 1 on a CPU, 4 on a GPU]")
+amp_option = click.option("--amp", default="auto", show_default=True, type=click.Choice(AMP_CHOICES),
+                          help="Autocast precision; auto: bf16 where the device computes it natively, else float32 "
+                               "on CPU.")
+tomo_type_option = click.option("--tomo-type", default=None, help="Read this tomogram type with every member "
+                                "(default: each member's own type; members whose type a run lacks are left out).")
+
+# How the ensemble runs: `InferenceSettings`' fields, for every command that runs one.
+inference_options = options(tomo_type_option, device_option, tta_option, window_option, overlap_option, batch_option,
+                            amp_option)
+
+# `pick` in every form: the CLI, the copick plugin and the Ray driver.
+pick_options = options(
+    config_option,
+    click.option("--soup", default="default", show_default=True,
+                 help="A shipped soup's name, a soup.json, a folder of members, or one member manifest."),
+    runs_option,
+    click.option("--voxel-size", default=None, type=float, help="Voxel size in Å (default: the soup's, 10.012 for "
+                 "the default soup). Runs at another size are resampled."),
+    click.option("--user-id", default="copick-soup", show_default=True, help="User ID of the written picks."),
+    click.option("--session-id", default="0", show_default=True, help="Session ID of the written picks."),
+    inference_options,
+    click.option("--overwrite", is_flag=True, help="Replace picks that already exist for this user and session."),
+    click.option("--save-heatmaps", is_flag=True, help="Also store the ensemble heatmaps as copick segmentations."),
+)
+
+
+def inference_settings(tomo_type=None, device="auto", tta=1, window=64, overlap=0.25, batch_size=None, amp="auto",
+                       resolve: bool = True):
+    """The `InferenceSettings` the inference options describe, on a concrete device unless `resolve` is False."""
+    from copick_soup.ensemble import InferenceSettings  # imports torch: deferred to the command body
+
+    settings = InferenceSettings(window=window, overlap=overlap, tta=tta, batch_size=batch_size, device=device,
+                                 amp=amp, tomo_type=tomo_type)
+    return settings.resolved() if resolve else settings
 
 
 def split_names(values) -> list[str]:
@@ -24,8 +84,6 @@ def split_names(values) -> list[str]:
 
 def parse_shape(text: str) -> tuple[int, int, int]:
     """'Z,Y,X' -> (Z, Y, X); 'full' is the CZII 184,630,630."""
-    from copick_soup.objects import FULL_SHAPE
-
     if text.strip().lower() == "full":
         return FULL_SHAPE
     try:
@@ -42,8 +100,6 @@ def reports_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from copick_soup.errors import SoupError
-
         try:
             return func(*args, **kwargs)
         except SoupError as err:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from copick_soup.data.project import list_names
 from copick_soup.data.retry import with_retries
 from copick_soup.errors import SoupError
@@ -49,8 +51,6 @@ class TomogramArray:
         return with_retries(lambda: self.array[key], f"{self.where}: reading")
 
     def __array__(self, dtype=None, copy=None):
-        import numpy as np
-
         return np.asarray(self[:], dtype=dtype)
 
 
@@ -62,6 +62,31 @@ def open_tomogram(run, voxel_size: float, tomo_type: str) -> TomogramArray:
     where = f"run {run.name}: tomogram '{tomo_type}'"
     return TomogramArray(with_retries(lambda: zarr.open(tomogram.zarr(), mode="r")["0"], f"{where}: opening"),
                          where)
+
+
+def run_volume(run, voxel_size: float, tomo_type: str, echo=print):
+    """The run's tomogram at `voxel_size`: a lazy array, or one resampled (linear) in memory from the closest
+    voxel size that has this type."""
+    spacings = [vs for vs in run.voxel_spacings if vs.get_tomograms(tomo_type)]
+    if not spacings or any(abs(vs.voxel_size - voxel_size) < 1e-3 for vs in spacings):
+        return open_tomogram(run, voxel_size, tomo_type)  # or its error, which lists what the run has
+    source = min(spacings, key=lambda vs: abs(vs.voxel_size - voxel_size))
+    echo(f"run {run.name}: resampling '{tomo_type}' from {source.voxel_size:g} Å to {voxel_size:g} Å")
+    return resample(open_tomogram(run, source.voxel_size, tomo_type)[:], source.voxel_size, voxel_size)
+
+
+def resample(volume: np.ndarray, from_size: float, to_size: float) -> np.ndarray:
+    """Linear resampling that keeps voxel 0 at 0 Å: output voxel j samples input position j * to / from."""
+    from scipy.ndimage import affine_transform
+
+    scale = to_size / from_size
+    shape = tuple(max(int(np.floor((n - 1) / scale)) + 1, 1) for n in volume.shape)
+    return affine_transform(volume.astype(np.float32), np.full(3, scale), output_shape=shape, order=1)
+
+
+def run_tomo_types(run) -> set[str]:
+    """Every tomogram type the run has, at any voxel size."""
+    return {t.tomo_type for vs in run.voxel_spacings for t in vs.tomograms}
 
 
 def available_tomo_types(run, voxel_size: float) -> list[str]:
@@ -79,8 +104,6 @@ def normalisation_stats(array) -> tuple[float, float]:
     The centre holds the sample and avoids empty borders, and reading it costs an eighth of the volume, so
     training (which loads whole tomograms) and streaming inference (which never does) normalise alike.
     """
-    import numpy as np
-
     z, y, x = array.shape
     centre = np.asarray(array[z // 4: z // 4 + max(z // 2, 1), y // 4: y // 4 + max(y // 2, 1),
                               x // 4: x // 4 + max(x // 2, 1)], dtype=np.float32)

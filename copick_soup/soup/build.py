@@ -4,29 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from copick_soup.data import open_project, select_runs
+from copick_soup.data.project import open_project, select_runs
+from copick_soup.ensemble import Ensemble, InferenceSettings
+from copick_soup.ensemble.evaluate import load_val_runs, sweep
 from copick_soup.errors import SoupError
-from copick_soup.infer.pick import check_window
-from copick_soup.soup.manifest import LoadedSoup, member_paths, write_soup
-from copick_soup.soup.manifest import load_members as manifest_load_members
-from copick_soup.soup.search import check_step, load_val_runs, search
+from copick_soup.model.average import group_members, weight_soup
+from copick_soup.model.manifest import MemberManifest, SoupManifest, SoupMember, member_paths
+from copick_soup.objects import classes_from_root
+from copick_soup.soup.search import check_step, search
 
 
-def load_members(paths, device: str = "cpu") -> LoadedSoup:
-    """Members with equal weights and no thresholds yet: what the search starts from."""
-    members, classes, voxel_size = manifest_load_members(paths, [1.0] * len(paths), device)
-    return LoadedSoup("members", members, classes, voxel_size, {})
-
-
-def merge_groups(root, paths, kind: str, val_runs, truth_user, truth_session, out: Path, device="cpu",
-                 echo=print) -> list[Path]:
-    """Replace each group of members with the same variant and tomogram type by its weight-space soup."""
-    from copick_soup.objects import classes_from_root
-    from copick_soup.soup.weights import group_members, weight_soup
-    from copick_soup.train.config import TrainConfig
-    from copick_soup.train.dataset import load_volumes
-    from copick_soup.train.loop import validate
-
+def merge_groups(root, paths, kind: str, val_runs, settings: InferenceSettings, truth_user, truth_session,
+                 out: Path, echo=print) -> list[Path]:
+    """Replace each group of members with the same variant and tomogram type by its weight-space soup; a greedy
+    soup scores its candidates on the validation runs with the search's own settings."""
     merged = []
     for (variant, tomo_type), group in group_members(paths).items():
         if len(group) == 1:
@@ -34,57 +25,56 @@ def merge_groups(root, paths, kind: str, val_runs, truth_user, truth_session, ou
             continue
         score = None
         if kind == "greedy":
-            first = load_members(group[:1]).members[0][1]
-            classes, voxel_size = classes_from_root(root), float(first["voxel_size"])
-            volumes = load_volumes(root, val_runs, [tomo_type], classes, voxel_size, truth_user, truth_session,
-                                   warn=echo)
-            cfg = TrainConfig()
+            classes, voxel_size = classes_from_root(root), MemberManifest.read(group[0]).voxel_size
 
-            def score(model, volumes=volumes, classes=classes, cfg=cfg, voxel_size=voxel_size):
-                return validate(model.to(device), volumes, classes, cfg, voxel_size, device)[0].weighted
+            def score(model, classes=classes, voxel_size=voxel_size, tomo_type=tomo_type):
+                ensemble = Ensemble.of_model(model.to(settings.device), classes, voxel_size, tomo_type)
+                val = load_val_runs(root, val_runs, ensemble, settings, truth_user, truth_session, echo)
+                return sweep(ensemble, val, (1.0,))[1].weighted
 
         merged.append(weight_soup(group, out / "merged" / f"{variant}-{tomo_type}-{kind}", kind, score, echo))
     return merged
 
 
-def build_soup(config, member_sources, val_runs, out, truth_user="curation", truth_session="0", step=0.25,
-               window=64, overlap=0.25, tta=1, device="cpu", name=None, weight_soup="none", tolerance=0.01,
-               amp="auto", echo=print) -> Path:
+def build_soup(config, member_sources, val_runs, out, settings: InferenceSettings | None = None,
+               truth_user="curation", truth_session="0", step=0.25, name=None, weight_soup="none", tolerance=0.01,
+               echo=print) -> Path:
     """Search on the validation runs and write OUT/soup.json (members referenced, not copied).
 
     With `weight_soup` uniform or greedy, members of the same variant and tomogram type (fold or seed
     fine-tunes) are first averaged into one member each, under OUT/merged."""
+    settings = settings or InferenceSettings()
     paths = [p for source in member_sources for p in member_paths(source)]
     if not paths:
         raise SoupError("--members: no members given")
     check_step(step)  # the options first: the heatmaps take minutes
     if not tolerance >= 0:
         raise SoupError(f"--tolerance {tolerance:g}: must be >= 0 (an F4 difference)")
-    root = open_project(config)
-    if weight_soup != "none":
-        paths = merge_groups(root, paths, weight_soup, select_runs(root, val_runs), truth_user, truth_session,
-                             Path(out), device, echo)
-    soup = load_members(paths, device)
-    warning = check_window([manifest for _, manifest, _ in soup.members], window)
+    warning = settings.check_members([MemberManifest.read(p) for p in paths])
     if warning:
         echo(warning)
-    project_names = [o.name for o in root.pickable_objects if o.is_particle]
-    missing = [c.name for c in soup.classes if c.name not in project_names]
-    if missing:
-        raise SoupError(f"{config}: the members' class(es) {', '.join(missing)} are not objects of this project")
+    root = open_project(config)
     if not val_runs:
         raise SoupError("--val-runs: name the validation runs (they need ground truth)")
-    val = load_val_runs(root, select_runs(root, val_runs), soup, truth_user, truth_session, window, overlap, tta,
-                        device, amp, echo)
-    found = search(val, soup.classes, soup.voxel_size, len(paths), step, tolerance=tolerance, echo=echo)
-    best = found["best"]
-    out = Path(out)
+    runs = select_runs(root, val_runs)
+    if weight_soup != "none":
+        paths = merge_groups(root, paths, weight_soup, runs, settings, truth_user, truth_session, Path(out), echo)
+    ensemble = Ensemble.of_members(paths, settings.device)
+    project_names = [o.name for o in root.pickable_objects if o.is_particle]
+    missing = [c.name for c in ensemble.classes if c.name not in project_names]
+    if missing:
+        raise SoupError(f"{config}: the members' class(es) {', '.join(missing)} are not objects of this project")
+    val = load_val_runs(root, runs, ensemble, settings, truth_user, truth_session, echo)
+    found = search(ensemble, val, step, tolerance=tolerance, echo=echo)
+    best, out = found["best"], Path(out)
     singles = {Path(paths[r["weights"].index(1.0)]).stem: dict(score=r["score"], per_class=r["per_class"],
                                                                thresholds=r["thresholds"])
                for r in found["singles"]}
-    return write_soup(out / "soup.json", list(zip(paths, best["weights"])), soup.classes, soup.voxel_size,
-                      best["thresholds"], name=name or out.name, overlap=best["overlap"],
-                      validation=dict(runs=[v.name for v in val], score=best["score"], per_class=best["per_class"],
-                                      overlap_scores=best["overlap_scores"],
-                                      members=singles, step=step, tried=found["tried"], tta=tta, tolerance=tolerance,
-                                      weight_soup=weight_soup, amp=amp))
+    validation = dict(runs=[v.name for v in val], score=best["score"], per_class=best["per_class"],
+                      overlap_scores=best["overlap_scores"], members=singles, step=step, tried=found["tried"],
+                      tta=settings.tta, tolerance=tolerance, weight_soup=weight_soup, amp=settings.amp,
+                      window=settings.window, overlap=settings.overlap)
+    soup = SoupManifest(name or out.name, [SoupMember(Path(p), w) for p, w in zip(paths, best["weights"])],
+                        ensemble.classes, ensemble.voxel_size, best["thresholds"], ensemble.nms_scale,
+                        best["overlap"], validation)
+    return soup.write(out / "soup.json")

@@ -1,1 +1,2 @@
-"""Training: targets, patches and augmentation, the loss, and the loop (pretrain, then fine-tune)."""
+"""Training: targets, patches and augmentation, the loss, validation, hard negatives, the loop, and recipes
+(pretrain, then fine-tune)."""

@@ -6,6 +6,7 @@ import ast
 from dataclasses import asdict, dataclass, fields, replace
 
 from copick_soup.errors import SoupError
+from copick_soup.model.registry import model_config
 
 
 @dataclass(frozen=True)
@@ -34,8 +35,6 @@ class TrainConfig:
 
     def __post_init__(self):
         """Settings that would crash training hours in, or train nothing, are refused when the config is made."""
-        from copick_soup.model import model_config
-
         rules = [(("patch", "batch_size", "steps", "val_every", "val_window", "hard_every"), lambda v: v >= 1,
                   "at least 1"),
                  (("lr", "sigma_scale", "fg_weight"), lambda v: v > 0, "> 0"),

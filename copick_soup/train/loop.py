@@ -18,62 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from copick_soup.data.coords import voxel_to_angstrom
+from copick_soup.device import amp_dtype, resolve_device
 from copick_soup.errors import SoupError
+from copick_soup.model.checkpoint import load_member, save_member
+from copick_soup.model.manifest import MemberManifest
+from copick_soup.model.registry import create_model
 from copick_soup.train.config import TrainConfig
-from copick_soup.train.dataset import PatchSampler, TrainVolume
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SoupError(f"--device {name}: no CUDA device is available")
-    return name
-
-
-def amp_dtype(name: str, device: str = "cpu"):
-    """The autocast dtype for an `amp` setting; 'auto' is bf16 where `device` computes it natively (CPUs with
-    AVX512-BF16 or AMX: ~2x faster convolutions; recent GPUs), fp16 on older GPUs, float32 elsewhere."""
-    import torch
-
-    dtypes = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if name == "auto":
-        if torch.device(device).type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if torch.device(device).type == "cpu" and cpu_has_bf16() else None
-    if name not in dtypes:
-        raise SoupError(f"amp: choose one of auto, {', '.join(dtypes)}, got '{name}'")
-    if name == "fp16" and torch.device(device).type == "cpu" and not cpu_has_fp16():
-        # Without native kernels torch falls back to a reference convolution: a 64^3 window of unet3d_tiny took
-        # 100 s against 0.17 s in bf16 on a 2-core AVX512-BF16 CPU.
-        raise SoupError("amp fp16: this CPU has no native float16 convolutions (hundreds of times slower than "
-                        "float32); use auto, bf16 or none")
-    return dtypes[name]
-
-
-def precision_name(dtype) -> str:
-    """'bfloat16', 'float16' or 'float32' for an `amp_dtype` result (None: no autocast)."""
-    return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
-
-
-def cpu_has_bf16() -> bool:
-    return _onednn_supports("bf16")
-
-
-def cpu_has_fp16() -> bool:
-    return _onednn_supports("fp16")
-
-
-def _onednn_supports(precision: str) -> bool:
-    import torch
-
-    try:
-        return bool(getattr(torch.ops.mkldnn, f"_is_mkldnn_{precision}_supported")())
-    except (AttributeError, RuntimeError):  # a private oneDNN query: absent from some builds
-        return False
+from copick_soup.train.dataset import PatchSampler
+from copick_soup.train.loss import weighted_mse
+from copick_soup.train.negatives import mine_negatives
+from copick_soup.train.plots import write_log
+from copick_soup.train.state import load_state, save_state
+from copick_soup.train.validation import validate
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -84,68 +40,25 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def validate(model, volumes: list[TrainVolume], classes, cfg: TrainConfig, voxel_size: float, device: str,
-             thresholds=None):
-    """(CZII Score, per-class thresholds) of the model on whole validation volumes.
-
-    With `cfg.val_sweep` each class is cut at its own best threshold, as the soup search will cut it, so a
-    class whose peaks are real but still faint counts. Otherwise, or when `thresholds` (a number or a dict by
-    class) are given, e.g. a member's own on held-out runs, the peaks are cut there."""
-    from copick_soup.metric import score_picks
-    from copick_soup.peaks.nms import class_thresholds, heatmaps_to_picks
-    from copick_soup.soup.search import ValRun, best_thresholds, threshold_counts
-
-    val = []
-    for v, heat in zip(volumes, volume_heatmaps(model, volumes, len(classes), cfg, device)):
-        truth = {c.name: voxel_to_angstrom(v.points[i], voxel_size) for i, c in enumerate(classes)}
-        val.append(ValRun(v.run, [heat], truth))
-    if thresholds is None and cfg.val_sweep:
-        return best_thresholds(threshold_counts(val, (1.0,), classes, voxel_size), classes)[::-1]
-    fixed = class_thresholds(classes, cfg.val_threshold if thresholds is None else thresholds)
-    pairs = []
-    for run in val:
-        picks = heatmaps_to_picks(run.heatmaps[0], classes, voxel_size, fixed)
-        pairs.append((run.truth, {name: pos for name, (pos, _) in picks.items()}))
-    return score_picks(pairs, classes), {c.name: t for c, t in zip(classes, fixed)}
-
-
-def volume_heatmaps(model, volumes: list[TrainVolume], n_classes: int, cfg: TrainConfig, device: str):
-    """Yield each (already z-scored) training volume's whole (C, Z, Y, X) heatmap, as validation computes it."""
-    from copick_soup.infer.windows import TorchPredictor, predict_volume
-
-    predictor = TorchPredictor(model.eval(), device, amp_dtype(cfg.amp, device))
-    for v in volumes:
-        yield predict_volume(predictor, v.image, n_classes, window=cfg.val_window, stats=(0.0, 1.0), device=device)
-
-
 def load_init(model, manifest_or_path, classes, warn=print) -> None:
     """Start from a member's weights. Same architecture required; if its classes differ, every layer but the
     class head is taken (the head is re-initialised), which is how a lab fine-tunes for its own targets."""
-    from copick_soup.model.checkpoint import load_member
-
     init, manifest = load_member(manifest_or_path)
-    if manifest["architecture"]["config"]["channels"] != list(model.config.channels):
-        raise SoupError(f"{manifest['path']}: architecture {manifest['architecture']['name']} does not match "
-                        f"the {len(model.config.channels)}-level model being trained")
+    if list(manifest.unet.get("channels", ())) != list(model.config.channels):
+        raise SoupError(f"{manifest.path}: architecture {manifest.variant} does not match the "
+                        f"{len(model.config.channels)}-level model being trained")
     state = init.state_dict()
-    if [c["name"] for c in manifest["classes"]] != [c.name for c in classes]:
+    if manifest.class_names != [c.name for c in classes]:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        warn(f"{Path(manifest['path']).name}: its classes differ from the project's; class head re-initialised")
+        warn(f"{manifest.label}: its classes differ from the project's; class head re-initialised")
     model.load_state_dict(state, strict=False)
 
 
-def member_manifest(cfg: TrainConfig, classes, voxel_size: float, tomo_type: str, provenance: dict) -> dict:
-    return dict(
-        name=f"{cfg.variant}-{tomo_type}",
-        architecture=dict(name=cfg.variant),
-        classes=[c.as_dict() for c in classes],
-        voxel_size=voxel_size,
-        tomo_type=tomo_type,
-        normalisation=dict(method="zscore", region="central eighth of the tomogram"),
-        target=dict(kind="gaussian heatmap", sigma_scale=cfg.sigma_scale),
-        peaks=dict(threshold=cfg.val_threshold, nms_scale=0.5),
-        training=dict(provenance, config=cfg.as_dict()),
-    )
+def member_manifest(cfg: TrainConfig, classes, voxel_size: float, tomo_type: str, provenance: dict) -> MemberManifest:
+    return MemberManifest(name=f"{cfg.variant}-{tomo_type}", variant=cfg.variant, unet={}, classes=list(classes),
+                          voxel_size=voxel_size, tomo_type=tomo_type, threshold=cfg.val_threshold,
+                          target=dict(kind="gaussian heatmap", sigma_scale=cfg.sigma_scale),
+                          training=dict(provenance, config=cfg.as_dict()))
 
 
 def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir, voxel_size: float,
@@ -154,11 +67,6 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     """Train one member; returns the path of its best manifest (`out_dir/best.json`)."""
     import torch
     from tqdm import tqdm
-
-    from copick_soup.model import create_model
-    from copick_soup.model.checkpoint import save_member
-    from copick_soup.train.loss import weighted_mse
-    from copick_soup.train.state import load_state, save_state
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -177,7 +85,7 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     step, best, history = 0, -1.0, []
     if resume and (out_dir / "state.json").exists():
         saved = json.loads((out_dir / "state.json").read_text())
-        if saved["classes"] != manifest["classes"] or saved["config"]["variant"] != cfg.variant:
+        if saved["classes"] != [c.as_dict() for c in classes] or saved["config"]["variant"] != cfg.variant:
             raise SoupError(f"{out_dir / 'state.json'}: saved for other classes or another variant; cannot resume")
         meta = load_state(out_dir / "state", model, ema, optimizer)
         step, best, history = meta["step"], meta["best"], meta["history"]
@@ -187,7 +95,7 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     device_type = torch.device(device).type
 
     losses, started = [], time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=step, desc=manifest["name"], unit="step", leave=False)
+    bar = tqdm(total=cfg.steps, initial=step, desc=manifest.name, unit="step", leave=False)
     net = ema if ema is not None else model  # what is validated, saved and mined
     mined_at = None
     while step < cfg.steps:
@@ -225,53 +133,23 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
         losses = []
         if score is None or f4 > best:
             best = f4 if score else best
-            manifest["training"].update(step=step, val_f4=f4 if score else None,
-                                        val_per_class={c.name: c.fbeta() for c in score.classes} if score else None)
+            manifest.training.update(step=step, val_f4=f4 if score else None,
+                                     val_per_class={c.name: c.fbeta() for c in score.classes} if score else None)
             if thresholds:
-                manifest["peaks"]["threshold"] = thresholds
+                manifest.threshold = thresholds
             save_member(out_dir / "best", net, manifest)
         save_state(out_dir / "state", model, ema, optimizer, step,
-                   dict(best=best, history=history, classes=manifest["classes"], config=cfg.as_dict(),
+                   dict(best=best, history=history, classes=[c.as_dict() for c in classes], config=cfg.as_dict(),
                         numpy_rng=rng.bit_generator.state))
         write_log(out_dir, history)
-        bar.write(f"{manifest['name']} step {step}: loss {history[-1]['loss']:.4f}  val F4 {f4:.3f}")
+        bar.write(f"{manifest.name} step {step}: loss {history[-1]['loss']:.4f}  val F4 {f4:.3f}")
     bar.close()
     return out_dir / "best.json"
 
 
 def mine(net, volumes, classes, cfg: TrainConfig, voxel_size: float, device: str, echo) -> list[np.ndarray]:
     """The net's current hard negatives on its training volumes (see negatives.py), with a one-line count."""
-    from copick_soup.train.negatives import mine_negatives
-
     negatives = mine_negatives(net, volumes, classes, cfg, voxel_size, device)
     echo(f"hard negatives: {sum(len(n) for n in negatives)} false peaks above {cfg.hard_threshold} in "
          f"{len(volumes)} training volume(s)")
     return negatives
-
-
-def write_log(out_dir: Path, history: list[dict]) -> None:
-    """log.csv with one row per epoch, and curve.png with loss and validation F4 against steps."""
-    import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    with open(out_dir / "log.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
-    steps = [h["step"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, [h["loss"] for h in history], "o-", color="tab:blue", label="train loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss", color="tab:blue")
-    ax2 = ax.twinx()
-    ax2.plot(steps, [h["val_f4"] for h in history], "s-", color="tab:orange", label="val F4")
-    ax2.set_ylabel("validation F4", color="tab:orange")
-    ax2.set_ylim(0, 1)
-    fig.tight_layout()
-    fig.savefig(out_dir / "curve.png", dpi=90)
-    plt.close(fig)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from copick_soup.data.coords import angstrom_to_voxel
+from copick_soup.ensemble import Ensemble
+from copick_soup.train.validation import volume_heatmaps
 
 
 def false_peaks(peaks: np.ndarray, truth: np.ndarray, radius: float) -> np.ndarray:
@@ -27,12 +29,10 @@ def false_peaks(peaks: np.ndarray, truth: np.ndarray, radius: float) -> np.ndarr
 
 def mine_negatives(net, volumes, classes, cfg, voxel_size: float, device: str) -> list[np.ndarray]:
     """Per training volume, the (N, 3) voxel (z, y, x) centres of the net's false peaks, all classes together."""
-    from copick_soup.peaks.nms import heatmaps_to_picks
-    from copick_soup.train.loop import volume_heatmaps
-
+    ensemble = Ensemble.of_model(net.eval(), classes, voxel_size)
     mined = []
-    for volume, heat in zip(volumes, volume_heatmaps(net, volumes, len(classes), cfg, device)):
-        picks = heatmaps_to_picks(heat, classes, voxel_size, cfg.hard_threshold)
+    for volume, heat in zip(volumes, volume_heatmaps(ensemble, volumes, cfg, device)):
+        picks = ensemble.picks(heat, cfg.hard_threshold)
         found = [false_peaks(angstrom_to_voxel(picks[c.name][0], voxel_size), volume.points[i],
                              c.radius / voxel_size) for i, c in enumerate(classes)]
         mined.append(np.concatenate(found))

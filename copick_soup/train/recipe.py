@@ -10,14 +10,18 @@ out, all from the same start, then averages them into a uniform weight-space sou
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 
-from copick_soup.data import open_project, select_runs
+import yaml
+
+from copick_soup.data.project import open_project, select_runs
 from copick_soup.errors import SoupError
+from copick_soup.model.average import weight_soup
+from copick_soup.model.manifest import MemberManifest
 from copick_soup.objects import TOMO_TYPES, VOXEL_SIZE, classes_from_root
+from copick_soup.simulate import simulate_project
 from copick_soup.train.config import TrainConfig, override
 from copick_soup.train.dataset import load_volumes
 from copick_soup.train.loop import train_member
@@ -28,8 +32,6 @@ STAGE_KEYS = {"simulate", "config", "val_runs", "train", "train_runs", "folds"}
 
 
 def load_recipe(path) -> dict:
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise SoupError(f"{path}: no such recipe")
@@ -58,8 +60,6 @@ def stage_project(stage: dict, name: str, out: Path, config_override=None) -> Pa
         raise SoupError(f"recipe stage '{name}' needs 'config' or 'simulate'")
     config = out / "data" / name / "copick.json"
     if not config.exists():
-        from copick_soup.simulate import simulate_project
-
         spec = dict(stage["simulate"])
         if "shape" in spec:
             spec["shape"] = tuple(spec["shape"])
@@ -187,8 +187,6 @@ def merge_folds(results: list[Path], out, member: str, stage: str, echo=print) -
     """One member from a stage's folds: the fold itself, or their uniform weight-space soup (the seed's recipe)."""
     if len(results) == 1:
         return Path(results[0])
-    from copick_soup.soup.weights import weight_soup
-
     return weight_soup(results, Path(out) / "stages" / member / f"{stage}-uniform", "uniform", echo=echo)
 
 
@@ -216,29 +214,17 @@ def run_recipe(recipe: dict, out, pretrain_config=None, finetune_config=None, ov
 
 def publish_member(best_manifest: Path, target: Path) -> Path:
     """Copy a stage's best member to OUT/<member>.safetensors + .json, the files `pick` and `soup` read."""
-    manifest = json.loads(Path(best_manifest).read_text())
+    manifest = MemberManifest.read(best_manifest)
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(best_manifest).with_suffix(".safetensors"), target.with_suffix(".safetensors"))
-    manifest["weights"] = target.with_suffix(".safetensors").name
-    target.with_suffix(".json").write_text(json.dumps(manifest, indent=2))
-    return target.with_suffix(".json")
-
-
-def member_config(manifest: dict) -> dict:
-    """The training settings a member was made with (a weight soup's: its first ingredient's)."""
-    training = manifest.get("training", {})
-    if "config" in training:
-        return training["config"]
-    ingredients = training.get("ingredient_training") or [{}]
-    return ingredients[0].get("config", {})
+    shutil.copyfile(manifest.weights_path, target.with_suffix(".safetensors"))
+    manifest.weights = target.with_suffix(".safetensors").name
+    return manifest.write(target.with_suffix(".json"))
 
 
 def finetune_members(config, init_members: list[Path], out, train_runs=None, val_runs=None,
                      picks_user: str = "curation", picks_session: str | None = "0", overrides=None,
                      resume: bool = False, echo=print) -> list[Path]:
     """Fine-tune each given member on a lab's annotated runs (same variant, same tomogram type)."""
-    from copick_soup.model.checkpoint import read_manifest
-
     out = Path(out)
     refuse_earlier_training(out, resume)
     root = open_project(config)
@@ -247,21 +233,20 @@ def finetune_members(config, init_members: list[Path], out, train_runs=None, val
     cache = {}
     results = []
     for path in init_members:
-        manifest = read_manifest(path)
-        tomo_type, variant = manifest["tomo_type"], manifest["architecture"]["name"]
-        voxel_size = float(manifest["voxel_size"])
+        manifest = MemberManifest.read(path)
+        tomo_type, variant, voxel_size = manifest.tomo_type, manifest.variant, manifest.voxel_size
         if (tomo_type, voxel_size) not in cache:
             cache[(tomo_type, voxel_size)] = (
                 load_volumes(root, train, [tomo_type], classes, voxel_size, picks_user, picks_session, warn=echo),
                 load_volumes(root, val, [tomo_type], classes, voxel_size, picks_user, picks_session, warn=echo))
         volumes, val_volumes = cache[(tomo_type, voxel_size)]
-        cfg = override(TrainConfig(**{**member_config(manifest), "variant": variant}),
+        cfg = override(TrainConfig(**{**manifest.training_config(), "variant": variant}),
                        dict(dict(steps=100, lr=5e-4, warmup=10), **(overrides or {})))
-        member = manifest["name"]
-        provenance = dict(recipe="lab fine-tune", project=str(root.config.name), init=manifest["path"],
+        member = manifest.name
+        provenance = dict(recipe="lab fine-tune", project=str(root.config.name), init=str(manifest.path),
                           train_runs=[r.name for r in train], val_runs=[r.name for r in val])
         echo(f"{member}: fine-tuning on {len(train)} run(s), validating on {len(val)}")
         best = train_member(cfg, classes, volumes, val_volumes, out / "stages" / member / "finetune", voxel_size,
-                            tomo_type, init=manifest["path"], resume=resume, provenance=provenance, echo=echo)
+                            tomo_type, init=manifest.path, resume=resume, provenance=provenance, echo=echo)
         results.append(publish_member(best, out / member))
     return results

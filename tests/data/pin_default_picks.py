@@ -39,21 +39,13 @@ def demo_picks(folder) -> dict:
 
 def pick_with_default_soup(root) -> list[str]:
     """Pick every run of `root` with the default soup as user 'pinned'; returns the class names."""
-    try:  # the layout after the restructuring
-        from copick_soup.ensemble import Ensemble, InferenceSettings
-        from copick_soup.pick import pick_runs
+    from copick_soup.ensemble import Ensemble, InferenceSettings
+    from copick_soup.pick import PickOptions, pick_runs
 
-        ensemble = Ensemble.load("default")
-        pick_runs(root, ensemble, None, InferenceSettings(**SETTINGS), user_id="pinned", session_id="0",
-                  echo=lambda m: None)
-        return [c.name for c in ensemble.classes]
-    except ImportError:  # the layout the pin was first made with
-        from copick_soup.infer.pick import PickOptions, pick_runs
-        from copick_soup.soup.manifest import load_soup
-
-        soup = load_soup("default")
-        pick_runs(root, soup, None, PickOptions(user_id="pinned", session_id="0", **SETTINGS), echo=lambda m: None)
-        return [c.name for c in soup.classes]
+    ensemble = Ensemble.load("default")
+    pick_runs(root, ensemble, None, InferenceSettings(**SETTINGS), PickOptions(user_id="pinned", session_id="0"),
+              echo=lambda m: None)
+    return ensemble.class_names
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ heatmaps go through the same code as a single chunk (`heatmaps_to_picks`).
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -106,8 +107,9 @@ class PeakStream:
         self.done = [0] * len(classes)
         self.found = [[] for _ in classes]  # per class, (zyx, score) arrays
 
-    def add(self, z0: int, planes: np.ndarray) -> None:
-        """planes (C, n, Y, X) for z0 .. z0 + n - 1, the next planes in order."""
+    def add(self, z0: int, planes: np.ndarray, owned: bool = False) -> None:
+        """planes (C, n, Y, X) for z0 .. z0 + n - 1, the next planes in order. They are used before this returns
+        (what is kept for the next chunk is copied), so `owned` makes no difference here."""
         for c in range(len(self.names)):
             self.add_class(c, z0, planes[c])
 
@@ -139,20 +141,17 @@ class PeakStream:
 
 class BackgroundPeaks:
     """A PeakStream fed from a worker thread, so a chunk's peak search runs while a GPU computes the next slab
-    (scipy's filters release the GIL); whole-volume inference has to wait for all of it at the end. With `copy`,
-    it holds its own copy of a chunk, for planes whose memory the producer reuses (a CPU accumulator's view);
-    planes that are fresh arrays (a GPU's, copied to the host) are kept as they are. Not for CPU inference: the
-    network already keeps every core busy there, so the overlap gains nothing and the copy costs memory."""
+    (scipy's filters release the GIL); whole-volume inference has to wait for all of it at the end. Planes the
+    producer will overwrite (`owned` False) are copied first; planes handed over are kept as they are. Not for
+    CPU inference: the network already keeps every core busy there, so the overlap gains nothing."""
 
-    def __init__(self, stream: PeakStream, copy: bool = True):
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.stream, self.copy = stream, copy
+    def __init__(self, stream: PeakStream):
+        self.stream = stream
         self.pool, self.pending = ThreadPoolExecutor(max_workers=1), None
 
-    def add(self, z0: int, planes: np.ndarray) -> None:
+    def add(self, z0: int, planes: np.ndarray, owned: bool = False) -> None:
         self.wait()
-        self.pending = self.pool.submit(self.stream.add, z0, planes.copy() if self.copy else planes)
+        self.pending = self.pool.submit(self.stream.add, z0, planes if owned else planes.copy())
 
     def wait(self) -> None:
         if self.pending is not None:
@@ -165,15 +164,6 @@ class BackgroundPeaks:
         finally:
             self.pool.shutdown()
         return self.stream.picks()
-
-
-def peak_stream(classes, voxel_size: float, thresholds, depth: int, nms_scale: float = 0.5, device: str = "cpu"):
-    """The PeakStream `pick` feeds: on a worker thread when the network runs on a GPU, inline otherwise.
-
-    From a GPU, `stream_heatmaps` yields planes freshly copied to the host: the worker keeps them without a second
-    copy (0.9 GB of memcpy per full-size tomogram, on the thread that feeds the GPU)."""
-    stream = PeakStream(classes, voxel_size, thresholds, depth, nms_scale)
-    return BackgroundPeaks(stream, copy=False) if str(device).startswith("cuda") else stream
 
 
 def heatmaps_to_picks(heatmaps: np.ndarray, classes, voxel_size: float, thresholds, nms_scale: float = 0.5) -> dict:

@@ -9,10 +9,13 @@ weights make one model that is usually better than each of them and costs nothin
 
 from __future__ import annotations
 
-import json
+import copy
+from dataclasses import replace
 from pathlib import Path
 
 from copick_soup.errors import SoupError
+from copick_soup.model.checkpoint import load_member, save_member
+from copick_soup.model.manifest import MemberManifest
 
 
 def average_state(models) -> dict:
@@ -27,23 +30,18 @@ def average_state(models) -> dict:
     return out
 
 
-def check_same_architecture(manifests: list[dict]) -> None:
+def check_same_architecture(manifests: list[MemberManifest]) -> None:
     first = manifests[0]
     for m in manifests[1:]:
-        if m["architecture"]["config"] != first["architecture"]["config"] or m["classes"] != first["classes"]:
-            raise SoupError(f"cannot average {Path(first['path']).name} and {Path(m['path']).name}: different "
-                            f"architecture or classes")
-        if m["tomo_type"] != first["tomo_type"]:
-            raise SoupError(f"cannot average {Path(first['path']).name} ({first['tomo_type']}) and "
-                            f"{Path(m['path']).name} ({m['tomo_type']}): different tomogram types")
+        if m.unet != first.unet or m.classes != first.classes:
+            raise SoupError(f"cannot average {first.label} and {m.label}: different architecture or classes")
+        if m.tomo_type != first.tomo_type:
+            raise SoupError(f"cannot average {first.label} ({first.tomo_type}) and {m.label} ({m.tomo_type}): "
+                            f"different tomogram types")
 
 
 def weight_soup(paths, out, kind: str = "uniform", score=None, echo=print) -> Path:
     """Average members into one member written to `out` (a path stem); `score(model) -> F4` drives greedy."""
-    import copy
-
-    from copick_soup.model.checkpoint import load_member, save_member
-
     loaded = [load_member(p) for p in paths]
     check_same_architecture([m for _, m in loaded])
     if kind == "uniform":
@@ -58,18 +56,18 @@ def weight_soup(paths, out, kind: str = "uniform", score=None, echo=print) -> Pa
             trial = copy.deepcopy(loaded[0][0])
             trial.load_state_dict(average_state([loaded[j][0] for j in chosen + [i]]))
             s = score(trial)
-            echo(f"greedy soup: adding {Path(loaded[i][1]['path']).name} gives F4 {s:.3f} (best {best:.3f})")
+            echo(f"greedy soup: adding {loaded[i][1].label} gives F4 {s:.3f} (best {best:.3f})")
             if s >= best:
                 chosen, best = chosen + [i], s
     else:
         raise SoupError(f"unknown weight soup '{kind}'; use uniform or greedy")
     model = copy.deepcopy(loaded[0][0])
     model.load_state_dict(average_state([loaded[i][0] for i in chosen]))
-    manifest = {k: v for k, v in loaded[0][1].items() if k not in ("path", "weights", "sha256", "format")}
-    manifest["training"] = dict(weight_soup=kind, ingredients=[loaded[i][1]["path"] for i in chosen],
-                                candidates=[m["path"] for _, m in loaded],
-                                ingredient_training=[loaded[i][1].get("training", {}) for i in chosen])
-    path = save_member(out, model, manifest)
+    first = loaded[0][1]
+    training = dict(weight_soup=kind, ingredients=[str(loaded[i][1].path) for i in chosen],
+                    candidates=[str(m.path) for _, m in loaded],
+                    ingredient_training=[loaded[i][1].training for i in chosen])
+    path = save_member(out, model, replace(first, training=training))
     echo(f"{kind} soup of {len(chosen)} of {len(loaded)} checkpoint(s): {path}")
     return path
 
@@ -78,6 +76,6 @@ def group_members(paths) -> dict:
     """{(variant, tomo type): [manifest paths]}, the groups a weight soup may average."""
     groups = {}
     for p in paths:
-        m = json.loads(Path(p).read_text())
-        groups.setdefault((m["architecture"]["name"], m["tomo_type"]), []).append(Path(p))
+        m = MemberManifest.read(p)
+        groups.setdefault((m.variant, m.tomo_type), []).append(Path(p))
     return groups

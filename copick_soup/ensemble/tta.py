@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from copick_soup.errors import SoupError
+
 # (flip x first?, then rot90 k times in the y-x plane)
 VIEWS = [(False, 0), (False, 2), (False, 1), (False, 3), (True, 0), (True, 1), (True, 2), (True, 3)]
 
 
 def tta_views(n: int) -> list[tuple]:
     if not 1 <= n <= len(VIEWS):
-        from copick_soup.errors import SoupError
-
         raise SoupError(f"--tta: choose 1 to {len(VIEWS)} views, got {n}")
     return VIEWS[:n]
 

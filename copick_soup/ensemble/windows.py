@@ -15,23 +15,16 @@ to the host.
 
 from __future__ import annotations
 
+import copy
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from copick_soup.data.tomogram import normalisation_stats
-
-
-def default_batch_size(device) -> int:
-    """Windows per network call unless the user says otherwise: 1 on a CPU, 4 on a GPU.
-
-    A GPU needs several windows to fill it. A CPU's cores are kept busy by one 64^3 window, and more windows only
-    add memory: four windows' full-resolution activations (32 MB and up per tensor) outgrow the cache, and glibc
-    maps allocations that large afresh on every call. One window at a time ran the default soup's U-Net 1.25x
-    faster on a full-size tomogram (benchmarks/results/pick-batch.md), with MONAI's inference alike.
-    """
-    return 1 if str(device).startswith("cpu") else 4
+from copick_soup.device import default_batch_size
+from copick_soup.ensemble.tta import apply_view, tta_views, undo_view
 
 
 def window_starts(length: int, window: int, overlap: float) -> list[int]:
@@ -70,8 +63,8 @@ class Source:
 
 def normalised(block, mean: float, std: float, dtype, out=None):
     """(block - mean) / std as a torch tensor in `dtype` (written into `out` when given): one multi-threaded
-    pass, computed in float32 and rounded once, that leaves `block` untouched. (numpy's float32 -> float16
-    conversion alone took 0.3 s per 630x630x64 band.)"""
+    pass, computed in float32 and rounded once, that leaves `block` untouched (numpy would convert to float16 on
+    one thread, in a pass of its own)."""
     import torch
 
     x = torch.from_numpy(np.asarray(block, dtype=np.float32))
@@ -130,13 +123,23 @@ def _torch_dtype(dtype):
     return getattr(torch, np.dtype(dtype).name)
 
 
+class Chunk(NamedTuple):
+    """Final heatmap planes (C, n, Y, X) of z0 .. z0 + n - 1. When `owned` is False, `planes` is a view into the
+    stream's accumulator, overwritten by the next slab: a consumer copies what it keeps past the next iteration.
+    When True, the array is the consumer's to keep."""
+
+    z0: int
+    planes: np.ndarray
+    owned: bool
+
+
 def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, overlap: float = 0.25,
                     batch_size: int | None = None, progress=None, dtype=np.float32, device: str = "cpu"):
-    """Yield (z0, planes) in order: planes (C, n, Y, X) are the final blended heatmaps of z0 .. z0 + n - 1.
+    """Yield `Chunk`s in z order: together, the final blended heatmaps of the whole volume.
 
     The ensemble heatmap is the weighted mean of the sources' predictions (weights are normalised here).
-    On a CPU, `planes` is a view into the accumulator, valid until the next iteration: consumers copy what they
-    keep. From a GPU, it is a fresh host array of its own (`pick`'s peak worker keeps it without copying).
+    Planes are views of the accumulator where it lives in host memory (a CPU device), and fresh host copies
+    otherwise (`Chunk.owned` says which).
     `dtype` is that of the streamed buffers (input slabs, their read-ahead and the accumulator): float16 halves
     them for a ~1e-3 relative error, which `pick` accepts (z-scored noisy input; thresholds are searched in
     steps of 0.025); validation, the soup search and tests keep float32. `device` holds the accumulator and
@@ -189,7 +192,8 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
                     progress(len(part))
             z_next = zs[i + 1] if i + 1 < len(zs) else shape[0]
             n = z_next - z0
-            yield z0, acc[:, :n].cpu().numpy()  # on a CPU, a view of the accumulator: no copy
+            # .cpu() copies only an accumulator that is not in host memory; a host one is yielded as a view.
+            yield Chunk(z0, acc[:, :n].cpu().numpy(), owned=not acc.is_cpu)
             # Shift the accumulator by n planes, one plane at a time (no second buffer), and clear the tail.
             for k in range(depth - n):
                 acc[:, k] = acc[:, k + n]
@@ -222,9 +226,9 @@ def count_windows(shape, window: int, overlap: float) -> int:
 def predict_volume(predict_batch, volume, n_classes: int, window: int = 64, overlap: float = 0.25,
                    batch_size: int | None = None, stats=None, device: str = "cpu") -> np.ndarray:
     """The whole (C, Z, Y, X) float32 heatmap of one input (for validation, tests and saved heatmaps)."""
-    planes = [p.copy() for _, p in stream_heatmaps([Source(predict_batch, volume, 1.0, stats)], n_classes, window,
-                                                   overlap, batch_size, device=device)]
-    return np.concatenate(planes, axis=1)
+    chunks = stream_heatmaps([Source(predict_batch, volume, 1.0, stats)], n_classes, window, overlap, batch_size,
+                             device=device)
+    return np.concatenate([c.planes if c.owned else c.planes.copy() for c in chunks], axis=1)
 
 
 def _batch(slab, corners, window: int):
@@ -245,16 +249,12 @@ class TorchPredictor:
     float32 tensor on the model's device."""
 
     def __init__(self, model, device="cpu", amp_dtype=None, views=None):
-        from copick_soup.infer.tta import tta_views
-
         self.model = model if amp_dtype is None else cast_weights(model, amp_dtype)
         self.device, self.amp_dtype = device, amp_dtype
         self.views = views or tta_views(1)
 
     def __call__(self, batch):
         import torch
-
-        from copick_soup.infer.tta import apply_view, undo_view
 
         x = torch.as_tensor(batch, device=self.device)
         device_type = torch.device(self.device).type
@@ -273,12 +273,10 @@ def cast_weights(model, dtype):
     """A copy of `model` whose convolution and linear weights are already in `dtype`, as autocast would cast them.
 
     autocast casts a weight on every call and keeps the cast only until its context closes, which here is every
-    call (it must not stay open between a generator's yields): at one window per call that re-cast the large
-    U-Net's 11 M weights 676 times per tomogram. Other layers (the norms) keep their float32 parameters, as under
-    autocast, so the outputs are the same to the bit.
+    call (it must not stay open between a generator's yields): at one window per call every weight would be cast
+    again for every window. Other layers (the norms) keep their float32 parameters, as under autocast, so the
+    outputs are the same to the bit.
     """
-    import copy
-
     from torch import nn
 
     model = copy.deepcopy(model)

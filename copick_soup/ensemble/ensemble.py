@@ -1,0 +1,183 @@
+"""The ensemble pipeline, written once: members -> each member's tomogram -> predictor (TTA, precision) ->
+weighted blend of sliding windows -> per-class peaks -> cross-class suppression.
+
+`pick`, the soup search, validation during training and hard-negative mining all run through an `Ensemble`, so
+what the search scores is what `pick` writes. A run that lacks some members' tomogram types is picked with the
+members that can run, their weights renormalised (`run_weights`: the one place that rule lives).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from copick_soup.data.project import list_names
+from copick_soup.data.tomogram import run_tomo_types, run_volume
+from copick_soup.ensemble.overlap import suppress_overlaps
+from copick_soup.ensemble.peaks import BackgroundPeaks, PeakStream, heatmaps_to_picks
+from copick_soup.ensemble.settings import InferenceSettings
+from copick_soup.ensemble.windows import Source, TorchPredictor, predict_volume, stream_heatmaps
+from copick_soup.errors import SoupError
+from copick_soup.model.checkpoint import load_member
+from copick_soup.model.manifest import MemberManifest, SoupManifest, check_compatible
+from copick_soup.objects import ParticleClass
+
+
+@dataclass
+class Member:
+    model: object  # a torch module in eval mode
+    manifest: MemberManifest
+    weight: float = 1.0
+
+
+def run_weights(weights, can_run) -> list[float] | None:
+    """The weights a run is blended with: those of the members that can run with a weight above 0, renormalised
+    to sum to 1. When none of them can run but members of weight 0 can (a soup search left them out), those stand
+    in with equal weights. None when no member can run."""
+    used = [w if ok and w > 0 else 0.0 for w, ok in zip(weights, can_run)]
+    if not any(used):
+        used = [1.0 if ok else 0.0 for ok in can_run]
+    total = sum(used)
+    return [w / total for w in used] if total > 0 else None
+
+
+@dataclass
+class Ensemble:
+    name: str
+    members: list[Member]
+    classes: list[ParticleClass]
+    voxel_size: float  # Å
+    thresholds: dict  # per-class peak threshold
+    nms_scale: float = 0.5
+    overlap: float = 0.0  # cross-class suppression (overlap.py); 0: off
+    manifest: SoupManifest | None = None
+
+    @classmethod
+    def load(cls, soup, device: str = "cpu") -> Ensemble:
+        """Load every member of a soup (a name, soup.json, folder of members or one member) onto `device`."""
+        manifest = soup if isinstance(soup, SoupManifest) else SoupManifest.read(soup)
+        ensemble = cls.of_members(manifest.member_paths, device, [m.weight for m in manifest.members])
+        missing = [c.name for c in ensemble.classes if c.name not in manifest.thresholds]
+        if missing:
+            raise SoupError(f"{manifest.where}: no threshold for class(es) {', '.join(missing)}")
+        return replace(ensemble, name=manifest.name, thresholds=manifest.thresholds, nms_scale=manifest.nms_scale,
+                       overlap=manifest.overlap, manifest=manifest)
+
+    @classmethod
+    def of_members(cls, paths, device: str = "cpu", weights=None) -> Ensemble:
+        """Members that agree on classes and voxel size, equal weights unless given, no thresholds yet."""
+        weights = weights or [1.0] * len(paths)
+        members = [Member(*load_member(p, device), float(w)) for p, w in zip(paths, weights)]
+        check_compatible([m.manifest for m in members])
+        first = members[0].manifest
+        return cls("members", members, first.classes, first.voxel_size, {})
+
+    @classmethod
+    def of_model(cls, model, classes, voxel_size: float, tomo_type: str = "", name: str = "model") -> Ensemble:
+        """A one-member ensemble of a model in memory (validation, mining, greedy weight soups)."""
+        manifest = MemberManifest(name, "", {}, list(classes), voxel_size, tomo_type)
+        return cls(name, [Member(model, manifest)], list(classes), voxel_size, {})
+
+    @property
+    def manifests(self) -> list[MemberManifest]:
+        return [m.manifest for m in self.members]
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def tomo_type(self, member: Member, settings: InferenceSettings) -> str:
+        return settings.tomo_type or member.manifest.tomo_type
+
+    def predictor(self, member: Member, settings: InferenceSettings) -> TorchPredictor:
+        return TorchPredictor(member.model, settings.device, settings.amp_dtype, settings.views)
+
+    # ---- one run, streamed: what pick does -----------------------------------------------------------------
+
+    def inputs(self, run, settings: InferenceSettings, echo=print) -> list[Source]:
+        """The members that run on this run, each with its tomogram and blending weight; the rest are left out,
+        and it says so. A run where no member can run is an error naming the types it has."""
+        have = run_tomo_types(run)
+        can_run = [self.tomo_type(m, settings) in have for m in self.members]
+        weights = run_weights([m.weight for m in self.members], can_run)
+        if weights is None:
+            wanted = sorted({self.tomo_type(m, settings) for m in self.members})
+            raise SoupError(f"run {run.name}: none of the soup's tomogram types ({list_names(wanted)}) is here; it "
+                            f"has {list_names(sorted(have))}")
+        weighted = [(self.tomo_type(m, settings), ok) for m, ok in zip(self.members, can_run) if m.weight > 0]
+        lacking = sorted({tomo_type for tomo_type, ok in weighted if not ok})
+        if not any(ok for _, ok in weighted):
+            echo(f"run {run.name}: no member with a soup weight can run here; using the others with equal weights")
+        elif lacking:
+            echo(f"run {run.name}: using {sum(w > 0 for w in weights)} of {len(weighted)} members (no "
+                 f"{', '.join(lacking)} here); their weights are renormalised")
+        return [Source(self.predictor(m, settings), run_volume(run, self.voxel_size, self.tomo_type(m, settings),
+                                                               echo), w)
+                for m, w in zip(self.members, weights) if w > 0]
+
+    def stream(self, sources: list[Source], settings: InferenceSettings, progress=None, dtype=np.float16):
+        """The blended heatmap of `sources` as `Chunk`s in z order (windows.stream_heatmaps)."""
+        return stream_heatmaps(sources, len(self.classes), settings.window, settings.overlap, settings.batch_size,
+                               progress=progress, dtype=dtype, device=settings.device)
+
+    def peak_stream(self, depth: int, settings: InferenceSettings, thresholds=None):
+        """The peak search the stream's chunks feed. Beside a GPU it runs on a worker thread, overlapping the
+        next slab's networks; on a CPU the networks already keep every core busy, so it runs inline."""
+        stream = PeakStream(self.classes, self.voxel_size, self.thresholds if thresholds is None else thresholds,
+                            depth, self.nms_scale)
+        return stream if settings.on_cpu else BackgroundPeaks(stream)
+
+    def run_picks(self, run, settings: InferenceSettings, echo=print) -> dict:
+        """{class: ((N, 3) Å (x, y, z), (N,) scores)} of one run, streamed in z so that neither the tomogram nor
+        the heatmap is ever held whole."""
+        return self.source_picks(self.inputs(run, settings, echo), settings)
+
+    def source_picks(self, sources: list[Source], settings: InferenceSettings, progress=None, on_chunk=None) -> dict:
+        """`run_picks` for inputs already chosen; `on_chunk(chunk)` sees every heatmap chunk too."""
+        peaks = self.peak_stream(sources[0].volume.shape[0], settings)
+        for chunk in self.stream(sources, settings, progress):
+            peaks.add(*chunk)
+            if on_chunk is not None:
+                on_chunk(chunk)
+        return suppress_overlaps(peaks.picks(), self.classes, self.overlap)
+
+    # ---- whole heatmaps: what the soup search and validation cache ---------------------------------------------
+
+    def member_heatmaps(self, run, settings: InferenceSettings, echo=print) -> list:
+        """Per member, its whole (C, Z, Y, X) float16 heatmap of the run, or None where it cannot run here."""
+        have = run_tomo_types(run)
+        out = []
+        for member in self.members:
+            tomo_type = self.tomo_type(member, settings)
+            try:
+                if tomo_type not in have:
+                    raise SoupError(f"run {run.name}: no '{tomo_type}' tomogram")
+                volume = run_volume(run, self.voxel_size, tomo_type, echo)
+            except SoupError as err:
+                echo(f"{err}; member {member.manifest.name} left out on this run")
+                out.append(None)
+                continue
+            out.append(self.heatmap(volume, settings, member=member).astype(np.float16))
+        return out
+
+    def heatmap(self, volume, settings: InferenceSettings, stats=None, member: Member | None = None) -> np.ndarray:
+        """The whole (C, Z, Y, X) float32 heatmap of one member (the first by default) on `volume`; `stats`:
+        (mean, std) to normalise with, or None to take them from the volume."""
+        return predict_volume(self.predictor(member or self.members[0], settings), volume, len(self.classes),
+                              settings.window, settings.overlap, settings.batch_size, stats, settings.device)
+
+    def picks(self, heatmap: np.ndarray, thresholds=None, overlap: float | None = None) -> dict:
+        """Picks from a whole blended heatmap, cut and suppressed as `run_picks` cuts and suppresses."""
+        picks = heatmaps_to_picks(heatmap, self.classes, self.voxel_size,
+                                  self.thresholds if thresholds is None else thresholds, self.nms_scale)
+        return suppress_overlaps(picks, self.classes, self.overlap if overlap is None else overlap)
+
+
+def blend(heatmaps: list, weights) -> np.ndarray | None:
+    """The weighted mean of cached member heatmaps (None: that member cannot run on the run), with `run_weights`'
+    renormalisation; None when no member can run."""
+    used = run_weights(weights, [h is not None for h in heatmaps])
+    if used is None:
+        return None
+    return sum(h.astype(np.float32) * np.float32(w) for h, w in zip(heatmaps, used) if w > 0)

@@ -1,0 +1,68 @@
+"""How an ensemble runs over a tomogram: one frozen settings object for `pick`, the soup search, validation during
+training and the Ray jobs, checked when it is made so that a bad value fails before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from copick_soup.device import AMP_CHOICES, amp_dtype, default_batch_size, is_cpu, resolve_device
+from copick_soup.ensemble.tta import tta_views
+from copick_soup.errors import SoupError
+from copick_soup.model.registry import model_config
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    window: int = 64  # sliding-window side in voxels
+    overlap: float = 0.25  # fraction of a window its neighbours share
+    tta: int = 1  # test-time augmentation views, 1-8
+    batch_size: int | None = None  # windows per network call; None: the device's default
+    device: str = "cpu"  # cpu, cuda, cuda:N, or auto (resolved by `resolved()`)
+    amp: str = "auto"  # autocast: auto (bf16 where the device has it natively), none, bf16, fp16
+    tomo_type: str | None = None  # read this tomogram type with every member instead of each member's own
+
+    def __post_init__(self):
+        tta_views(self.tta)
+        if not 0 <= self.overlap < 1:
+            raise SoupError(f"--overlap {self.overlap:g}: must be at least 0 and below 1")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise SoupError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.amp not in AMP_CHOICES:
+            raise SoupError(f"amp: choose one of {', '.join(AMP_CHOICES)}, got '{self.amp}'")
+
+    def resolved(self) -> InferenceSettings:
+        """The settings on a concrete device ('auto' chosen), with the precision checked against it."""
+        settings = replace(self, device=resolve_device(self.device))
+        amp_dtype(settings.amp, settings.device)  # fp16 on a CPU without native float16 fails here
+        return settings
+
+    @property
+    def views(self) -> list:
+        return tta_views(self.tta)
+
+    @property
+    def amp_dtype(self):
+        return amp_dtype(self.amp, self.device)
+
+    @property
+    def batch(self) -> int:
+        return self.batch_size or default_batch_size(self.device)
+
+    @property
+    def on_cpu(self) -> bool:
+        return is_cpu(self.device)
+
+    def check_members(self, manifests) -> str | None:
+        """Refuse a window some member cannot run (each U-Net level halves it); return a warning for one smaller
+        than the patches the members were trained on, where particles lose the context the network learnt from.
+        `manifests`: MemberManifest objects."""
+        unets = {m.variant: model_config(m.variant, **m.unet) for m in manifests}
+        deepest = max(unets.values(), key=lambda u: u.divisor)  # divisors are powers of 2: the largest fits all
+        if self.window < deepest.divisor or self.window % deepest.divisor:
+            raise SoupError(f"--window {self.window}: this soup's members ({', '.join(sorted(unets))}) need a "
+                            f"multiple of {deepest.divisor}; {deepest.sizes_near(self.window)}")
+        patch = max((m.patch for m in manifests), default=0)
+        if self.window < patch:
+            return (f"warning: --window {self.window} is smaller than the {patch}-voxel patches the members were "
+                    f"trained on; particles near window borders lose context and picks suffer")
+        return None

@@ -1,0 +1,117 @@
+"""Picking copick runs with a loaded ensemble: the one function the CLI, the copick plugin and Ray actors call.
+
+For each run: refuse early if its picks exist (unless overwrite); run the ensemble over it (`Ensemble.run_picks`:
+the members that can run, streamed windows, peaks, cross-class suppression); write all classes' picks at once.
+A bad run raises `SoupError`; `pick_runs` records it and goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from copick_soup.data.picks import existing_picks, write_picks
+from copick_soup.data.project import select_runs
+from copick_soup.data.tomogram import find_voxel_spacing
+from copick_soup.ensemble import Ensemble, InferenceSettings
+from copick_soup.ensemble.windows import count_windows
+from copick_soup.errors import SoupError
+
+
+@dataclass(frozen=True)
+class PickOptions:
+    """Where the picks go; how the ensemble runs is `InferenceSettings`."""
+
+    user_id: str = "copick-soup"
+    session_id: str = "0"
+    overwrite: bool = False
+    save_heatmaps: bool = False
+
+
+def check_voxel_size(voxel_size: float | None, soup) -> None:
+    """`--voxel-size` may only confirm the soup's: runs are resampled to the size its members were trained at.
+    `soup`: an Ensemble or a SoupManifest."""
+    if voxel_size is not None and abs(voxel_size - soup.voxel_size) > 1e-3:
+        raise SoupError(f"--voxel-size {voxel_size:g}: soup '{soup.name}' was trained at {soup.voxel_size:g} Å; "
+                        f"runs are resampled to it, so leave --voxel-size out or pass {soup.voxel_size:g}")
+
+
+def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOptions = PickOptions(), echo=print,
+             progress=None) -> dict:
+    """Pick one run and write its picks; returns {run, processed, picks: {class: n}, members, seconds}."""
+    start = time.perf_counter()
+    names = ensemble.class_names
+    taken = existing_picks(run, names, opts.user_id, opts.session_id)
+    if taken and not opts.overwrite:
+        raise SoupError(f"run {run.name}: picks by user '{opts.user_id}' session '{opts.session_id}' already exist "
+                        f"for {', '.join(taken)}; pass --overwrite to replace them")
+    sources = ensemble.inputs(run, settings, echo)
+    shape = tuple(sources[0].volume.shape)
+    heat = np.zeros((len(names), *shape), dtype=np.uint8) if opts.save_heatmaps else None
+
+    def keep(chunk):  # 0-255 for heat 0-1
+        heat[:, chunk.z0:chunk.z0 + chunk.planes.shape[1]] = np.clip(chunk.planes * 255, 0, 255).astype(np.uint8)
+
+    if progress:
+        progress(start=count_windows(shape, settings.window, settings.overlap))
+    picks = ensemble.source_picks(sources, settings, progress, on_chunk=keep if heat is not None else None)
+    write_picks(run, picks, opts.user_id, opts.session_id, overwrite=opts.overwrite)
+    if heat is not None:
+        save_heatmaps(run, ensemble, heat, opts)
+    return dict(run=run.name, processed=True, picks={n: len(picks[n][0]) for n in names},
+                members=len(sources), seconds=time.perf_counter() - start, error=None)
+
+
+def save_heatmaps(run, ensemble: Ensemble, heat: np.ndarray, opts: PickOptions) -> None:
+    """The ensemble heatmaps as copick segmentations, one per class, uint8 (0-255 = heat 0-1)."""
+    find_voxel_spacing(run, ensemble.voxel_size)  # the segmentation needs the voxel spacing to exist
+    for c, cls in enumerate(ensemble.classes):
+        seg = run.new_segmentation(voxel_size=ensemble.voxel_size, name=cls.name, session_id=opts.session_id,
+                                   is_multilabel=False, user_id=opts.user_id, exist_ok=opts.overwrite)
+        seg.from_numpy(heat[c], dtype=np.uint8)
+
+
+def pick_runs(root, ensemble: Ensemble, run_names, settings: InferenceSettings, opts: PickOptions = PickOptions(),
+              echo=print, progress_factory=None) -> list[dict]:
+    """Pick every chosen run; a run that fails is reported (with its reason) and the others go on. A window the
+    members cannot run is refused before any run starts."""
+    warning = settings.check_members(ensemble.manifests)
+    if warning:
+        echo(warning)
+    results = []
+    for run in select_runs(root, run_names):
+        progress = progress_factory(run.name) if progress_factory else None
+        try:
+            results.append(pick_run(run, ensemble, settings, opts, echo, progress))
+        except SoupError as err:
+            echo(f"skipped: {err}")
+            results.append(dict(run=run.name, processed=False, picks={}, members=0, seconds=0.0, error=str(err)))
+        finally:
+            if progress:
+                progress(close=True)
+    return results
+
+
+def summary_table(results: list[dict], classes) -> str:
+    """Picks per class and run, with a total row and the reasons for skipped runs."""
+    names = [c.name for c in classes]
+    width = max([len("run")] + [len(r["run"]) for r in results]) + 2
+    cols = [max(len(n), 6) + 2 for n in names]  # whole class names: a lab's own targets may share a prefix
+
+    def row(label, counts):
+        return f"{label:<{width}}" + "".join(f"{n:>{w}}" for n, w in zip(counts, cols))
+
+    head = row("run", names) + f"{'seconds':>9}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        if r["processed"]:
+            lines.append(row(r["run"], [r["picks"][n] for n in names]) + f"{r['seconds']:>9.1f}")
+        else:
+            lines.append(f"{r['run']:<{width}}  skipped: {r['error']}")
+    done = [r for r in results if r["processed"]]
+    lines.append("-" * len(head))
+    lines.append(row("total", [sum(r["picks"][n] for r in done) for n in names]))
+    lines.append(f"{len(done)} of {len(results)} run(s) picked")
+    return "\n".join(lines)

@@ -1,0 +1,68 @@
+"""The ensemble pipeline is written once: what the soup search scores is what `pick` writes; manifests are typed
+and keep their file formats; one settings object checks itself."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from copick_soup.data import open_project, read_picks
+from copick_soup.ensemble import Ensemble, InferenceSettings, run_weights
+from copick_soup.ensemble.evaluate import load_val_runs, val_picks
+from copick_soup.errors import SoupError
+from copick_soup.model.manifest import SHIPPED, MemberManifest, SoupManifest
+from copick_soup.pick import PickOptions, pick_run
+
+
+@pytest.mark.slow
+def test_the_soup_search_scores_the_picks_that_pick_writes(project):
+    """Two paths to one run's picks: the search's (each member's whole heatmap cached, blended, cut) and pick's
+    (members streamed together in z). They differ only in the streamed buffers' float16 rounding."""
+    root = open_project(project)
+    run = root.runs[0]
+    ensemble = Ensemble.load("default")  # trained: clear peaks, no float ties at the thresholds
+    settings = InferenceSettings(amp="none")
+    val = load_val_runs(root, [run], ensemble, settings, "curation", "0", echo=lambda m: None)
+    searched = val_picks(ensemble, val[0], [m.weight for m in ensemble.members])
+    pick_run(run, ensemble, settings, PickOptions(user_id="same", session_id="0"), echo=lambda m: None)
+    picked = read_picks(run, ensemble.class_names, "same", "0", with_scores=True)
+    assert sum(len(p) for p, _ in searched.values()) > 5
+    for name in ensemble.class_names:
+        (pos, score), (pos2, score2) = searched[name], picked[name]
+        assert len(pos) == len(pos2), name
+        np.testing.assert_allclose(pos2, pos, atol=0.05 * ensemble.voxel_size, err_msg=name)
+        np.testing.assert_allclose(score2, score, atol=5e-3, err_msg=name)
+
+
+def test_run_weights_renormalise_over_the_members_that_can_run():
+    assert run_weights([0.5, 0.25, 0.25], [True, False, True]) == [2 / 3, 0.0, 1 / 3]
+    assert run_weights([1.0, 0.0, 0.0], [False, True, True]) == [0.0, 0.5, 0.5]  # weight-0 members stand in
+    assert run_weights([1.0, 0.0], [False, False]) is None
+
+
+def test_the_shipped_soup_loads_and_its_manifests_round_trip(tmp_path):
+    soup = SoupManifest.read("default")
+    assert len(soup.members) == 3 and abs(sum(m.weight for m in soup.members) - 1) < 1e-9
+    member = MemberManifest.read(soup.members[0].path)
+    assert member.variant == "unet3d_tiny" and member.unet["channels"] == [16, 48, 160] and member.patch == 48
+    on_disk = json.loads(soup.members[0].path.read_text())
+    assert member.to_json() == on_disk  # the file format is unchanged
+    shutil.copytree(SHIPPED / "default", tmp_path / "soup")
+    data = json.loads((tmp_path / "soup" / "soup.json").read_text())
+    data["from_a_newer_version"] = {"kept": True}
+    (tmp_path / "soup" / "soup.json").write_text(json.dumps(data))
+    copy = SoupManifest.read(tmp_path / "soup").write(tmp_path / "soup" / "soup.json")
+    assert json.loads(copy.read_text()) == data  # relative member paths and unknown keys survive
+
+
+def test_settings_check_themselves():
+    for bad, error in ((dict(tta=9), "--tta: choose 1 to 8 views, got 9"),
+                       (dict(overlap=1.0), "--overlap 1: must be at least 0 and below 1"),
+                       (dict(batch_size=0), "--batch-size 0: must be at least 1"),
+                       (dict(amp="fp8"), "amp: choose one of auto, none, bf16, fp16, got 'fp8'")):
+        with pytest.raises(SoupError, match=f"^{error}"):
+            InferenceSettings(**bad)
+    assert InferenceSettings(device="cpu").batch == 1 and InferenceSettings(device="cuda:1").batch == 4
+    with pytest.raises(AttributeError):
+        InferenceSettings().window = 32  # frozen: one object can be shared by every run and actor

@@ -1,0 +1,53 @@
+"""The package's structure: layers import only downward (import-linter's contract in pyproject.toml, run by
+`make lint`), imports of the package's own modules sit at the top of each module, and the Ray driver takes
+`copick-soup pick`'s options."""
+
+import ast
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parents[1]
+# Command modules import the pipeline inside their bodies on purpose: copick imports every plugin module on every
+# `copick` call, and the pipeline brings torch.
+DEFERRING = {"copick_soup/cli"}
+
+
+def function_level_imports(path: Path, root: Path = ROOT) -> list[str]:
+    """'file:line module' for each import of copick_soup or ray_jobs inside a function of `path`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for inner in ast.walk(node):
+                names = ([inner.module or ""] if isinstance(inner, ast.ImportFrom) else
+                         [a.name for a in inner.names] if isinstance(inner, ast.Import) else [])
+                found += [f"{path.relative_to(root)}:{inner.lineno} {n}" for n in names
+                          if n.split(".")[0] in ("copick_soup", "ray_jobs")]
+    return found
+
+
+def test_the_package_imports_its_own_modules_at_the_top():
+    files = [p for folder in ("copick_soup", "ray_jobs") for p in (ROOT / folder).rglob("*.py")
+             if not any(str(p.relative_to(ROOT)).startswith(d) for d in DEFERRING)]
+    assert len(files) > 40
+    assert [hit for p in files for hit in function_level_imports(p)] == []
+
+
+def test_the_check_finds_a_function_level_import(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from copick_soup.ensemble import Ensemble\n    import numpy\n")
+    assert function_level_imports(module, tmp_path) == ["m.py:2 copick_soup.ensemble"]
+
+
+def test_every_pick_option_exists_on_the_ray_driver_with_the_same_default():
+    from copick_soup.cli.pick import pick, soup_pick
+    from ray_jobs.pick import command
+
+    ray_options = {p.name: p for p in command.params}
+    for param in pick.params:
+        assert param.name in ray_options, f"ray_jobs.pick lacks {param.opts}"
+        other = ray_options[param.name]
+        assert (other.opts, other.default, other.multiple, type(other.type)) == (
+            param.opts, param.default, param.multiple, type(param.type)), param.name
+    assert [p.name for p in soup_pick.params] == [p.name for p in pick.params]  # the plugin: the same command
+    assert isinstance(command, click.Command)
