@@ -1,7 +1,8 @@
 """Picking copick runs with a loaded ensemble: the one function the CLI, the copick plugin and Ray actors call.
 
-For each run: refuse early if its picks exist (unless overwrite); run the ensemble over it (`Ensemble.run_picks`:
-the members that can run, streamed windows, peaks, cross-class suppression); write all classes' picks at once.
+For each run: refuse early if its picks exist (unless overwrite); run the ensemble over it (`Ensemble.inputs`: the
+members that can run; `Ensemble.stream_picks`: streamed windows, peaks, cross-class suppression); write all
+classes' picks at once.
 A bad run raises `SoupError`; `pick_runs` records it and goes on.
 """
 
@@ -56,7 +57,7 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
 
     if progress:
         progress(start=count_windows(shape, settings.window, settings.overlap))
-    picks = ensemble.source_picks(sources, settings, progress, on_chunk=keep if heat is not None else None)
+    picks = ensemble.stream_picks(sources, settings, progress, on_chunk=keep if heat is not None else None)
     write_picks(run, picks, opts.user_id, opts.session_id, overwrite=opts.overwrite)
     if heat is not None:
         save_heatmaps(run, ensemble, heat, opts)

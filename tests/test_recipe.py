@@ -75,6 +75,27 @@ def test_lab_fine_tunes_members_for_its_own_classes(trained, tmp_path):
     assert load_member(tmp_path / "lab-members" / "unet3d_test-denoised.json")[1] == manifest  # left as it was
 
 
+def test_fine_tuning_runs_that_lack_some_types_fine_tunes_the_members_that_can_run(trained, tmp_path):
+    from copick_soup.simulate import simulate_project
+
+    members, _ = trained  # unet3d_test members for denoised and wbp
+    lab = simulate_project(tmp_path / "lab", runs=2, shape=(32, 96, 96), crowding=10.0, tomo_types=["denoised"])
+    result = invoke("train", "-c", lab, "--init", members, "--train-runs", "exp_000", "--val-runs", "exp_001",
+                    "--set", "steps=2", "--set", "val_every=2", "--out", tmp_path / "lab-members")
+    assert result.exit_code == 0, result.output
+    assert "unet3d_test-wbp: left out (no 'wbp' tomograms at 10.012 Å in the training runs)" in result.output
+    assert sorted(p.name for p in (tmp_path / "lab-members").glob("*.json")) == ["unet3d_test-denoised.json"]
+    soup = invoke("soup", "-c", lab, "--members", tmp_path / "lab-members", "--val-runs", "exp_001", "--window", 32,
+                  "--out", tmp_path / "lab-soup")
+    assert soup.exit_code == 0, soup.output
+    assert [m["path"] for m in json.loads((tmp_path / "lab-soup" / "soup.json").read_text())["members"]] == [
+        str(tmp_path / "lab-members" / "unet3d_test-denoised.json")]
+    none = invoke("train", "-c", lab, "--init", members / "unet3d_test-wbp.json", "--train-runs", "exp_000",
+                  "--val-runs", "exp_001", "--out", tmp_path / "nothing")
+    assert none.exit_code == 1 and none.output.strip().splitlines()[-1] == (
+        "Error: none of the members' tomogram types (wbp) is in the training runs; they have denoised")
+
+
 def test_a_run_cannot_both_train_and_validate_a_member(trained, tmp_path):
     from copick_soup.simulate import simulate_project
 

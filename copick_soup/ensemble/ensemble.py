@@ -128,13 +128,9 @@ class Ensemble:
                             depth, self.nms_scale)
         return stream if settings.on_cpu else BackgroundPeaks(stream)
 
-    def run_picks(self, run, settings: InferenceSettings, echo=print) -> dict:
-        """{class: ((N, 3) Å (x, y, z), (N,) scores)} of one run, streamed in z so that neither the tomogram nor
-        the heatmap is ever held whole."""
-        return self.source_picks(self.inputs(run, settings, echo), settings)
-
-    def source_picks(self, sources: list[Source], settings: InferenceSettings, progress=None, on_chunk=None) -> dict:
-        """`run_picks` for inputs already chosen; `on_chunk(chunk)` sees every heatmap chunk too."""
+    def stream_picks(self, sources: list[Source], settings: InferenceSettings, progress=None, on_chunk=None) -> dict:
+        """{class: ((N, 3) Å (x, y, z), (N,) scores)} of a run's `inputs`, streamed in z so that neither the
+        tomogram nor the heatmap is ever held whole; `on_chunk(chunk)` sees every heatmap chunk too."""
         peaks = self.peak_stream(sources[0].volume.shape[0], settings)
         for chunk in self.stream(sources, settings, progress):
             peaks.add(*chunk)
@@ -168,7 +164,7 @@ class Ensemble:
                               settings.window, settings.overlap, settings.batch_size, stats, settings.device)
 
     def picks(self, heatmap: np.ndarray, thresholds=None, overlap: float | None = None) -> dict:
-        """Picks from a whole blended heatmap, cut and suppressed as `run_picks` cuts and suppresses."""
+        """Picks from a whole blended heatmap, cut and suppressed as `stream_picks` cuts and suppresses."""
         picks = heatmaps_to_picks(heatmap, self.classes, self.voxel_size,
                                   self.thresholds if thresholds is None else thresholds, self.nms_scale)
         return suppress_overlaps(picks, self.classes, self.overlap if overlap is None else overlap)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from copick_soup.data import angstrom_to_voxel, open_tomogram, read_picks
-from copick_soup.data.tomogram import normalisation_stats
+from copick_soup.data.tomogram import available_tomo_types, normalisation_stats
 from copick_soup.errors import SoupError
 from copick_soup.train.augment import augment
 from copick_soup.train.targets import class_sigmas, gaussian_heatmaps
@@ -35,7 +35,8 @@ class TrainVolume:
 
 def load_volumes(root, runs, tomo_types, classes, voxel_size: float, picks_user: str,
                  picks_session: str | None, warn=log.warning) -> list[TrainVolume]:
-    """One TrainVolume per (run, tomogram type); runs without picks or with NaNs are skipped with a warning."""
+    """One TrainVolume per (run, tomogram type); runs without picks, without that type or with NaNs are skipped
+    with a warning."""
     names = [c.name for c in classes]
     volumes = []
     for run in runs:
@@ -45,6 +46,9 @@ def load_volumes(root, runs, tomo_types, classes, voxel_size: float, picks_user:
             continue
         points = [angstrom_to_voxel(picks[n], voxel_size) for n in names]
         for tomo_type in tomo_types:
+            if tomo_type not in available_tomo_types(run, voxel_size):
+                warn(f"run {run.name}: no '{tomo_type}' tomogram at {voxel_size:g} Å; skipped for that type")
+                continue
             image = np.asarray(open_tomogram(run, voxel_size, tomo_type)[:], dtype=np.float32)
             if not np.isfinite(image).all():
                 warn(f"run {run.name}: tomogram '{tomo_type}' has NaN or infinite values; skipped")

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from copick_soup.data.project import open_project, select_runs
+from copick_soup.data.tomogram import available_tomo_types
 from copick_soup.errors import SoupError
 from copick_soup.model.average import weight_soup
 from copick_soup.model.manifest import MemberManifest
@@ -221,6 +222,23 @@ def publish_member(best_manifest: Path, target: Path) -> Path:
     return manifest.write(target.with_suffix(".json"))
 
 
+def runnable_members(manifests: list[MemberManifest], runs, echo=print) -> list[MemberManifest]:
+    """The members whose tomogram type the training runs hold (a lab's runs often carry only some types); the
+    others are left out, and it says so. None at all is an error naming the types the runs have."""
+    def has(run, m):
+        return m.tomo_type in available_tomo_types(run, m.voxel_size)
+
+    usable = [m for m in manifests if any(has(run, m) for run in runs)]
+    for m in manifests:
+        if m not in usable:
+            echo(f"{m.name}: left out (no '{m.tomo_type}' tomograms at {m.voxel_size:g} Å in the training runs)")
+    if not usable:
+        have = sorted({t for m in manifests for run in runs for t in available_tomo_types(run, m.voxel_size)})
+        raise SoupError(f"none of the members' tomogram types ({', '.join(sorted({m.tomo_type for m in manifests}))}) "
+                        f"is in the training runs; they have {', '.join(have) or 'none at that voxel size'}")
+    return usable
+
+
 def finetune_members(config, init_members: list[Path], out, train_runs=None, val_runs=None,
                      picks_user: str = "curation", picks_session: str | None = "0", overrides=None,
                      resume: bool = False, echo=print) -> list[Path]:
@@ -232,8 +250,7 @@ def finetune_members(config, init_members: list[Path], out, train_runs=None, val
     train, val = split_runs(root, {"val_runs": 1 if not val_runs else val_runs}, train_runs, val_runs)
     cache = {}
     results = []
-    for path in init_members:
-        manifest = MemberManifest.read(path)
+    for manifest in runnable_members([MemberManifest.read(p) for p in init_members], train, echo):
         tomo_type, variant, voxel_size = manifest.tomo_type, manifest.variant, manifest.voxel_size
         if (tomo_type, voxel_size) not in cache:
             cache[(tomo_type, voxel_size)] = (
