@@ -22,13 +22,18 @@ from copick_soup.cli.util import parse_shape, reports_errors, split_names
               help="Take the pickable objects from this copick config instead of the six CZII targets.")
 @click.option("--tomo-types", default="wbp,denoised,ctfdeconvolved", show_default=True,
               help="Tomogram types to write (comma-separated).")
+@click.option("--engine", default="blobs", show_default=True, type=click.Choice(["blobs", "tilt"]),
+              help="blobs: particles as Gaussian blobs, imaged in Fourier space (fast). tilt: particles as densities "
+                   "from atomic models, a real-space tilt series (dose-symmetric, exposure filter, defocus gradient) "
+                   "and weighted back-projection.")
 @reports_errors
-def simulate(out, n_runs, seed, shape, profile, crowding, balance, objects_from, tomo_types):
+def simulate(out, n_runs, seed, shape, profile, crowding, balance, objects_from, tomo_types, engine):
     """Simulate phantom runs (CTF, missing wedge, noise, WBP) into a new copick project.
 
     \b
-    Example:
+    Examples:
       copick-soup simulate --out phantoms --runs 4 --shape full --profile experimental
+      copick-soup simulate --out tilted --runs 4 --shape full --engine tilt
     """
     from copick_soup.simulate import simulate_project
 
@@ -39,6 +44,6 @@ def simulate(out, n_runs, seed, shape, profile, crowding, balance, objects_from,
         objects = [obj.model_dump() for obj in open_project(objects_from).config.pickable_objects]
     config = simulate_project(out, runs=n_runs, seed=seed, shape=parse_shape(shape), profile=profile,
                               objects=objects, crowding=crowding, balance=balance,
-                              tomo_types=split_names([tomo_types]),
+                              tomo_types=split_names([tomo_types]), engine=engine,
                               progress=lambda name: click.echo(f"simulated {name}"))
     click.echo(f"wrote {n_runs} run(s) to {config}")

@@ -1,6 +1,9 @@
-"""Phantom tomograms with ground truth: sample (phantom), microscope (imaging), copick project (project)."""
+"""Phantom tomograms with ground truth, from two physically different engines (project.ENGINES):
+`blobs` (sample: phantom.py, shapes.py; microscope: imaging.py) and `tilt` (sample: templated.py with densities
+from atomic models in templates/; microscope: tiltseries.py), written as a copick project (project.py)."""
 
 from copick_soup.simulate.profiles import PROFILES, Conditions, sample_conditions
-from copick_soup.simulate.project import SimulatedRun, simulate_project, simulate_run
+from copick_soup.simulate.project import ENGINES, SimulatedRun, simulate_project, simulate_run
 
-__all__ = ["PROFILES", "Conditions", "sample_conditions", "SimulatedRun", "simulate_project", "simulate_run"]
+__all__ = ["ENGINES", "PROFILES", "Conditions", "sample_conditions", "SimulatedRun", "simulate_project",
+           "simulate_run"]

@@ -98,13 +98,17 @@ def reconstruct(density: np.ndarray, cond: Conditions, voxel_size: float, rng: n
     out = {}
     for tomo_type in tomo_types:
         volume = fft.irfftn(_filtered(spectrum, tomo_type, cond, kz, ky, kx), s=shape, workers=-1, overwrite_x=True)
-        volume = volume.astype(np.float32, copy=False)
-        scale, offset = 10 ** rng.uniform(-1, 1), rng.normal(0, 2)  # arbitrary units, as in real data
-        volume -= volume.mean()
-        volume *= np.float32(scale / (volume.std() + 1e-12))
-        volume += np.float32(offset)
-        out[tomo_type] = volume
+        out[tomo_type] = arbitrary_units(volume.astype(np.float32, copy=False), rng)
     return out
+
+
+def arbitrary_units(volume: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The volume at a random scale and offset (in place), as real tomograms come in arbitrary units."""
+    scale, offset = 10 ** rng.uniform(-1, 1), rng.normal(0, 2)
+    volume -= volume.mean()
+    volume *= np.float32(scale / (volume.std() + 1e-12))
+    volume += np.float32(offset)
+    return volume
 
 
 def _filtered(spectrum: np.ndarray, tomo_type: str, cond: Conditions, kz, ky, kx) -> np.ndarray:

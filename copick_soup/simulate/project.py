@@ -11,9 +11,18 @@ import numpy as np
 from copick_soup.data.coords import voxel_to_angstrom
 from copick_soup.errors import SoupError
 from copick_soup.objects import TOMO_TYPES, VOXEL_SIZE, ParticleClass, classes_from_objects, czii_pickable_objects
-from copick_soup.simulate.imaging import reconstruct
+from copick_soup.simulate.imaging import arbitrary_units, reconstruct
 from copick_soup.simulate.phantom import DEFAULT_PER_TOMOGRAM, build_sample
 from copick_soup.simulate.profiles import PROFILES, Conditions, sample_conditions
+from copick_soup.simulate.templated import build_templated_sample
+from copick_soup.simulate.templates import load_templates, template_for
+from copick_soup.simulate.tiltseries import derived_types, tilt_series_reconstruction
+
+# `blobs`: particles as sums of Gaussian blobs, imaged in Fourier space (phantom.py, imaging.py).
+# `tilt`: particles as densities computed from atomic models, a real-space tilt series, weighted back-projection
+# (templated.py, tiltseries.py). Two physically different engines: a picker trained on one and scored on the
+# other shows whether it learnt the particles or the simulator.
+ENGINES = ("blobs", "tilt")
 
 TRUTH_USER, TRUTH_SESSION = "curation", "0"
 
@@ -25,12 +34,48 @@ class SimulatedRun:
     conditions: Conditions
 
 
+@dataclass(frozen=True)
+class Engine:
+    """What a run is simulated with: the engine's name and, for `tilt`, each class's density template."""
+
+    name: str = "blobs"
+    templates: dict | None = None  # class name -> Template
+    distractors: tuple = ()  # Templates of unlabelled complexes
+
+
+def tilt_engine(objects: list[dict]) -> Engine:
+    """The `tilt` engine for these pickable objects; a class without a density template is refused."""
+    templates = load_templates()
+    particles = {c.name: obj for c, obj in zip(classes_from_objects(objects), particle_objects(objects))}
+    found = {name: template_for(obj, templates) for name, obj in particles.items()}
+    missing = sorted(name for name, t in found.items() if t is None)
+    if missing:
+        raise SoupError(f"--engine tilt: no density template for {', '.join(missing)} (templates stand for PDB "
+                        f"{', '.join(sorted(p for t in templates.values() for p in t.provenance['stands_for']))}; "
+                        f"name one in the object's metadata.simulation.template, or use --engine blobs)")
+    distractors = tuple(t for t in templates.values() if t.provenance["role"] == "distractor")
+    return Engine("tilt", found, distractors)
+
+
+def particle_objects(objects: list[dict]) -> list[dict]:
+    """The objects `classes_from_objects` keeps, in its order (by label)."""
+    kept = [o for o in objects if o.get("is_particle") and o.get("radius")]
+    return sorted(kept, key=lambda o: int(o["label"]))
+
+
 def simulate_run(shape, classes: list[ParticleClass], profile: str, rng: np.random.Generator,
-                 voxel_size: float = VOXEL_SIZE, crowding: float = 1.0, tomo_types=TOMO_TYPES) -> SimulatedRun:
+                 voxel_size: float = VOXEL_SIZE, crowding: float = 1.0, tomo_types=TOMO_TYPES,
+                 engine: Engine = Engine()) -> SimulatedRun:
     """One run in memory: tomograms of each type and the true particle centres in Å."""
     cond = sample_conditions(profile, rng, crowding)
-    sample = build_sample(tuple(shape), classes, cond, voxel_size, rng)
-    tomograms = reconstruct(sample.density, cond, voxel_size, rng, tomo_types)
+    if engine.name == "tilt":
+        sample = build_templated_sample(tuple(shape), classes, engine.templates, list(engine.distractors), cond,
+                                        voxel_size, rng)
+        wbp = tilt_series_reconstruction(sample.density, cond, voxel_size, rng)
+        tomograms = {t: arbitrary_units(v, rng) for t, v in derived_types(wbp, cond, voxel_size, tomo_types).items()}
+    else:
+        sample = build_sample(tuple(shape), classes, cond, voxel_size, rng)
+        tomograms = reconstruct(sample.density, cond, voxel_size, rng, tomo_types)
     picks = {name: voxel_to_angstrom(zyx, voxel_size) for name, zyx in sample.centers.items()}
     return SimulatedRun(tomograms, picks, cond)
 
@@ -54,13 +99,14 @@ def write_config(out: Path, objects: list[dict], name: str) -> Path:
 def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), profile: str = "experimental",
                      objects: list[dict] | None = None, crowding: float = 1.0, voxel_size: float = VOXEL_SIZE,
                      tomo_types=TOMO_TYPES, run_prefix: str | None = None, balance: bool = False,
-                     progress=None) -> Path:
+                     engine: str = "blobs", progress=None) -> Path:
     """Write `runs` simulated runs to a new copick project in `out`; returns the path of its copick.json.
 
     Deterministic by `seed`: run i always draws from the i-th child of the seed, whatever `runs` is.
     Ground truth goes to user `curation`, session `0`. Refuses to write into an existing project.
     `balance` raises every class's count to at least the median class's (pretraining data only: a network
     sees few distinct copies of a rare class otherwise; the written config keeps the real counts).
+    `engine`: `blobs` or `tilt` (see ENGINES).
     """
     import copick
 
@@ -75,6 +121,15 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
     if unknown or not tomo_types:
         raise SoupError(f"--tomo-types: the simulator writes {', '.join(TOMO_TYPES)}; got "
                         f"{', '.join(unknown) if unknown else 'none'}")
+    if engine not in ENGINES:
+        raise SoupError(f"--engine: unknown engine '{engine}'; choose one of {', '.join(ENGINES)}")
+    objects = objects or czii_pickable_objects()
+    simulator = tilt_engine(objects) if engine == "tilt" else Engine()
+    if simulator.templates:
+        largest = max(max(t.density.shape) for t in simulator.templates.values())
+        if min(shape) < largest:
+            raise SoupError(f"--shape: {','.join(map(str, shape))} is smaller than the largest particle's template "
+                            f"({largest} voxels); the tilt engine needs every side at least that")
     if (out / "copick.json").exists():
         raise SoupError(f"{out / 'copick.json'} already exists; choose an empty --out directory")
     try:
@@ -82,17 +137,22 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
     except OSError as err:
         raise SoupError(f"{out}: cannot create the project directory ({err.strerror})") from err
 
-    objects = objects or czii_pickable_objects()
     classes = classes_from_objects(objects)
     simulated = balanced(classes) if balance else classes
     config_path = write_config(out, objects, name=f"copick-soup {profile} phantoms")
     root = copick.from_file(str(config_path))
     prefix = run_prefix or ("sim_" if profile == "simulated" else "exp_")
-    provenance = dict(seed=seed, profile=profile, shape=list(shape), voxel_size=voxel_size, balance=balance, runs={})
+    provenance = dict(seed=seed, profile=profile, engine=engine, shape=list(shape), voxel_size=voxel_size,
+                      balance=balance, runs={})
+    if simulator.templates:
+        provenance["templates"] = {name: dict(template=t.name, structure=t.provenance["structure"],
+                                              source=t.provenance["repository"], licence=t.provenance["licence"])
+                                   for name, t in simulator.templates.items()}
 
     for i, child in enumerate(np.random.SeedSequence(seed).spawn(runs)):
         name = f"{prefix}{i:03d}"
-        sim = simulate_run(shape, simulated, profile, np.random.default_rng(child), voxel_size, crowding, tomo_types)
+        sim = simulate_run(shape, simulated, profile, np.random.default_rng(child), voxel_size, crowding, tomo_types,
+                           simulator)
         write_run(root, name, sim, voxel_size)
         provenance["runs"][name] = dict(conditions=sim.conditions.as_dict(),
                                         counts={k: len(v) for k, v in sim.picks.items()})
