@@ -8,7 +8,7 @@ runs; its checkpoint and per-class thresholds are chosen on that engine's valida
 would. Each member, and the shipped default soup, then picks the held-out runs of *both* engines: the diagonal is
 the in-engine sanity check, the off-diagonal the result. Held-out runs are never trained on or searched on.
 
-    python benchmarks/generalization.py [--steps 600] [--shape 96,256,256] [--test-runs 3] [--soup default]
+    python benchmarks/generalization.py [--steps 1000] [--shape 96,256,256] [--test-runs 3] [--soup default]
 
 Prints a table and writes benchmarks/results/generalization.md.
 """
@@ -77,29 +77,31 @@ def score_on(soup: str, name: str, config: Path, settings: InferenceSettings):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=600, help="training steps per member")
+    parser.add_argument("--steps", type=int, default=1000, help="training steps per member")
     parser.add_argument("--shape", default="96,256,256", help="Z,Y,X of every simulated run")
     parser.add_argument("--train-runs", type=int, default=6)
     parser.add_argument("--val-runs", type=int, default=2)
     parser.add_argument("--test-runs", type=int, default=3)
     parser.add_argument("--soup", default="default", help="a soup scored on both engines' held-out runs too")
+    parser.add_argument("--soup-engine", default="blobs", choices=ENGINES,
+                        help="the engine that made the soup's training data (the default soup's: blobs)")
     parser.add_argument("--out", default="/tmp/copick-soup-bench-generalization")
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
     out = Path(args.out) / f"{'x'.join(map(str, shape))}-{args.steps}"
     made = projects(out, shape, dict(train=args.train_runs, val=args.val_runs, test=args.test_runs))
-    models = {f"trained on {engine}": str(train_on(engine, made, out, args.steps)) for engine in ENGINES}
-    models[f"soup '{args.soup}'"] = args.soup
+    models = {f"trained on {engine}": (str(train_on(engine, made, out, args.steps)), engine) for engine in ENGINES}
+    models[f"soup '{args.soup}'"] = (args.soup, args.soup_engine)
     settings = InferenceSettings()  # pick's defaults: 64^3 windows, TTA 1, amp auto, on the CPU
 
     rows, names, truth = [], None, {}
-    for label, soup in models.items():
+    for label, (soup, trained_on) in models.items():
         for engine in ENGINES:
             score, seconds = score_on(soup, f"{label}-{engine}".replace(" ", "_").replace("'", ""),
                                       made[engine, "test"], settings)
             names = [c.name for c in score.classes]
             truth[engine] = sum(c.tp + c.fn for c in score.classes)
-            kind = "in-engine" if label.endswith(engine) else "cross-engine"
+            kind = "in-engine" if trained_on == engine else "cross-engine"
             rows.append(f"| {label} | {engine} ({kind}) | {score.weighted:.3f} | "
                         + " | ".join(f"{c.fbeta():.3f}" for c in score.classes) + f" | {seconds:.0f} |")
             print(rows[-1], flush=True)
