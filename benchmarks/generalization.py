@@ -9,8 +9,10 @@ would. Each member, and the shipped default soup, then picks the held-out runs o
 the in-engine sanity check, the off-diagonal the result. Held-out runs are never trained on or searched on.
 
     python benchmarks/generalization.py [--steps 1000] [--shape 96,256,256] [--test-runs 3] [--soup default]
+    python benchmarks/generalization.py --set aug_scale=0.1 --set normalisation=robust --label randomised
 
-Prints a table and writes benchmarks/results/generalization.md.
+Prints a table and writes benchmarks/results/generalization.md (generalization-LABEL.md with --label: training
+settings given with --set are tried on the same runs, and the rows show whether they close the gap).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from copick_soup.ensemble.evaluate import score_project
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.pick import PickOptions, pick_runs
 from copick_soup.simulate import ENGINES, simulate_project
-from copick_soup.train.config import TrainConfig
+from copick_soup.train.config import TrainConfig, override, parse_overrides
 from copick_soup.train.dataset import load_volumes
 from copick_soup.train.loop import train_member
 
@@ -50,17 +52,17 @@ def projects(out: Path, shape, runs: dict) -> dict:
     return made
 
 
-def train_on(engine: str, made: dict, out: Path, steps: int) -> Path:
+def train_on(engine: str, made: dict, out: Path, steps: int, settings: dict, label: str) -> Path:
     """A unet3d_tiny member trained on one engine's runs, validated on its validation runs."""
-    best = out / "members" / engine / "best.json"
+    best = out / "members" / label / engine / "best.json"
     if best.exists():
         return best
+    cfg = override(TrainConfig(variant="unet3d_tiny", steps=steps, val_every=max(steps // 6, 1), amp="auto",
+                               p_hard=0.3, hard_every=max(steps // 3, 1)), settings)
     train_root, val_root = open_project(made[engine, "train"]), open_project(made[engine, "val"])
     classes = classes_from_root(train_root)
-    train = load_volumes(train_root, train_root.runs, [TOMO_TYPE], classes, VOXEL_SIZE, "curation", "0")
-    val = load_volumes(val_root, val_root.runs, [TOMO_TYPE], classes, VOXEL_SIZE, "curation", "0")
-    cfg = TrainConfig(variant="unet3d_tiny", steps=steps, val_every=max(steps // 6, 1), amp="auto", p_hard=0.3,
-                      hard_every=max(steps // 3, 1))
+    train, val = (load_volumes(root, root.runs, [TOMO_TYPE], classes, VOXEL_SIZE, "curation", "0",
+                               normalisation=cfg.normalisation) for root in (train_root, val_root))
     return train_member(cfg, classes, train, val, best.parent, VOXEL_SIZE, TOMO_TYPE,
                         provenance=dict(benchmark="generalization", engine=engine), echo=print)
 
@@ -85,28 +87,35 @@ def main() -> None:
     parser.add_argument("--soup", default="default", help="a soup scored on both engines' held-out runs too")
     parser.add_argument("--soup-engine", default="blobs", choices=ENGINES,
                         help="the engine that made the soup's training data (the default soup's: blobs)")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting for both members (see TrainConfig), e.g. aug_scale=0.1")
+    parser.add_argument("--label", default="", help="names the members and the table of a --set experiment")
     parser.add_argument("--out", default="/tmp/copick-soup-bench-generalization")
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
     out = Path(args.out) / f"{'x'.join(map(str, shape))}-{args.steps}"
     made = projects(out, shape, dict(train=args.train_runs, val=args.val_runs, test=args.test_runs))
-    models = {f"trained on {engine}": (str(train_on(engine, made, out, args.steps)), engine) for engine in ENGINES}
+    settings = parse_overrides(args.settings)
+    label = args.label or ("base" if not settings else "-".join(f"{k}{v}" for k, v in settings.items()))
+    models = {f"trained on {engine}": (str(train_on(engine, made, out, args.steps, settings, label)), engine)
+              for engine in ENGINES}
     models[f"soup '{args.soup}'"] = (args.soup, args.soup_engine)
-    settings = InferenceSettings()  # pick's defaults: 64^3 windows, TTA 1, amp auto, on the CPU
+    inference = InferenceSettings()  # pick's defaults: 64^3 windows, TTA 1, amp auto, on the CPU
 
     rows, names, truth = [], None, {}
-    for label, (soup, trained_on) in models.items():
+    for name, (soup, trained_on) in models.items():
         for engine in ENGINES:
-            score, seconds = score_on(soup, f"{label}-{engine}".replace(" ", "_").replace("'", ""),
-                                      made[engine, "test"], settings)
+            session = f"{label}-{name}-{engine}".replace(" ", "_").replace("'", "")
+            score, seconds = score_on(soup, session, made[engine, "test"], inference)
             names = [c.name for c in score.classes]
             truth[engine] = sum(c.tp + c.fn for c in score.classes)
             kind = "in-engine" if trained_on == engine else "cross-engine"
-            rows.append(f"| {label} | {engine} ({kind}) | {score.weighted:.3f} | "
+            rows.append(f"| {name} | {engine} ({kind}) | {score.weighted:.3f} | "
                         + " | ".join(f"{c.fbeta():.3f}" for c in score.classes) + f" | {seconds:.0f} |")
             print(rows[-1], flush=True)
     table = "\n".join([
-        f"Cross-engine generalisation: members trained ({args.steps} steps, unet3d_tiny, {TOMO_TYPE}) on one "
+        f"Cross-engine generalisation: members trained ({args.steps} steps, unet3d_tiny, {TOMO_TYPE}"
+        + (f", {', '.join(args.settings)}" if settings else "") + ") on one "
         f"engine's {args.train_runs} runs, thresholds from its {args.val_runs} validation runs, scored on "
         f"{args.test_runs} held-out runs of {'x'.join(map(str, shape))} voxels per engine ("
         + ", ".join(f"{e}: {truth[e]} particles" for e in ENGINES) + f"); TTA 1, amp auto; "
@@ -117,8 +126,9 @@ def main() -> None:
         *rows,
     ])
     print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
+    results = RESULTS.with_name(f"generalization{'-' + args.label if args.label else ''}.md")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(table + "\n")
 
 
 if __name__ == "__main__":

@@ -116,3 +116,11 @@ def test_a_missing_or_corrupt_template_file_is_a_one_line_error(tmp_path, damage
         npz.unlink()
     with pytest.raises(SoupError, match=f"^{npz}: missing or corrupt density templates"):
         load_templates(folder)
+
+
+def test_a_mixed_project_alternates_engines_run_by_run(tmp_path):
+    config = simulate_project(tmp_path / "p", runs=3, shape=(48, 96, 96), engine="mixed")
+    runs = json.loads((config.parent / "simulation.json").read_text())["runs"]
+    assert [runs[name]["engine"] for name in sorted(runs)] == ["blobs", "tilt", "blobs"]
+    with pytest.raises(SoupError, match="^--engine: unknown engine 'polnet'; choose one of blobs, tilt or mixed"):
+        simulate_project(tmp_path / "q", engine="polnet")

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from copick_soup.data import open_project
+from copick_soup.data.tomogram import normalisation_stats
 from copick_soup.errors import SoupError
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
-from copick_soup.train.augment import augment
+from copick_soup.train.augment import Randomisation, augment, zoom_to
 from copick_soup.train.config import TrainConfig, override, parse_overrides
 from copick_soup.train.dataset import PatchSampler, TrainVolume, load_volumes
 from copick_soup.train.loop import train_member
@@ -44,6 +45,34 @@ def test_augmentation_moves_image_and_target_together():
         assert np.unravel_index(a.argmax(), a.shape) == np.unravel_index(t[0].argmax(), a.shape)
 
 
+def test_randomisation_changes_nothing_when_off_and_zooms_particles_with_their_targets(volumes):
+    classes, train, _ = volumes
+    plain = PatchSampler(train, classes, 32, VOXEL_SIZE, 0.3, np.random.default_rng(5))
+    off = PatchSampler(train, classes, 32, VOXEL_SIZE, 0.3, np.random.default_rng(5), randomisation=Randomisation())
+    for _ in range(3):  # the same draws, the same patches: recipes without randomisation train as before
+        (a, t), (b, u) = plain.sample(), off.sample()
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(t, u)
+    wide = Randomisation(scale=0.2, blur=1.0, noise_colour=2.0, gamma=0.3, contrast=0.3)
+    sampler = PatchSampler(train, classes, 32, VOXEL_SIZE, 0.3, np.random.default_rng(6), randomisation=wide)
+    image, target = sampler.sample()
+    assert image.shape == (1, 32, 32, 32) and target.shape == (len(classes), 32, 32, 32)
+    assert np.isfinite(image).all() and target.max() <= 1.0 + 1e-6
+    crop = np.zeros((16, 16, 16), np.float32)
+    crop[5, 5, 5] = 1.0
+    zoomed, factor = zoom_to(crop, 31)  # twice the size: crop voxel 5 lands on patch voxel 10
+    assert factor == 2.0 and np.unravel_index(zoomed.argmax(), zoomed.shape) == (10, 10, 10)
+
+
+def test_robust_normalisation_ignores_a_few_extreme_voxels():
+    rng = np.random.default_rng(0)
+    volume = rng.normal(5.0, 2.0, (40, 40, 40)).astype(np.float32)
+    volume[rng.random(volume.shape) < 0.005] = 1e4  # gold, or a hot pixel streak
+    centre, scale = normalisation_stats(volume, "robust")
+    assert centre == pytest.approx(5.0, abs=0.1) and scale == pytest.approx(2.0, rel=0.05)
+    assert normalisation_stats(volume)[1] > 50  # the mean and standard deviation follow the outliers
+
+
 def test_settings_override_and_unknown_keys():
     cfg = override(TrainConfig(), parse_overrides(["steps=12", "lr=1e-4", "amp=bf16"]))
     assert (cfg.steps, cfg.lr, cfg.amp) == (12, 1e-4, "bf16")
@@ -66,6 +95,9 @@ def test_settings_override_and_unknown_keys():
     ({"p_particle": 2}, r"'p_particle' must be in \[0, 1\], got 2.0"),
     ({"ema": 1}, r"'ema' must be in \[0, 1\) \(0: off\), got 1.0"),
     ({"variant": "unet3d_huge"}, "unknown model 'unet3d_huge'"),
+    ({"normalisation": "minmax"}, "'normalisation' must be one of zscore, robust, got 'minmax'"),
+    ({"aug_scale": 0.6}, r"'aug_scale' must be in \[0, 0.5\), got 0.6"),
+    ({"aug_blur": -1}, r"'aug_blur' must be >= 0, got -1.0"),
 ])
 def test_settings_that_would_crash_or_train_nothing_are_refused_up_front(setting, error):
     with pytest.raises(SoupError, match=f"^--set: {error}"):

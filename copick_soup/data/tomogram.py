@@ -98,20 +98,32 @@ def available_tomo_types(run, voxel_size: float) -> list[str]:
     return sorted({t.tomo_type for t in vs.tomograms})
 
 
-def normalisation_stats(array) -> tuple[float, float]:
-    """(mean, std) for per-tomogram z-scoring, from the central eighth of the volume.
+NORMALISATIONS = ("zscore", "robust")
 
-    The centre holds the sample and avoids empty borders, and reading it costs an eighth of the volume, so
-    training (which loads whole tomograms) and streaming inference (which never does) normalise alike.
+
+def normalisation_stats(array, method: str = "zscore") -> tuple[float, float]:
+    """(centre, scale) to normalise a tomogram with, (x - centre) / scale, from the central eighth of the volume.
+
+    `zscore`: mean and standard deviation. `robust`: median and 1.4826 x the median absolute deviation (the standard
+    deviation of Gaussian noise), which gold fiducials, ice crystals and carbon edges do not drag the way they drag
+    a mean and a standard deviation. The centre holds the sample and avoids empty borders, and reading it costs an
+    eighth of the volume, so training (which loads whole tomograms) and streaming inference (which never does)
+    normalise alike.
     """
+    if method not in NORMALISATIONS:
+        raise SoupError(f"normalisation '{method}': choose one of {', '.join(NORMALISATIONS)}")
     z, y, x = array.shape
     centre = np.asarray(array[z // 4: z // 4 + max(z // 2, 1), y // 4: y // 4 + max(y // 2, 1),
                               x // 4: x // 4 + max(x // 2, 1)], dtype=np.float32)
     where = getattr(array, "where", "tomogram")
     if not np.isfinite(centre).all():
         raise SoupError(f"{where} contains NaN or infinite values")
-    std = float(centre.std())
-    if std == 0:  # zarr fills missing chunks silently: an empty store, or '.' chunk keys where '/' are expected
+    if method == "robust":
+        middle = float(np.median(centre))
+        scale = 1.4826 * float(np.median(np.abs(centre - middle)))
+    else:
+        middle, scale = float(centre.mean()), float(centre.std())
+    if scale == 0:  # zarr fills missing chunks silently: an empty store, or '.' chunk keys where '/' are expected
         raise SoupError(f"{where} is constant ({float(centre.flat[0]):g}) in its centre: missing chunks, or chunk "
                         f"keys with another dimension separator?")
-    return float(centre.mean()), std
+    return middle, scale

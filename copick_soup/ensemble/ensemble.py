@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from copick_soup.data.project import list_names
-from copick_soup.data.tomogram import run_tomo_types, run_volume
+from copick_soup.data.tomogram import normalisation_stats, run_tomo_types, run_volume
 from copick_soup.ensemble.overlap import suppress_overlaps
 from copick_soup.ensemble.peaks import BackgroundPeaks, PeakStream, heatmaps_to_picks
 from copick_soup.ensemble.settings import InferenceSettings
@@ -112,9 +112,13 @@ class Ensemble:
         elif lacking:
             echo(f"run {run.name}: using {sum(w > 0 for w in weights)} of {len(weighted)} members (no "
                  f"{', '.join(lacking)} here); their weights are renormalised")
-        return [Source(self.predictor(m, settings), run_volume(run, self.voxel_size, self.tomo_type(m, settings),
-                                                               echo), w)
+        return [self.source(m, run_volume(run, self.voxel_size, self.tomo_type(m, settings), echo), settings, w)
                 for m, w in zip(self.members, weights) if w > 0]
+
+    def source(self, member: Member, volume, settings: InferenceSettings, weight: float = 1.0, stats=None) -> Source:
+        """A member's input: its predictor, its volume normalised as it was trained (or with `stats`)."""
+        stats = stats or normalisation_stats(volume, member.manifest.normalisation_method)
+        return Source(self.predictor(member, settings), volume, weight, stats)
 
     def stream(self, sources: list[Source], settings: InferenceSettings, progress=None, dtype=np.float16):
         """The blended heatmap of `sources` as `Chunk`s in z order (windows.stream_heatmaps)."""
@@ -160,8 +164,9 @@ class Ensemble:
     def heatmap(self, volume, settings: InferenceSettings, stats=None, member: Member | None = None) -> np.ndarray:
         """The whole (C, Z, Y, X) float32 heatmap of one member (the first by default) on `volume`; `stats`:
         (mean, std) to normalise with, or None to take them from the volume."""
-        return predict_volume(self.predictor(member or self.members[0], settings), volume, len(self.classes),
-                              settings.window, settings.overlap, settings.batch_size, stats, settings.device)
+        source = self.source(member or self.members[0], volume, settings, stats=stats)
+        return predict_volume(source.predict_batch, volume, len(self.classes), settings.window, settings.overlap,
+                              settings.batch_size, source.stats, settings.device)
 
     def picks(self, heatmap: np.ndarray, thresholds=None, overlap: float | None = None) -> dict:
         """Picks from a whole blended heatmap, cut and suppressed as `stream_picks` cuts and suppresses."""

@@ -83,6 +83,11 @@ class MemberManifest:
         return [c.name for c in self.classes]
 
     @property
+    def normalisation_method(self) -> str:
+        """How inputs are normalised for it (data/tomogram.py): members made before there was a choice z-score."""
+        return self.normalisation.get("method", "zscore")
+
+    @property
     def weights_path(self) -> Path:
         return manifest_path(self.path).with_name(self.weights)
 

@@ -23,6 +23,7 @@ from copick_soup.simulate.tiltseries import derived_types, tilt_series_reconstru
 # (templated.py, tiltseries.py). Two physically different engines: a picker trained on one and scored on the
 # other shows whether it learnt the particles or the simulator.
 ENGINES = ("blobs", "tilt")
+MIXED = "mixed"  # runs alternate between the engines: pretraining data that no one simulator dominates
 
 TRUTH_USER, TRUTH_SESSION = "curation", "0"
 
@@ -106,7 +107,7 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
     Ground truth goes to user `curation`, session `0`. Refuses to write into an existing project.
     `balance` raises every class's count to at least the median class's (pretraining data only: a network
     sees few distinct copies of a rare class otherwise; the written config keeps the real counts).
-    `engine`: `blobs` or `tilt` (see ENGINES).
+    `engine`: `blobs`, `tilt` (see ENGINES) or `mixed` (even runs blobs, odd runs tilt).
     """
     import copick
 
@@ -121,12 +122,13 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
     if unknown or not tomo_types:
         raise SoupError(f"--tomo-types: the simulator writes {', '.join(TOMO_TYPES)}; got "
                         f"{', '.join(unknown) if unknown else 'none'}")
-    if engine not in ENGINES:
-        raise SoupError(f"--engine: unknown engine '{engine}'; choose one of {', '.join(ENGINES)}")
+    if engine not in (*ENGINES, MIXED):
+        raise SoupError(f"--engine: unknown engine '{engine}'; choose one of {', '.join(ENGINES)} or {MIXED}")
     objects = objects or czii_pickable_objects()
-    simulator = tilt_engine(objects) if engine == "tilt" else Engine()
-    if simulator.templates:
-        largest = max(max(t.density.shape) for t in simulator.templates.values())
+    tilted = tilt_engine(objects) if engine in ("tilt", MIXED) else None
+    simulators = {"blobs": [Engine()], "tilt": [tilted], MIXED: [Engine(), tilted]}[engine]
+    if tilted:
+        largest = max(max(t.density.shape) for t in tilted.templates.values())
         if min(shape) < largest:
             raise SoupError(f"--shape: {','.join(map(str, shape))} is smaller than the largest particle's template "
                             f"({largest} voxels); the tilt engine needs every side at least that")
@@ -144,17 +146,18 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
     prefix = run_prefix or ("sim_" if profile == "simulated" else "exp_")
     provenance = dict(seed=seed, profile=profile, engine=engine, shape=list(shape), voxel_size=voxel_size,
                       balance=balance, runs={})
-    if simulator.templates:
+    if tilted:
         provenance["templates"] = {name: dict(template=t.name, structure=t.provenance["structure"],
                                               source=t.provenance["repository"], licence=t.provenance["licence"])
-                                   for name, t in simulator.templates.items()}
+                                   for name, t in tilted.templates.items()}
 
     for i, child in enumerate(np.random.SeedSequence(seed).spawn(runs)):
         name = f"{prefix}{i:03d}"
+        simulator = simulators[i % len(simulators)]
         sim = simulate_run(shape, simulated, profile, np.random.default_rng(child), voxel_size, crowding, tomo_types,
                            simulator)
         write_run(root, name, sim, voxel_size)
-        provenance["runs"][name] = dict(conditions=sim.conditions.as_dict(),
+        provenance["runs"][name] = dict(engine=simulator.name, conditions=sim.conditions.as_dict(),
                                         counts={k: len(v) for k, v in sim.picks.items()})
         if progress:
             progress(name)

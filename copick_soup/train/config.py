@@ -5,8 +5,10 @@ from __future__ import annotations
 import ast
 from dataclasses import asdict, dataclass, fields, replace
 
+from copick_soup.data.tomogram import NORMALISATIONS
 from copick_soup.errors import SoupError
 from copick_soup.model.registry import model_config
+from copick_soup.train.augment import Randomisation
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,14 @@ class TrainConfig:
     hard_every: int = 500  # steps between minings of hard negatives (~4 s per 96x192x192 volume on 2 cores)
     hard_threshold: float = 0.15  # heatmap peaks above this that match no particle are hard negatives
     seed: int = 0
+    normalisation: str = "zscore"  # zscore, or robust (median and MAD: see data/tomogram.py); pick does the same
+    # Randomisation beyond the simulator's (train/augment.py), each off at 0: particle size ± aug_scale, blur up to
+    # aug_blur voxels, noise smoothed up to aug_noise_colour voxels, intensity non-linearity, contrast field.
+    aug_scale: float = 0.0
+    aug_blur: float = 0.0
+    aug_noise_colour: float = 0.0
+    aug_gamma: float = 0.0
+    aug_contrast: float = 0.0
     device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
     amp: str = "none"  # none, bf16, fp16, or auto (bf16 where the device computes it natively)
 
@@ -38,13 +48,16 @@ class TrainConfig:
         rules = [(("patch", "batch_size", "steps", "val_every", "val_window", "hard_every"), lambda v: v >= 1,
                   "at least 1"),
                  (("lr", "sigma_scale", "fg_weight"), lambda v: v > 0, "> 0"),
-                 (("warmup", "weight_decay"), lambda v: v >= 0, ">= 0"),
+                 (("warmup", "weight_decay", "aug_blur", "aug_noise_colour", "aug_gamma"), lambda v: v >= 0, ">= 0"),
+                 (("aug_scale", "aug_contrast"), lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
                  (("p_particle", "p_hard", "val_threshold", "hard_threshold"), lambda v: 0 <= v <= 1, "in [0, 1]"),
                  (("ema",), lambda v: 0 <= v < 1, "in [0, 1) (0: off)")]
         for keys, ok, rule in rules:
             for key in keys:
                 if not ok(getattr(self, key)):
                     raise SoupError(f"'{key}' must be {rule}, got {getattr(self, key)}")
+        if self.normalisation not in NORMALISATIONS:
+            raise SoupError(f"'normalisation' must be one of {', '.join(NORMALISATIONS)}, got {self.normalisation!r}")
         unet = model_config(self.variant)  # an unknown variant fails here too
         for key in ("patch", "val_window"):
             side = getattr(self, key)
@@ -54,6 +67,10 @@ class TrainConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def randomisation(self) -> Randomisation:
+        return Randomisation(self.aug_scale, self.aug_blur, self.aug_noise_colour, self.aug_gamma, self.aug_contrast)
 
 
 def parse_value(text: str):

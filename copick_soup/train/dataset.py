@@ -15,7 +15,7 @@ import numpy as np
 from copick_soup.data import angstrom_to_voxel, open_tomogram, read_picks
 from copick_soup.data.tomogram import available_tomo_types, normalisation_stats
 from copick_soup.errors import SoupError
-from copick_soup.train.augment import augment
+from copick_soup.train.augment import Randomisation, augment, crop_side, zoom_to
 from copick_soup.train.targets import class_sigmas, gaussian_heatmaps
 
 log = logging.getLogger("copick_soup.train")
@@ -34,9 +34,9 @@ class TrainVolume:
 
 
 def load_volumes(root, runs, tomo_types, classes, voxel_size: float, picks_user: str,
-                 picks_session: str | None, warn=log.warning) -> list[TrainVolume]:
-    """One TrainVolume per (run, tomogram type); runs without picks, without that type or with NaNs are skipped
-    with a warning."""
+                 picks_session: str | None, warn=log.warning, normalisation: str = "zscore") -> list[TrainVolume]:
+    """One TrainVolume per (run, tomogram type), normalised as `normalisation` says (data/tomogram.py); runs
+    without picks, without that type or with NaNs are skipped with a warning."""
     names = [c.name for c in classes]
     volumes = []
     for run in runs:
@@ -53,9 +53,9 @@ def load_volumes(root, runs, tomo_types, classes, voxel_size: float, picks_user:
             if not np.isfinite(image).all():
                 warn(f"run {run.name}: tomogram '{tomo_type}' has NaN or infinite values; skipped")
                 continue
-            mean, std = normalisation_stats(image)
-            image -= mean
-            image /= std
+            centre, scale = normalisation_stats(image, normalisation)
+            image -= centre
+            image /= scale
             volumes.append(TrainVolume(run.name, tomo_type, image, points))
     return volumes
 
@@ -68,7 +68,7 @@ class PatchSampler:
 
     def __init__(self, volumes: list[TrainVolume], classes, patch: int, voxel_size: float, sigma_scale: float,
                  rng: np.random.Generator, p_particle: float = 0.8, augment_data: bool = True,
-                 p_hard: float = 0.0):
+                 p_hard: float = 0.0, randomisation: Randomisation | None = None):
         if not volumes:
             raise SoupError("no training data: every run was skipped or none was given")
         for v in volumes:
@@ -78,35 +78,41 @@ class PatchSampler:
         self.volumes, self.patch, self.rng = volumes, patch, rng
         self.sigmas = class_sigmas(classes, voxel_size, sigma_scale)
         self.p_particle, self.augment_data, self.p_hard = p_particle, augment_data, p_hard
+        self.randomisation = randomisation or Randomisation()
         self.negatives = [np.zeros((0, 3))] * len(volumes)
 
-    def origin(self, index: int) -> np.ndarray:
+    def origin(self, index: int, side: int | None = None) -> np.ndarray:
+        """The corner of a crop of `side` (the patch by default) in volume `index`."""
+        side = side or self.patch
         volume, negatives = self.volumes[index], self.negatives[index]
         shape = np.asarray(volume.image.shape)
         present = [c for c, pts in enumerate(volume.points) if len(pts)]
         if len(negatives) and self.rng.random() < self.p_hard:
-            start = self.around(negatives)
+            start = self.around(negatives, side)
         elif present and self.rng.random() < self.p_particle:
-            start = self.around(volume.points[int(self.rng.choice(present))])
+            start = self.around(volume.points[int(self.rng.choice(present))], side)
         else:
-            start = np.array([self.rng.integers(0, s - self.patch + 1) for s in shape])
-        return np.clip(start, 0, shape - self.patch)
+            start = np.array([self.rng.integers(0, s - side + 1) for s in shape])
+        return np.clip(start, 0, shape - side)
 
-    def around(self, points: np.ndarray) -> np.ndarray:
-        """The corner of a patch whose centre is one of `points`, shifted by up to 30% of the patch."""
-        centre = points[int(self.rng.integers(len(points)))] + self.rng.uniform(-0.3, 0.3, 3) * self.patch
-        return np.round(centre - self.patch / 2).astype(int)
+    def around(self, points: np.ndarray, side: int) -> np.ndarray:
+        """The corner of a crop whose centre is one of `points`, shifted by up to 30% of the crop."""
+        centre = points[int(self.rng.integers(len(points)))] + self.rng.uniform(-0.3, 0.3, 3) * side
+        return np.round(centre - side / 2).astype(int)
 
     def sample(self) -> tuple[np.ndarray, np.ndarray]:
         """image (1, P, P, P), target (C, P, P, P)."""
         index = int(self.rng.integers(len(self.volumes)))
         volume = self.volumes[index]
-        z, y, x = self.origin(index)
-        p = self.patch
-        image = volume.image[z:z + p, y:y + p, x:x + p]
-        target = gaussian_heatmaps(volume.points, self.sigmas, (z, y, x), (p, p, p))
+        q = self.patch
+        if self.augment_data:  # a crop that, zoomed to the patch, makes particles larger or smaller
+            q = min(crop_side(self.patch, self.randomisation, self.rng), *volume.image.shape)
+        z, y, x = self.origin(index, q)
+        image, factor = zoom_to(volume.image[z:z + q, y:y + q, x:x + q], self.patch)
+        points = [(np.asarray(p, dtype=np.float64).reshape(-1, 3) - (z, y, x)) * factor for p in volume.points]
+        target = gaussian_heatmaps(points, [s * factor for s in self.sigmas], (0, 0, 0), (self.patch,) * 3)
         if self.augment_data:
-            image, target = augment(image, target, self.rng)
+            image, target = augment(image, target, self.rng, randomisation=self.randomisation)
         return image[None].copy(), target
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:

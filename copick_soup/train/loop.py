@@ -57,6 +57,7 @@ def load_init(model, manifest_or_path, classes, warn=print) -> None:
 def member_manifest(cfg: TrainConfig, classes, voxel_size: float, tomo_type: str, provenance: dict) -> MemberManifest:
     return MemberManifest(name=f"{cfg.variant}-{tomo_type}", variant=cfg.variant, unet={}, classes=list(classes),
                           voxel_size=voxel_size, tomo_type=tomo_type, threshold=cfg.val_threshold,
+                          normalisation=dict(method=cfg.normalisation, region="central eighth of the tomogram"),
                           target=dict(kind="gaussian heatmap", sigma_scale=cfg.sigma_scale),
                           training=dict(provenance, config=cfg.as_dict()))
 
@@ -80,7 +81,7 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     ema = copy.deepcopy(model).eval() if cfg.ema > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = PatchSampler(train_volumes, classes, cfg.patch, voxel_size, cfg.sigma_scale, rng, cfg.p_particle,
-                           p_hard=cfg.p_hard)
+                           p_hard=cfg.p_hard, randomisation=cfg.randomisation)
     manifest = member_manifest(cfg, classes, voxel_size, tomo_type, provenance or {})
     step, best, history = 0, -1.0, []
     if resume and (out_dir / "state.json").exists():

@@ -167,13 +167,11 @@ def train_fold(recipe: dict, stage: dict, variant: str, tomo_type: str, fold: in
     root = open_project(stage["config"])
     classes = classes_from_root(root)
     fold_train, fold_val = stage["folds"][fold]
-    volumes = load_volumes(root, select_runs(root, fold_train), [tomo_type], classes, voxel_size, user, session,
-                           warn=echo)
-    val = load_volumes(root, select_runs(root, fold_val), [tomo_type], classes, voxel_size, user, session,
-                       warn=echo)
     name, several = stage["name"], len(stage["folds"]) > 1
     member = f"{variant}-{tomo_type}"
     cfg = stage_config(recipe, recipe[name], variant, overrides or {})
+    volumes, val = (load_volumes(root, select_runs(root, runs), [tomo_type], classes, voxel_size, user, session,
+                                 warn=echo, normalisation=cfg.normalisation) for runs in (fold_train, fold_val))
     provenance = dict(recipe=recipe["name"], stage=name, project=str(root.config.name), train_runs=fold_train,
                       val_runs=fold_val, init=str(init) if init else None, earlier_stages=list(earlier),
                       fold=fold if several else None, overrides=overrides or {})
@@ -252,13 +250,15 @@ def finetune_members(config, init_members: list[Path], out, train_runs=None, val
     results = []
     for manifest in runnable_members([MemberManifest.read(p) for p in init_members], train, echo):
         tomo_type, variant, voxel_size = manifest.tomo_type, manifest.variant, manifest.voxel_size
-        if (tomo_type, voxel_size) not in cache:
-            cache[(tomo_type, voxel_size)] = (
-                load_volumes(root, train, [tomo_type], classes, voxel_size, picks_user, picks_session, warn=echo),
-                load_volumes(root, val, [tomo_type], classes, voxel_size, picks_user, picks_session, warn=echo))
-        volumes, val_volumes = cache[(tomo_type, voxel_size)]
+        # a fine-tune normalises as its member was trained to
         cfg = override(TrainConfig(**{**manifest.training_config(), "variant": variant}),
-                       dict(dict(steps=100, lr=5e-4, warmup=10), **(overrides or {})))
+                       dict(dict(steps=100, lr=5e-4, warmup=10, normalisation=manifest.normalisation_method),
+                            **(overrides or {})))
+        key = (tomo_type, voxel_size, cfg.normalisation)
+        if key not in cache:
+            cache[key] = tuple(load_volumes(root, runs, [tomo_type], classes, voxel_size, picks_user, picks_session,
+                                            warn=echo, normalisation=cfg.normalisation) for runs in (train, val))
+        volumes, val_volumes = cache[key]
         member = manifest.name
         provenance = dict(recipe="lab fine-tune", project=str(root.config.name), init=str(manifest.path),
                           train_runs=[r.name for r in train], val_runs=[r.name for r in val])
