@@ -51,3 +51,15 @@ def test_every_pick_option_exists_on_the_ray_driver_with_the_same_default():
             param.opts, param.default, param.multiple, type(param.type)), param.name
     assert [p.name for p in soup_pick.params] == [p.name for p in pick.params]  # the plugin: the same command
     assert isinstance(command, click.Command)
+
+
+def test_the_command_modules_import_neither_torch_nor_the_pipeline():
+    """copick imports every plugin module on every `copick` call: they must stay light."""
+    import subprocess
+    import sys
+
+    code = ("import sys, copick_soup.cli, copick_soup.cli.pick, copick_soup.cli.score, copick_soup.cli.train; "
+            "print(sorted(m for m in ('torch', 'copick_soup.ensemble', 'copick_soup.train.loop', 'ray') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

@@ -17,6 +17,7 @@ from copick_soup.cli.util import parse_shape, reports_errors
 @reports_errors
 def demo(out, runs, shape, seed, soup, tta, device):
     """Simulate held-out runs, pick them with the default soup, score the picks and draw them on slices."""
+    # deferred: the pipeline (and torch) loads only when the command runs, not when copick lists its plugins
     from copick_soup.demo import run_demo
     from copick_soup.device import resolve_device
 

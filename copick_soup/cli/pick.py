@@ -2,7 +2,7 @@
 
 import click
 
-from copick_soup.cli.util import pick_options, reports_errors
+from copick_soup.cli.util import inference_settings, pick_options, reports_errors, split_names
 
 
 class RunProgress:
@@ -32,8 +32,8 @@ def pick(config, soup, run_names, voxel_size, user_id, session_id, overwrite, sa
     Example:
       copick-soup pick -c copick.json --runs TS_5_4 --tta 4 --user-id copick-soup --session-id 0
     """
-    # Deferred imports (here and in every command): torch and the pipeline load only when a command runs.
-    from copick_soup.cli.util import inference_settings, split_names
+    # Deferred imports (here and in every command): torch and the pipeline load only when a command runs, not
+    # when copick imports every plugin to list its commands.
     from copick_soup.data.project import open_project
     from copick_soup.device import precision_name
     from copick_soup.ensemble import Ensemble

@@ -2,7 +2,7 @@
 
 import click
 
-from copick_soup.cli.util import config_option, reports_errors, runs_option
+from copick_soup.cli.util import config_option, reports_errors, runs_option, split_names
 
 
 @click.command("score", no_args_is_help=True)
@@ -28,7 +28,7 @@ def score(config, reference_user, reference_session, candidate_user, candidate_s
     """
     import json
 
-    from copick_soup.cli.util import split_names
+    # deferred: the pipeline (and torch) loads only when the command runs, not when copick lists its plugins
     from copick_soup.data.project import open_project
     from copick_soup.ensemble.evaluate import score_project
 

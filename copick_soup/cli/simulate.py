@@ -35,6 +35,7 @@ def simulate(out, n_runs, seed, shape, profile, crowding, balance, objects_from,
       copick-soup simulate --out phantoms --runs 4 --shape full --profile experimental
       copick-soup simulate --out tilted --runs 4 --shape full --engine tilt
     """
+    # deferred: the pipeline (and torch) loads only when the command runs, not when copick lists its plugins
     from copick_soup.simulate import simulate_project
 
     objects = None

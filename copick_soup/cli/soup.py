@@ -2,7 +2,7 @@
 
 import click
 
-from copick_soup.cli.util import config_option, inference_options, reports_errors
+from copick_soup.cli.util import config_option, inference_options, inference_settings, reports_errors, split_names
 
 
 @click.command("soup", no_args_is_help=True)
@@ -30,7 +30,7 @@ def soup(config, members, val_runs, out, truth_user, truth_session, step, tolera
     Example:
       copick-soup soup -c copick.json --members members/ --val-runs TS_6_4 --out soups/mine
     """
-    from copick_soup.cli.util import inference_settings, split_names
+    # deferred: the pipeline (and torch) loads only when the command runs, not when copick lists its plugins
     from copick_soup.soup.build import build_soup
 
     path = build_soup(config, split_names(members), split_names(val_runs), out, inference_settings(**inference),

@@ -3,6 +3,7 @@
 import click
 
 from copick_soup.cli.util import reports_errors, split_names
+from copick_soup.errors import SoupError
 
 
 @click.command("train", no_args_is_help=True)
@@ -30,7 +31,7 @@ def train(recipe, out, pretrain_config, finetune_config, config, init, train_run
       copick-soup train --recipe configs/recipes/cpu-demo.yaml --out members/cpu-demo
       copick-soup train --config lab.json --init default --train-runs TS_1,TS_2 --val-runs TS_3 --out lab-members
     """
-    from copick_soup.errors import SoupError
+    # deferred: the pipeline (and torch) loads only when the command runs, not when copick lists its plugins
     from copick_soup.train.config import parse_overrides
 
     overrides = parse_overrides(settings)
