@@ -100,9 +100,8 @@ def poisson_count(per_tomogram: float, sample_volume: float, rng: np.random.Gene
     return int(rng.poisson(per_tomogram * sample_volume / reference))
 
 
-def build_sample(shape, classes: list[ParticleClass], cond: Conditions, voxel_size: float,
-                 rng: np.random.Generator) -> Sample:
-    """Place and render everything for one run."""
+def ice_with_vesicles(shape, cond: Conditions, rng: np.random.Generator, vesicle_contrast=(0.6, 1.0)):
+    """(empty volume, slab z range, placer, the slab's volume in voxels) with the run's lipid vesicles drawn in."""
     nz = shape[0]
     thickness = max(int(round(cond.slab * nz)), 8)
     z0 = int(rng.integers(0, nz - thickness + 1))
@@ -110,21 +109,31 @@ def build_sample(shape, classes: list[ParticleClass], cond: Conditions, voxel_si
     sample_volume = thickness * shape[1] * shape[2]
     volume = np.zeros(shape, dtype=np.float32)
     placer = Placer(shape, slab, rng)
-
     for _ in range(poisson_count(cond.vesicles, sample_volume, rng)):
         radius = rng.uniform(20.0, 60.0)  # voxels: 20-60 nm vesicles
         center = np.array([rng.uniform(*slab), rng.uniform(0, shape[1]), rng.uniform(0, shape[2])])
         placer.vesicles.append((center, radius))
-        render_vesicle(volume, center, radius, amplitude=rng.uniform(0.6, 1.0))
+        render_vesicle(volume, center, radius, amplitude=rng.uniform(*vesicle_contrast))
+    return volume, slab, placer, sample_volume
 
-    # Big things first: rejection sampling fills gaps with small ones more easily than the reverse.
+
+def particle_jobs(classes, cond: Conditions, sample_volume: float, rng: np.random.Generator) -> list[tuple]:
+    """[(kind, class or None)]: every particle, distractor and fiducial to place in one run."""
     jobs = []
     for cls in classes:
         per_tomogram = cls.simulation.get("per_tomogram", DEFAULT_PER_TOMOGRAM)
-        count = poisson_count(per_tomogram * cond.crowding, sample_volume, rng)
-        jobs += [("class", cls)] * count
+        jobs += [("class", cls)] * poisson_count(per_tomogram * cond.crowding, sample_volume, rng)
     jobs += [("distractor", None)] * poisson_count(cond.distractors, sample_volume, rng)
     jobs += [("fiducial", None)] * poisson_count(cond.fiducials, sample_volume, rng)
+    return jobs
+
+
+def build_sample(shape, classes: list[ParticleClass], cond: Conditions, voxel_size: float,
+                 rng: np.random.Generator) -> Sample:
+    """Place and render everything for one run."""
+    volume, slab, placer, sample_volume = ice_with_vesicles(shape, cond, rng)
+    # Big things first: rejection sampling fills gaps with small ones more easily than the reverse.
+    jobs = particle_jobs(classes, cond, sample_volume, rng)
     radii = {c.name: c.radius / voxel_size for c in classes}
     canon = {c.name: class_blobs(c.name, radii[c.name], c.simulation) for c in classes}
     sizes = [radii[c.name] if kind == "class" else 0.0 for kind, c in jobs]

@@ -9,14 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import affine_transform, gaussian_filter
 
-from copick_soup.simulate.phantom import (
-    DEFAULT_PER_TOMOGRAM,
-    Placer,
-    Sample,
-    poisson_count,
-    random_rotation,
-    render_vesicle,
-)
+from copick_soup.simulate.phantom import Sample, ice_with_vesicles, particle_jobs, random_rotation
 from copick_soup.simulate.profiles import Conditions
 from copick_soup.simulate.templates import Template
 
@@ -50,26 +43,8 @@ def deformation(jitter: float, rng: np.random.Generator) -> np.ndarray:
 def build_templated_sample(shape, classes, templates: dict[str, Template], distractors: list[Template],
                            cond: Conditions, voxel_size: float, rng: np.random.Generator) -> Sample:
     """Place and render everything for one run; `templates` maps class names to their densities."""
-    nz = shape[0]
-    thickness = max(int(round(cond.slab * nz)), 8)
-    z0 = int(rng.integers(0, nz - thickness + 1))
-    slab = (z0, z0 + thickness)
-    sample_volume = thickness * shape[1] * shape[2]
-    volume = np.zeros(shape, dtype=np.float32)
-    placer = Placer(shape, slab, rng)
-    for _ in range(poisson_count(cond.vesicles, sample_volume, rng)):
-        radius = rng.uniform(20.0, 60.0)
-        center = np.array([rng.uniform(*slab), rng.uniform(0, shape[1]), rng.uniform(0, shape[2])])
-        placer.vesicles.append((center, radius))
-        render_vesicle(volume, center, radius, amplitude=rng.uniform(0.5, 1.0))
-
-    jobs = []
-    for cls in classes:
-        count = poisson_count(cls.simulation.get("per_tomogram", DEFAULT_PER_TOMOGRAM) * cond.crowding,
-                              sample_volume, rng)
-        jobs += [("class", cls)] * count
-    jobs += [("distractor", None)] * poisson_count(cond.distractors, sample_volume, rng)
-    jobs += [("fiducial", None)] * poisson_count(cond.fiducials, sample_volume, rng)
+    volume, slab, placer, sample_volume = ice_with_vesicles(shape, cond, rng, vesicle_contrast=(0.5, 1.0))
+    jobs = particle_jobs(classes, cond, sample_volume, rng)
     sizes = [c.radius / voxel_size if kind == "class" else 0.0 for kind, c in jobs]
     centers = {c.name: [] for c in classes}
     for idx in np.argsort(sizes, kind="stable")[::-1]:  # big things first: small ones fill the gaps
