@@ -52,8 +52,10 @@ def val_picks(ensemble: Ensemble, run: ValRun, weights, thresholds=None, overlap
 def sweep(ensemble: Ensemble, val: list[ValRun], weights, thresholds=THRESHOLDS, beta: float = BETA):
     """({class: best threshold}, the Score at those thresholds) for one weighting, without cross-class
     suppression (each class is cut on its own)."""
-    counts = sum(threshold_counts(val_picks(ensemble, run, weights, FLOOR, 0.0), run.truth, ensemble.classes,
-                                  thresholds) for run in val)
+    counts = np.zeros((len(ensemble.classes), len(thresholds), 3), dtype=np.int64)
+    for run in val:
+        counts += threshold_counts(val_picks(ensemble, run, weights, FLOOR, 0.0), run.truth, ensemble.classes,
+                                   thresholds)
     return best_thresholds(counts, ensemble.classes, thresholds, beta)
 
 
