@@ -36,8 +36,8 @@ from copick_soup.train.recipe import (
     merge_folds,
     plan_stage,
     publish_member,
+    recipe_members,
     recipe_settings,
-    recipe_tomo_types,
     train_fold,
 )
 from ray_jobs.resources import limit_torch_threads, worker_resources
@@ -77,7 +77,7 @@ def setting_name(overrides: dict) -> str:
 def trials(recipe: dict, grid: list[dict]) -> list[dict]:
     """Every (variant, tomo type, setting) of a recipe: the members to train before choosing settings."""
     return [dict(variant=v, tomo_type=t, overrides=g, name=f"{v}-{t}", setting=setting_name(g))
-            for v in recipe.get("variants") or ["unet3d_tiny"] for t in recipe_tomo_types(recipe) for g in grid]
+            for v, t in recipe_members(recipe) for g in grid]
 
 
 def validation_f4(manifest_path) -> float:

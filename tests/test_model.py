@@ -7,7 +7,7 @@ import torch
 
 from copick_soup.errors import SoupError
 from copick_soup.model import create_model, list_models
-from copick_soup.model.checkpoint import load_member, save_member
+from copick_soup.model.checkpoint import copy_member, load_member, save_member
 from copick_soup.model.manifest import MemberManifest
 from copick_soup.objects import ParticleClass
 
@@ -78,6 +78,21 @@ def test_member_round_trip_is_bit_exact(tmp_path):
         assert torch.equal(model.eval()(x), loaded(x))
     assert meta.tomo_type == "denoised" and meta.unet["channels"] == [4, 8]
     assert json.loads(path.read_text())["architecture"]["config"]["channels"] == [4, 8]  # the file format
+
+
+def test_a_float16_copy_is_half_the_size_and_predicts_the_same(tmp_path):
+    torch.manual_seed(0)
+    model = create_model("unet3d_test", n_classes=1)
+    path = save_member(tmp_path / "full" / "m", model, manifest())
+    half = copy_member(path, tmp_path / "half", float16=True)
+    size = {p: p.with_suffix(".safetensors").stat().st_size for p in (path, half)}
+    assert size[half] < 0.6 * size[path]
+    loaded, meta = load_member(half)  # the manifest's SHA-256 is the half file's
+    assert meta.weights == "m.safetensors" and next(loaded.parameters()).dtype == torch.float32
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.inference_mode():
+        full, halved = model.eval()(x), loaded(x)
+    assert not torch.equal(full, halved) and abs(full - halved).max() < 1e-2 * abs(full).max()
 
 
 def test_corrupt_weights_are_refused(tmp_path):

@@ -143,6 +143,18 @@ def test_shipped_recipes_parse():
     assert json.dumps(load_recipe(path))
 
 
+def test_each_variant_can_have_its_own_tomo_types():
+    from copick_soup.train.recipe import recipe_members, recipe_tomo_types
+
+    mapped = dict(variants=dict(unet3d_medium=["denoised"], unet3d_tiny=["denoised", "wbp"]))
+    assert recipe_members(mapped) == [("unet3d_medium", "denoised"), ("unet3d_tiny", "denoised"),
+                                      ("unet3d_tiny", "wbp")]
+    assert recipe_tomo_types(mapped) == ["denoised", "wbp"]
+    crossed = dict(variants=["unet3d_tiny", "unet3d_medium"], tomo_types=["wbp", "denoised"])
+    assert recipe_members(crossed) == [("unet3d_tiny", "wbp"), ("unet3d_tiny", "denoised"),
+                                       ("unet3d_medium", "wbp"), ("unet3d_medium", "denoised")]
+
+
 def test_copick_discovers_the_training_plugin():
     copick = Path(sys.executable).parent / "copick"
     out = subprocess.run([copick, "training", "--help"], capture_output=True, text=True, timeout=120)

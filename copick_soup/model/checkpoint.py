@@ -58,3 +58,37 @@ def load_member(path, device="cpu"):
         first = str(err).splitlines()[0]
         raise SoupError(f"{weights}: weights do not fit architecture {manifest.variant} ({first})") from err
     return model.to(device).eval(), manifest
+
+
+def copy_member(path, folder, float16: bool = False) -> Path:
+    """Copy a member into `folder`; with `float16`, its floating-point weights are stored in half precision (half
+    the size, for a soup shipped in the package; loading casts them back to float32, and heatmaps move by about
+    1e-3). Returns the copy's manifest path."""
+    from safetensors.torch import load_file, save_file
+
+    manifest = MemberManifest.read(path)
+    target = Path(folder) / manifest.path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    weights = target.with_suffix(".safetensors")
+    state = load_file(str(manifest.weights_path))
+    if float16:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(weights), metadata={"format": MEMBER_FORMAT})
+    return replace(manifest, weights=weights.name, sha256=sha256(weights)).write(target)
+
+
+def main(argv=None) -> None:
+    """`python -m copick_soup.model.checkpoint [--float16] FOLDER MEMBER...`: copy members (make default-soup)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m copick_soup.model.checkpoint", description=main.__doc__)
+    parser.add_argument("--float16", action="store_true", help="store the weights in half precision")
+    parser.add_argument("folder")
+    parser.add_argument("members", nargs="+")
+    args = parser.parse_args(argv)
+    for member in args.members:
+        print(copy_member(member, args.folder, args.float16))
+
+
+if __name__ == "__main__":
+    main()

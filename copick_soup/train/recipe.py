@@ -128,7 +128,7 @@ def check_settings(recipe: dict, settings=({},)) -> None:
     """Build every stage's training config for every variant and each set of overrides, so that a bad setting
     fails before the phantoms are simulated and the first member trains, not hours later at the next one."""
     for name in ("pretrain", "finetune"):
-        for variant in recipe.get("variants") or ["unet3d_tiny"]:
+        for variant in dict(recipe_members(recipe)):
             for overrides in settings if recipe.get(name) else ():
                 stage_config(recipe, recipe[name], variant, overrides)
 
@@ -140,7 +140,16 @@ def recipe_settings(recipe: dict) -> tuple[str, str, float]:
 
 
 def recipe_tomo_types(recipe: dict) -> list[str]:
-    return recipe.get("tomo_types") or ["denoised"]
+    return sorted({tomo_type for _, tomo_type in recipe_members(recipe)})
+
+
+def recipe_members(recipe: dict) -> list[tuple[str, str]]:
+    """[(variant, tomo type)] a recipe trains: every variant on every `tomo_types`, or, where `variants` is a
+    mapping, each variant on its own list (`{unet3d_tiny: [denoised, wbp], unet3d_medium: [denoised]}`)."""
+    variants = recipe.get("variants") or ["unet3d_tiny"]
+    if isinstance(variants, dict):
+        return [(v, t) for v, types in variants.items() for t in (types or recipe.get("tomo_types") or ["denoised"])]
+    return [(v, t) for v in variants for t in recipe.get("tomo_types") or ["denoised"]]
 
 
 def plan_stage(recipe: dict, name: str, out: Path, config_override=None) -> dict:
@@ -198,16 +207,15 @@ def run_recipe(recipe: dict, out, pretrain_config=None, finetune_config=None, ov
     stages = [plan_stage(recipe, name, out, given)
               for name, given in (("pretrain", pretrain_config), ("finetune", finetune_config)) if recipe.get(name)]
     members = []
-    for variant in recipe.get("variants") or ["unet3d_tiny"]:
-        for tomo_type in recipe_tomo_types(recipe):
-            member = f"{variant}-{tomo_type}"
-            init, history = None, []
-            for stage in stages:
-                results = [train_fold(recipe, stage, variant, tomo_type, k, out, init, history, overrides, resume,
-                                      echo) for k in range(len(stage["folds"]))]
-                init = merge_folds(results, out, member, stage["name"], echo)
-                history.append(dict(stage=stage["name"], manifest=str(init)))
-            members.append(publish_member(init, out / member))
+    for variant, tomo_type in recipe_members(recipe):
+        member = f"{variant}-{tomo_type}"
+        init, history = None, []
+        for stage in stages:
+            results = [train_fold(recipe, stage, variant, tomo_type, k, out, init, history, overrides, resume,
+                                  echo) for k in range(len(stage["folds"]))]
+            init = merge_folds(results, out, member, stage["name"], echo)
+            history.append(dict(stage=stage["name"], manifest=str(init)))
+        members.append(publish_member(init, out / member))
     return members
 
 
