@@ -1,9 +1,11 @@
 """Does the soup beat its members? Validation and held-out F4 of the searched soup against each single member.
 
-Weights and thresholds (the soup's, and each member's own best thresholds) are searched on validation runs
-only; the held-out runs are simulated from another seed and used for nothing but this table.
+Weights and thresholds (the soup's, and each member's own best thresholds) are searched on validation runs of
+both phantom engines (`mixed`: runs alternate between them); the held-out runs of each engine are simulated from
+other seeds and used for nothing but this table. "Both" pools the two engines' held-out runs, as the metric pools
+runs.
 
-    python benchmarks/soup.py [--soup default] [--val-runs 8] [--held-out-runs 16]
+    python benchmarks/soup.py [--soup default] [--val-runs 8] [--held-out-runs 8]
 
 Prints a table and writes benchmarks/results/soup.md.
 """
@@ -19,37 +21,46 @@ from pathlib import Path
 from copick_soup.data import open_project
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.evaluate import score_project
+from copick_soup.metric import Score
 from copick_soup.model.manifest import SoupManifest, SoupMember, member_paths
 from copick_soup.pick import PickOptions, pick_runs
-from copick_soup.simulate import simulate_project
+from copick_soup.simulate import ENGINES, MIXED, simulate_project
 from copick_soup.soup.build import build_soup
 
 RESULTS = Path(__file__).parent / "results" / "soup.md"
 SHAPE = (96, 192, 192)
 
 
-def held_out_score(config, soup_path, session: str):
-    root = open_project(config)
-    pick_runs(root, Ensemble.load(soup_path), None, InferenceSettings(),
-              PickOptions(user_id="bench", session_id=session, overwrite=True), echo=lambda m: None)
-    return score_project(root, "curation", "bench", "0", session)
+def held_out_scores(configs: dict, soup_path, session: str) -> dict:
+    """{engine: Score} on each engine's held-out runs, and "both": the runs of every engine pooled."""
+    scores = {}
+    for engine, config in configs.items():
+        root = open_project(config)
+        pick_runs(root, Ensemble.load(soup_path), None, InferenceSettings(),
+                  PickOptions(user_id="bench", session_id=session, overwrite=True), echo=lambda m: None)
+        scores[engine] = score_project(root, "curation", "bench", "0", session)
+    scores["both"] = Score.pooled(list(scores.values()))
+    return scores
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--soup", default="default", help="where the members come from")
     parser.add_argument("--val-runs", type=int, default=8)
-    parser.add_argument("--held-out-runs", type=int, default=16)
+    parser.add_argument("--held-out-runs", type=int, default=8, help="per engine")
     parser.add_argument("--step", type=float, default=0.25)
     parser.add_argument("--out", default="/tmp/copick-soup-bench-soup")
     args = parser.parse_args()
     out = Path(args.out)
-    val_config = out / f"val-{args.val_runs}" / "copick.json"
-    test_config = out / f"held-out-{args.held_out_runs}" / "copick.json"
+    val_config = out / f"val-{MIXED}-{args.val_runs}" / "copick.json"
     if not val_config.exists():
-        simulate_project(val_config.parent, runs=args.val_runs, shape=SHAPE, seed=5151, crowding=2.0)
-    if not test_config.exists():
-        simulate_project(test_config.parent, runs=args.held_out_runs, shape=SHAPE, seed=6161, crowding=2.0)
+        simulate_project(val_config.parent, runs=args.val_runs, shape=SHAPE, seed=5151, crowding=2.0, engine=MIXED)
+    test_configs = {}
+    for i, engine in enumerate(ENGINES):
+        test_configs[engine] = out / f"held-out-{engine}-{args.held_out_runs}" / "copick.json"
+        if not test_configs[engine].exists():
+            simulate_project(test_configs[engine].parent, runs=args.held_out_runs, shape=SHAPE, seed=6161 + i,
+                             crowding=2.0, engine=engine)
 
     paths = member_paths(args.soup)
     val_runs = [r.name for r in open_project(val_config).runs]
@@ -61,28 +72,37 @@ def main() -> None:
         path = next(p for p in paths if p.stem == name)
         single_soup = SoupManifest(name, [SoupMember(path, 1.0)], soup.classes, soup.voxel_size,
                                    single["thresholds"]).write(out / "singles" / name / "soup.json")
-        held = held_out_score(test_config, single_soup, name)
-        rows.append((name, single["score"], held.weighted))
-    held = held_out_score(test_config, soup_path, "soup")
+        rows.append((name, single["score"], held_out_scores(test_configs, single_soup, name)))
+    held = held_out_scores(test_configs, soup_path, "soup")
     weights = ", ".join(f"{m.path.stem} {m.weight:.2f}" for m in soup.members)
-    lines = [f"| {name} | {v:.3f} | {h:.3f} |" for name, v, h in rows]
-    lines.append(f"| **soup** ({weights}) | {soup.validation['score']:.3f} | {held.weighted:.3f} |")
-    best_single = max(h for _, _, h in rows)
+    columns = [*ENGINES, "both"]
+
+    def line(name, validation, scores):
+        return f"| {name} | {validation:.3f} | " + " | ".join(f"{scores[c].weighted:.3f}" for c in columns) + " |"
+
+    lines = [line(name, v, h) for name, v, h in rows]
+    lines.append(line(f"**soup** ({weights})", soup.validation["score"], held))
+    verdicts = []
+    for c in columns:
+        best_name, _, best = max(rows, key=lambda r: r[2][c].weighted)
+        wins = held[c].weighted > best[c].weighted
+        verdicts.append(f"{c}: {held[c].weighted:.3f} vs {best[c].weighted:.3f} ({best_name}; "
+                        f"{'soup wins' if wins else 'soup does NOT win'})")
     table = "\n".join([
         f"Soup benchmark: members of '{args.soup}', weights (step {args.step}) and thresholds searched on "
-        f"{args.val_runs} validation runs, scored on {args.held_out_runs} held-out experimental-profile runs "
-        f"({'x'.join(map(str, SHAPE))}); {platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
+        f"{args.val_runs} validation runs of both engines, scored on {args.held_out_runs} held-out "
+        f"experimental-profile runs per engine ({'x'.join(map(str, SHAPE))}); {platform.machine()}, "
+        f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
         "",
-        "| model | validation F4 | held-out F4 |",
-        "|---|---|---|",
+        f"| model | validation F4 | held-out F4: {' | '.join(columns)} |",
+        "|---|---|" + "---|" * len(columns),
         *lines,
         "",
-        f"Soup vs best single member on held-out runs: {held.weighted:.3f} vs {best_single:.3f} "
-        f"({'soup wins' if held.weighted > best_single else 'soup does NOT win'}).",
+        "Soup vs best single member on held-out runs: " + "; ".join(verdicts) + ".",
         "",
-        "Soup per class on held-out runs:",
+        "Soup per class on held-out runs of both engines:",
         "",
-        held.table(),
+        held["both"].table(),
     ])
     print(table)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

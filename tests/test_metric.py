@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from copick_soup.metric import count_matches, score_picks
+from copick_soup.metric import Score, count_matches, score_picks
 from copick_soup.objects import ParticleClass
 
 A = ParticleClass("a", 1, radius=100.0, score_weight=1.0)  # match threshold 50 Å
@@ -58,6 +58,14 @@ def test_counts_are_summed_over_runs_before_f_beta():
     assert c.fbeta() == pytest.approx(17 * p * r / (16 * p + r))
     # Averaging per-run F4 instead would give (1 + 0) / 2 = 0.5.
     assert score.weighted == pytest.approx(17 * p * r / (16 * p + r))
+
+
+def test_pooled_scores_equal_scoring_all_their_runs_at_once():
+    run1 = ({"a": pts([0, 0, 0]), "b": pts([9, 9, 9])}, {"a": pts([0, 0, 0])})
+    run2 = ({"a": pts([0, 0, 0], [500, 0, 0])}, {"a": pts([900, 0, 0]), "b": pts([1, 1, 1])})
+    pooled = Score.pooled([score_picks([run1], [A, B]), score_picks([run2], [A, B])])
+    together = score_picks([run1, run2], [A, B])
+    assert pooled.as_dict() == together.as_dict()
 
 
 def test_weighted_mean_uses_every_class_weight_and_beta_4():

@@ -64,6 +64,15 @@ class Score:
         total = sum(c.weight for c in self.classes)
         return sum(c.weight * c.fbeta(self.beta) for c in self.classes) / total if total > 0 else 0.0
 
+    @classmethod
+    def pooled(cls, scores: list[Score]) -> Score:
+        """The score of every run behind `scores` together: the metric sums TP, FP and FN over runs."""
+        first = scores[0]
+        classes = [ClassScore(c.name, c.weight, sum(s.classes[i].tp for s in scores),
+                              sum(s.classes[i].fp for s in scores), sum(s.classes[i].fn for s in scores))
+                   for i, c in enumerate(first.classes)]
+        return cls(classes, first.beta)
+
     def as_dict(self) -> dict:
         per_class = {
             c.name: dict(tp=c.tp, fp=c.fp, fn=c.fn, precision=c.precision, recall=c.recall,

@@ -16,7 +16,7 @@ from copick_soup.data import angstrom_to_voxel, open_tomogram, read_picks
 from copick_soup.data.tomogram import available_tomo_types, normalisation_stats
 from copick_soup.errors import SoupError
 from copick_soup.train.augment import Randomisation, augment, crop_side, zoom_to
-from copick_soup.train.targets import class_sigmas, gaussian_heatmaps
+from copick_soup.train.targets import class_sigmas, gaussian_heatmaps, known_mask
 
 log = logging.getLogger("copick_soup.train")
 
@@ -27,6 +27,7 @@ class TrainVolume:
     tomo_type: str
     image: np.ndarray  # (Z, Y, X) float32, z-scored
     points: list  # per class, (N, 3) voxel (z, y, x)
+    ignore: list | None = None  # per class, (N, 3) voxel centres whose label is unknown (see adapt.py): no loss
 
     @property
     def n_points(self) -> int:
@@ -46,18 +47,25 @@ def load_volumes(root, runs, tomo_types, classes, voxel_size: float, picks_user:
             continue
         points = [angstrom_to_voxel(picks[n], voxel_size) for n in names]
         for tomo_type in tomo_types:
-            if tomo_type not in available_tomo_types(run, voxel_size):
-                warn(f"run {run.name}: no '{tomo_type}' tomogram at {voxel_size:g} Å; skipped for that type")
-                continue
-            image = np.asarray(open_tomogram(run, voxel_size, tomo_type)[:], dtype=np.float32)
-            if not np.isfinite(image).all():
-                warn(f"run {run.name}: tomogram '{tomo_type}' has NaN or infinite values; skipped")
-                continue
-            centre, scale = normalisation_stats(image, normalisation)
-            image -= centre
-            image /= scale
-            volumes.append(TrainVolume(run.name, tomo_type, image, points))
+            image = load_image(run, voxel_size, tomo_type, normalisation, warn)
+            if image is not None:
+                volumes.append(TrainVolume(run.name, tomo_type, image, points))
     return volumes
+
+
+def load_image(run, voxel_size: float, tomo_type: str, normalisation: str, warn=log.warning) -> np.ndarray | None:
+    """A run's whole tomogram of one type, normalised; None (with a warning) if it lacks the type or has NaNs."""
+    if tomo_type not in available_tomo_types(run, voxel_size):
+        warn(f"run {run.name}: no '{tomo_type}' tomogram at {voxel_size:g} Å; skipped for that type")
+        return None
+    image = np.asarray(open_tomogram(run, voxel_size, tomo_type)[:], dtype=np.float32)
+    if not np.isfinite(image).all():
+        warn(f"run {run.name}: tomogram '{tomo_type}' has NaN or infinite values; skipped")
+        return None
+    centre, scale = normalisation_stats(image, normalisation)
+    image -= centre
+    image /= scale
+    return image
 
 
 class PatchSampler:
@@ -77,6 +85,7 @@ class PatchSampler:
                                 f"use a smaller --patch")
         self.volumes, self.patch, self.rng = volumes, patch, rng
         self.sigmas = class_sigmas(classes, voxel_size, sigma_scale)
+        self.radii = [c.radius / voxel_size for c in classes]
         self.p_particle, self.augment_data, self.p_hard = p_particle, augment_data, p_hard
         self.randomisation = randomisation or Randomisation()
         self.negatives = [np.zeros((0, 3))] * len(volumes)
@@ -100,8 +109,9 @@ class PatchSampler:
         centre = points[int(self.rng.integers(len(points)))] + self.rng.uniform(-0.3, 0.3, 3) * side
         return np.round(centre - side / 2).astype(int)
 
-    def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        """image (1, P, P, P), target (C, P, P, P)."""
+    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """image (1, P, P, P), target (C, P, P, P), and where the volume has points of unknown label, the mask
+        (1, P, P, P) of voxels whose label is known (1) or not (0, within a radius of such a point)."""
         index = int(self.rng.integers(len(self.volumes)))
         volume = self.volumes[index]
         q = self.patch
@@ -109,12 +119,25 @@ class PatchSampler:
             q = min(crop_side(self.patch, self.randomisation, self.rng), *volume.image.shape)
         z, y, x = self.origin(index, q)
         image, factor = zoom_to(volume.image[z:z + q, y:y + q, x:x + q], self.patch)
-        points = [(np.asarray(p, dtype=np.float64).reshape(-1, 3) - (z, y, x)) * factor for p in volume.points]
-        target = gaussian_heatmaps(points, [s * factor for s in self.sigmas], (0, 0, 0), (self.patch,) * 3)
+
+        def in_patch(points):
+            return [(np.asarray(p, dtype=np.float64).reshape(-1, 3) - (z, y, x)) * factor for p in points]
+
+        target = gaussian_heatmaps(in_patch(volume.points), [s * factor for s in self.sigmas], (0, 0, 0),
+                                   (self.patch,) * 3)
+        if volume.ignore is not None:  # one more channel, so that flips and turns move it with the target
+            known = known_mask(in_patch(volume.ignore), [r * factor for r in self.radii], (self.patch,) * 3)
+            target = np.concatenate([target, known[None]])
         if self.augment_data:
             image, target = augment(image, target, self.rng, randomisation=self.randomisation)
-        return image[None].copy(), target
+        if volume.ignore is None:
+            return image[None].copy(), target, None
+        return image[None].copy(), np.ascontiguousarray(target[:-1]), np.ascontiguousarray(target[-1:])
 
-    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [self.sample() for _ in range(size)]
-        return np.stack([a for a, _ in pairs]), np.stack([b for _, b in pairs])
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """images, targets and masks of known labels (None when every label is known), stacked."""
+        samples = [self.sample() for _ in range(size)]
+        known = None
+        if any(k is not None for _, _, k in samples):
+            known = np.stack([np.ones_like(t[:1]) if k is None else k for _, t, k in samples])
+        return np.stack([a for a, _, _ in samples]), np.stack([t for _, t, _ in samples]), known

@@ -8,7 +8,11 @@ fades with its Gaussian), so errors at and around particles count up to (1 + fg_
 import torch
 
 
-def weighted_mse(pred: torch.Tensor, target: torch.Tensor, fg_weight: float) -> torch.Tensor:
-    """pred, target (B, C, D, H, W) -> scalar."""
+def weighted_mse(pred: torch.Tensor, target: torch.Tensor, fg_weight: float,
+                 known: torch.Tensor | None = None) -> torch.Tensor:
+    """pred, target (B, C, D, H, W) -> scalar; `known` (B, 1, D, H, W), 0 where the label is unknown, drops
+    those voxels from the loss."""
     weight = 1.0 + fg_weight * target
-    return (weight * (pred.float() - target) ** 2).sum() / weight.sum()
+    if known is not None:
+        weight = weight * known
+    return (weight * (pred.float() - target) ** 2).sum() / weight.sum().clamp_min(1e-6)
