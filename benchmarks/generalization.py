@@ -10,9 +10,13 @@ the in-engine sanity check, the off-diagonal the result. Held-out runs are never
 
     python benchmarks/generalization.py [--steps 1000] [--shape 96,256,256] [--test-runs 3] [--soup default]
     python benchmarks/generalization.py --set aug_scale=0.1 --set normalisation=robust --label randomised
+    python benchmarks/generalization.py --adapt 300 --label adapt
 
 Prints a table and writes benchmarks/results/generalization.md (generalization-LABEL.md with --label: training
-settings given with --set are tried on the same runs, and the rows show whether they close the gap).
+settings given with --set are tried on the same runs, and the rows show whether they close the gap). With
+--adapt STEPS, each model is also adapted without labels (`copick-soup adapt`) on the *training* runs of the
+engine it was not trained on, their labels unread, and scored again: trained on A, adapted on B, scored on
+held-out B.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -28,7 +33,8 @@ from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.evaluate import score_project
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.pick import PickOptions, pick_runs
-from copick_soup.simulate import ENGINES, simulate_project
+from copick_soup.simulate import ENGINES, MIXED, simulate_project
+from copick_soup.train.adapt import adapt_soup
 from copick_soup.train.config import TrainConfig, override, parse_overrides
 from copick_soup.train.dataset import load_volumes
 from copick_soup.train.loop import train_member
@@ -43,7 +49,8 @@ def projects(out: Path, shape, runs: dict) -> dict:
     made = {}
     for engine in ENGINES:
         for split, n in runs.items():
-            config = out / "data" / f"{engine}-{split}" / "copick.json"
+            folder = f"{engine}-{split}" + (f"-{n}" if split == "test" else "")  # more held-out runs: a new set
+            config = out / "data" / folder / "copick.json"
             if not config.exists():
                 simulate_project(config.parent, runs=n, shape=shape, seed=SEEDS[split] + ENGINES.index(engine),
                                  profile="experimental", engine=engine, balance=split == "train",
@@ -67,6 +74,14 @@ def train_on(engine: str, made: dict, out: Path, steps: int, settings: dict, lab
                         provenance=dict(benchmark="generalization", engine=engine), echo=print)
 
 
+def adapt_on(soup: str, engine: str, made: dict, folder: Path, steps: int, confidence: float) -> str:
+    """`soup` adapted without labels on `engine`'s training runs (their picks are never read)."""
+    if not (folder / "soup.json").exists():
+        shutil.rmtree(folder, ignore_errors=True)  # an interrupted adaptation starts again
+        adapt_soup(made[engine, "train"], soup, None, folder, InferenceSettings(), steps, confidence, echo=print)
+    return str(folder / "soup.json")
+
+
 def score_on(soup: str, name: str, config: Path, settings: InferenceSettings):
     root = open_project(config)
     ensemble = Ensemble.load(soup, settings.device)
@@ -85,11 +100,14 @@ def main() -> None:
     parser.add_argument("--val-runs", type=int, default=2)
     parser.add_argument("--test-runs", type=int, default=3)
     parser.add_argument("--soup", default="default", help="a soup scored on both engines' held-out runs too")
-    parser.add_argument("--soup-engine", default="blobs", choices=ENGINES,
-                        help="the engine that made the soup's training data (the default soup's: blobs)")
+    parser.add_argument("--soup-engine", default=MIXED, choices=[*ENGINES, MIXED],
+                        help="the engine that made the soup's training data (the default soup's: both, mixed)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting for both members (see TrainConfig), e.g. aug_scale=0.1")
     parser.add_argument("--label", default="", help="names the members and the table of a --set experiment")
+    parser.add_argument("--adapt", type=int, default=0, metavar="STEPS",
+                        help="also adapt every model on the other engine's runs without their labels")
+    parser.add_argument("--confidence", type=float, default=0.5, help="pseudo-label confidence for --adapt")
     parser.add_argument("--out", default="/tmp/copick-soup-bench-generalization")
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
@@ -100,6 +118,12 @@ def main() -> None:
     models = {f"trained on {engine}": (str(train_on(engine, made, out, args.steps, settings, label)), engine)
               for engine in ENGINES}
     models[f"soup '{args.soup}'"] = (args.soup, args.soup_engine)
+    if args.adapt:
+        for name, (soup, trained_on) in list(models.items()):
+            for engine in [e for e in ENGINES if trained_on not in (e, MIXED)]:  # adapted to a foreign engine
+                folder = out / "adapted" / label / f"{name}-on-{engine}".replace(" ", "_").replace("'", "")
+                models[f"{name}, adapted on {engine}"] = (adapt_on(soup, engine, made, folder, args.adapt,
+                                                                   args.confidence), trained_on)
     inference = InferenceSettings()  # pick's defaults: 64^3 windows, TTA 1, amp auto, on the CPU
 
     rows, names, truth = [], None, {}
@@ -109,7 +133,7 @@ def main() -> None:
             score, seconds = score_on(soup, session, made[engine, "test"], inference)
             names = [c.name for c in score.classes]
             truth[engine] = sum(c.tp + c.fn for c in score.classes)
-            kind = "in-engine" if trained_on == engine else "cross-engine"
+            kind = "in-engine" if trained_on in (engine, MIXED) else "cross-engine"
             rows.append(f"| {name} | {engine} ({kind}) | {score.weighted:.3f} | "
                         + " | ".join(f"{c.fbeta():.3f}" for c in score.classes) + f" | {seconds:.0f} |")
             print(rows[-1], flush=True)
