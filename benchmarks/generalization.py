@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument("--soup", default="default", help="a soup scored on both engines' held-out runs too")
     parser.add_argument("--soup-engine", default=MIXED, choices=[*ENGINES, MIXED],
                         help="the engine that made the soup's training data (the default soup's: both, mixed)")
+    parser.add_argument("--before", default=None, metavar="SOUP",
+                        help="a soup to compare with, trained on blobs only (the default soup before it saw both)")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting for both members (see TrainConfig), e.g. aug_scale=0.1")
     parser.add_argument("--label", default="", help="names the members and the table of a --set experiment")
@@ -118,6 +120,8 @@ def main() -> None:
     models = {f"trained on {engine}": (str(train_on(engine, made, out, args.steps, settings, label)), engine)
               for engine in ENGINES}
     models[f"soup '{args.soup}'"] = (args.soup, args.soup_engine)
+    if args.before:
+        models["soup before (blobs only)"] = (args.before, "blobs")
     if args.adapt:
         for name, (soup, trained_on) in list(models.items()):
             for engine in [e for e in ENGINES if trained_on not in (e, MIXED)]:  # adapted to a foreign engine

@@ -57,6 +57,38 @@ def test_score_on_one_class(project):
     assert list(json.loads(result.output)["classes"]) == ["ribosome"]
 
 
+def test_portal_ground_truth_with_one_session_per_file_scores_as_if_it_were_one_session(project):
+    """The portal stores its annotations as user data-portal, one session per file (here: per class)."""
+    from copick_soup.data import open_project, read_picks, write_picks
+    from copick_soup.objects import classes_from_root
+
+    root = open_project(project)
+    names = [c.name for c in classes_from_root(root)]
+    for run in root.runs:
+        truth = read_picks(run, names, "curation", "0", with_scores=True)
+        for i, name in enumerate(names):
+            write_picks(run, {name: truth[name]}, "data-portal", str(100 + i))
+        picks = {n: (p[::2] + 30.0, s[::2]) for n, (p, s) in truth.items()}  # half the particles, 30 Å off
+        write_picks(run, picks, "someone", "0")
+
+    def scores(*reference):
+        result = invoke("score", "-c", project, *reference, "--candidate-user", "someone", "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    one_session = scores("--reference-user", "curation", "--reference-session", "0")
+    assert 0 < one_session["score"] < 1
+    assert scores("--reference-user", "data-portal", "--reference-session", "*") == one_session
+    assert scores("--reference-user", "data-portal/*") == one_session
+    assert scores("--reference-user", "data-portal/10*") == one_session  # a glob over sessions
+    only_first = scores("--reference-user", "data-portal/100")["classes"]
+    assert only_first[names[0]]["fn"] == one_session["classes"][names[0]]["fn"]
+    assert all(c["tp"] + c["fn"] == 0 for c in list(only_first.values())[1:])
+    missing = one_line_error(invoke("score", "-c", project, "--reference-user", "data-portal",
+                                    "--candidate-user", "someone"))
+    assert "no ground truth by user 'data-portal' session '0'" in missing
+
+
 def one_line_error(result):
     """The error is the last line, alone: no traceback, no usage text (progress lines may come before it)."""
     lines = [line for line in result.output.strip().splitlines() if line.strip()]

@@ -7,8 +7,10 @@ from copick_soup.cli.util import config_option, reports_errors, runs_option, spl
 
 @click.command("score", no_args_is_help=True)
 @config_option
-@click.option("--reference-user", default="curation", show_default=True, help="User ID of the ground truth.")
-@click.option("--reference-session", default="0", show_default=True, help="Session ID of the ground truth.")
+@click.option("--reference-user", default="curation", show_default=True,
+              help="User ID of the ground truth, or USER/SESSION (portal annotations: data-portal/*).")
+@click.option("--reference-session", default="0", show_default=True,
+              help="Session ID of the ground truth; '*' or a glob: every session it matches.")
 @click.option("--candidate-user", required=True, help="User ID of the picks to score.")
 @click.option("--candidate-session", default=None, help="Session ID of the picks to score. Default: any.")
 @runs_option

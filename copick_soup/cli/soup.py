@@ -11,8 +11,10 @@ from copick_soup.cli.util import config_option, inference_options, inference_set
               help="Member manifests, folders of members or soups (repeatable).")
 @click.option("--val-runs", multiple=True, required=True, help="Validation runs with ground truth (repeatable).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for soup.json.")
-@click.option("--truth-user", default="curation", show_default=True)
-@click.option("--truth-session", default="0", show_default=True)
+@click.option("--truth-user", default="curation", show_default=True,
+              help="User ID of the ground truth, or USER/SESSION (portal annotations: data-portal/*).")
+@click.option("--truth-session", default="0", show_default=True,
+              help="Session ID of the ground truth; '*' or a glob: every session it matches.")
 @click.option("--step", default=0.25, show_default=True, type=float, help="Weight grid step on the simplex.")
 @click.option("--tolerance", default=0.01, show_default=True, type=float,
               help="Weightings within this F4 of the best count as ties; the most even of them is kept.")

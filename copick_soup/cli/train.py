@@ -16,8 +16,10 @@ from copick_soup.errors import SoupError
 @click.option("--init", default=None, help="Lab fine-tuning: start from this soup ('default'), folder or member.")
 @click.option("--train-runs", multiple=True, help="Lab fine-tuning: runs to train on (default: all but validation).")
 @click.option("--val-runs", multiple=True, help="Lab fine-tuning: runs to validate on (default: the last run).")
-@click.option("--picks-user", default="curation", show_default=True, help="User ID of the training picks.")
-@click.option("--picks-session", default="0", show_default=True, help="Session ID of the training picks.")
+@click.option("--picks-user", default="curation", show_default=True,
+              help="User ID of the training picks, or USER/SESSION (portal annotations: data-portal/*).")
+@click.option("--picks-session", default="0", show_default=True,
+              help="Session ID of the training picks; '*' or a glob: every session it matches.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Override a training setting, e.g. --set steps=50 --set device=cuda (see TrainConfig).")
 @click.option("--resume", is_flag=True, help="Continue each member from its last saved state in OUT.")

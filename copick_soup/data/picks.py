@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+
 import numpy as np
 
 from copick_soup.errors import SoupError
@@ -22,15 +24,26 @@ def copick_id(value: str | None) -> str | None:
         return sanitize_name(str(value))
 
 
+def user_session(user_id: str, session_id: str | None) -> tuple[str, str | None]:
+    """(user, session pattern or None for every session) from copick's `user/session` style or the two given
+    apart: `data-portal/*`, or user `data-portal` with session `*` (the portal stores one session per annotation
+    file, so its ground truth is every session of user `data-portal`)."""
+    if "/" in user_id:
+        user_id, session_id = user_id.split("/", 1)
+    return user_id, None if session_id in (None, "", "*") else session_id
+
+
 def _picks_of(run, name: str, user_id: str, session_id: str | None) -> list:
+    user_id, session_id = user_session(user_id, session_id)
     kwargs = dict(object_name=name, user_id=copick_id(user_id))
-    if session_id is not None:
-        kwargs["session_id"] = copick_id(session_id)
-    return run.get_picks(**kwargs)
+    if session_id is None or not any(c in session_id for c in "*?["):
+        return run.get_picks(**kwargs, **({} if session_id is None else dict(session_id=copick_id(session_id))))
+    return [p for p in run.get_picks(**kwargs) if fnmatch.fnmatchcase(p.session_id, session_id)]
 
 
 def read_picks(run, names, user_id: str, session_id: str | None = None, with_scores: bool = False) -> dict:
-    """{class name: (N, 3) positions in Å, (x, y, z)} for a user (and session; None means every session).
+    """{class name: (N, 3) positions in Å, (x, y, z)} for a user and session: None or `*` means every session,
+    a glob (`1*`) the sessions it matches, and `user/session` in `user_id` gives both (see `user_session`).
 
     Positions include the translation of each pick's transform (copick's `full_positions`), which is where
     refinement puts its shifts. With `with_scores`, values are `(positions, scores)` pairs.
