@@ -15,7 +15,7 @@ import numpy as np
 
 from copick_soup.data.picks import existing_picks, write_picks
 from copick_soup.data.project import select_runs
-from copick_soup.data.tomogram import find_voxel_spacing
+from copick_soup.data.tomogram import find_voxel_spacing, same_size
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.windows import count_windows
 from copick_soup.errors import SoupError
@@ -31,12 +31,17 @@ class PickOptions:
     save_heatmaps: bool = False
 
 
-def check_voxel_size(voxel_size: float | None, soup) -> None:
-    """`--voxel-size` may only confirm the soup's: runs are resampled to the size its members were trained at.
-    `soup`: an Ensemble or a SoupManifest."""
-    if voxel_size is not None and abs(voxel_size - soup.voxel_size) > 1e-3:
-        raise SoupError(f"--voxel-size {voxel_size:g}: soup '{soup.name}' was trained at {soup.voxel_size:g} Å; "
-                        f"runs are resampled to it, so leave --voxel-size out or pass {soup.voxel_size:g}")
+def check_voxel_size(voxel_size: float | None, soup) -> str | None:
+    """What `--voxel-size` (the spacing to read) means for this soup (`soup`: an Ensemble or a SoupManifest):
+    a line to print when the tomograms will be resampled, None when they are read as they are."""
+    if voxel_size is None:
+        return None
+    if not voxel_size > 0:
+        raise SoupError(f"--voxel-size {voxel_size:g}: must be a positive size in Å")
+    if same_size(voxel_size, soup.voxel_size):
+        return None
+    return (f"--voxel-size {voxel_size:g}: soup '{soup.name}' was trained at {soup.voxel_size:g} Å; tomograms at "
+            f"{voxel_size:g} Å are resampled to it as they are read")
 
 
 def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOptions = PickOptions(), echo=print,
@@ -67,9 +72,9 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
 
 def save_heatmaps(run, ensemble: Ensemble, heat: np.ndarray, opts: PickOptions) -> None:
     """The ensemble heatmaps as copick segmentations, one per class, uint8 (0-255 = heat 0-1)."""
-    find_voxel_spacing(run, ensemble.voxel_size)  # the segmentation needs the voxel spacing to exist
+    spacing = find_voxel_spacing(run, ensemble.voxel_size)  # the segmentation needs the voxel spacing to exist
     for c, cls in enumerate(ensemble.classes):
-        seg = run.new_segmentation(voxel_size=ensemble.voxel_size, name=cls.name, session_id=opts.session_id,
+        seg = run.new_segmentation(voxel_size=spacing.voxel_size, name=cls.name, session_id=opts.session_id,
                                    is_multilabel=False, user_id=opts.user_id, exist_ok=opts.overwrite)
         seg.from_numpy(heat[c], dtype=np.uint8)
 

@@ -151,7 +151,9 @@ def plan(config: str, soup: str, run_names, dataset_ids: str, voxel_size, user_i
     """(config, runs to pick, runs already done, runs to finish): every input is checked here, before Ray starts
     any work."""
     manifest = SoupManifest.read(soup)
-    check_voxel_size(voxel_size, manifest)
+    resampled = check_voxel_size(voxel_size, manifest)
+    if resampled:
+        print(resampled)
     warning = settings.check_members([MemberManifest.read(p) for p in manifest.member_paths])
     if warning:
         print(warning)
@@ -173,7 +175,7 @@ def plan(config: str, soup: str, run_names, dataset_ids: str, voxel_size, user_i
 def command(config, soup, run_names, voxel_size, user_id, session_id, overwrite, save_heatmaps, dataset_ids, actors,
             cpus_per_actor, max_retries, report, **inference) -> int:
     """Pick copick runs on a Ray cluster: `copick-soup pick`'s options, one actor per GPU."""
-    settings = inference_settings(**inference, resolve=False)  # the actors choose their device
+    settings = inference_settings(**inference, voxel_size=voxel_size, resolve=False)  # the actors choose their device
     config, todo, skipped, unfinished = plan(config, soup, run_names, dataset_ids, voxel_size, user_id, session_id,
                                              overwrite, settings)
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)

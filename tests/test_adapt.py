@@ -13,12 +13,12 @@ from copick_soup.model.manifest import MemberManifest, SoupManifest
 from copick_soup.train.adapt import candidates, cut_level, split_picks
 
 
-def near_truth(points, truth, radius_voxels):
-    """How many of `points` lie within `radius_voxels` of a point of `truth` (both (N, 3) voxels)."""
+def near_truth(points, truth, radius):
+    """How many of `points` lie within `radius` of a point of `truth` (both (N, 3) Å)."""
     if not len(points) or not len(truth):
         return 0
     distance = np.linalg.norm(points[:, None, :] - truth[None, :, :], axis=-1)
-    return int((distance.min(axis=1) <= radius_voxels).sum())
+    return int((distance.min(axis=1) <= radius).sum())
 
 
 def test_confident_pseudo_labels_are_real_particles_and_the_rest_is_unsure(make_project):
@@ -33,8 +33,7 @@ def test_confident_pseudo_labels_are_real_particles_and_the_rest_is_unsure(make_
     for c, name in enumerate(ensemble.class_names):
         assert len(sure.confident[c]) + len(sure.unsure[c]) == len(loose.confident[c]) + len(loose.unsure[c])
         assert len(sure.confident[c]) <= len(loose.confident[c])  # a higher bar, fewer pseudo-labels
-        radius = 0.5 * ensemble.classes[c].radius / ensemble.voxel_size
-        hits += near_truth(sure.confident[c], truth[name][:, ::-1] / ensemble.voxel_size, radius)
+        hits += near_truth(sure.confident[c], truth[name], 0.5 * ensemble.classes[c].radius)
         total += len(sure.confident[c])
     assert total > 0 and hits / total >= 0.8, (hits, total)
     assert cut_level(0.2, 0.5) == pytest.approx(0.6) and cut_level(0.2, 0.0) == 0.2

@@ -150,7 +150,7 @@ def test_other_voxel_sizes_are_resampled(members, tmp_path):
     messages = []
     stats = pick_run(root.runs[0], Ensemble.load(member[0]), W32, echo=messages.append)
     assert stats["processed"]
-    assert messages == ["run exp_000: resampling 'denoised' from 7 Å to 10.012 Å"]
+    assert messages == ["run exp_000: resampling 'denoised' from 7 Å to 10.012 Å (anti-aliased, slab by slab)"]
 
 
 def test_resampling_keeps_positions_in_angstrom():

@@ -41,9 +41,11 @@ def pick(config, soup, run_names, voxel_size, user_id, session_id, overwrite, sa
     from copick_soup.pick import PickOptions, check_voxel_size, pick_runs, summary_table
 
     root = open_project(config)
-    settings = inference_settings(**inference)
+    settings = inference_settings(**inference, voxel_size=voxel_size)
     ensemble = Ensemble.load(soup, settings.device)
-    check_voxel_size(voxel_size, ensemble)
+    resampled = check_voxel_size(voxel_size, ensemble)
+    if resampled:
+        click.echo(resampled)
     opts = PickOptions(user_id=user_id, session_id=session_id, overwrite=overwrite, save_heatmaps=save_heatmaps)
     click.echo(f"soup '{ensemble.name}': {len(ensemble.members)} member(s) on {settings.device} "
                f"({precision_name(settings.amp_dtype)}), TTA {settings.tta}")

@@ -57,8 +57,10 @@ pick_options = options(
     click.option("--soup", default="default", show_default=True,
                  help="A shipped soup's name, a soup.json, a folder of members, or one member manifest."),
     runs_option,
-    click.option("--voxel-size", default=None, type=float, help="Voxel size in Å (default: the soup's, 10.012 for "
-                 "the default soup). Runs at another size are resampled."),
+    click.option("--voxel-size", default=None, type=float,
+                 help="Read the tomograms at this voxel size in Å (default: the run's closest to the soup's, 10.012 "
+                      "for the default soup). Within 0.5% of the soup's they are read as they are (10 for 10.012); "
+                      "other sizes are resampled to it, slab by slab."),
     click.option("--user-id", default="copick-soup", show_default=True, help="User ID of the written picks."),
     click.option("--session-id", default="0", show_default=True, help="Session ID of the written picks."),
     inference_options,
@@ -68,12 +70,12 @@ pick_options = options(
 
 
 def inference_settings(tomo_type=None, device="auto", tta=1, window=64, overlap=0.25, batch_size=None, amp="auto",
-                       resolve: bool = True):
+                       voxel_size=None, resolve: bool = True):
     """The `InferenceSettings` the inference options describe, on a concrete device unless `resolve` is False."""
     from copick_soup.ensemble import InferenceSettings  # imports torch: deferred to the command body
 
     settings = InferenceSettings(window=window, overlap=overlap, tta=tta, batch_size=batch_size, device=device,
-                                 amp=amp, tomo_type=tomo_type)
+                                 amp=amp, tomo_type=tomo_type, voxel_size=voxel_size)
     return settings.resolved() if resolve else settings
 
 

@@ -8,28 +8,51 @@ Reads from object stores fail now and then, so every read is retried a bounded n
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from copick_soup.data.project import list_names
 from copick_soup.data.retry import with_retries
 from copick_soup.errors import SoupError
 
+# Voxel sizes this close are one size to a network: the portal's and Kaggle's layouts store `VoxelSpacing10.000`
+# for tomograms the soup knows as 10.012 Å (0.12% apart). Such a tomogram is read as it is (no resampling), and
+# picks are placed with its own spacing.
+SAME_SIZE = 0.005
 
-def find_voxel_spacing(run, voxel_size: float):
-    """The run's voxel spacing closest to `voxel_size` (within 1e-3 Å), or an error listing those it has."""
-    spacings = run.voxel_spacings
-    for vs in spacings:
-        if math.isclose(vs.voxel_size, voxel_size, abs_tol=1e-3):
-            return vs
-    have = sorted(vs.voxel_size for vs in spacings)
+
+def same_size(a: float, b: float) -> bool:
+    return abs(a - b) <= SAME_SIZE * b
+
+
+def near_spacings(run, voxel_size: float, tomo_type: str | None = None) -> list:
+    """The run's voxel spacings within SAME_SIZE of `voxel_size` (holding `tomo_type`, if given), closest first."""
+    near = [vs for vs in run.voxel_spacings if same_size(vs.voxel_size, voxel_size)
+            and (tomo_type is None or vs.get_tomograms(tomo_type))]
+    return sorted(near, key=lambda vs: abs(vs.voxel_size - voxel_size))
+
+
+def find_voxel_spacing(run, voxel_size: float, tomo_type: str | None = None):
+    """The run's voxel spacing closest to `voxel_size` within 0.5% (one holding `tomo_type` where one does), or
+    an error listing the sizes it has."""
+    near = near_spacings(run, voxel_size, tomo_type) or near_spacings(run, voxel_size)
+    if near:
+        return near[0]
+    have = sorted(vs.voxel_size for vs in run.voxel_spacings)
     raise SoupError(f"run {run.name}: no voxel size {voxel_size:g} Å; it has {list_names(have)}")
+
+
+def grid_voxel_size(run, voxel_size: float, tomo_type: str, source_size: float | None = None) -> float:
+    """The spacing of the array `run_volume` gives for these arguments: the run's own where it is within 0.5% of
+    `voxel_size` (read as it is), else `voxel_size` (resampled to it). Voxel indices times this are copick's Å."""
+    near = near_spacings(run, source_size or voxel_size, tomo_type)
+    if near and same_size(near[0].voxel_size, voxel_size):
+        return float(near[0].voxel_size)
+    return float(voxel_size)
 
 
 def find_tomogram(run, voxel_size: float, tomo_type: str):
     """The copick tomogram of a type at a voxel size, or an error listing the types there are."""
-    vs = find_voxel_spacing(run, voxel_size)
+    vs = find_voxel_spacing(run, voxel_size, tomo_type)
     tomograms = vs.get_tomograms(tomo_type)
     if not tomograms:
         have = sorted({t.tomo_type for t in vs.tomograms})
@@ -42,8 +65,8 @@ def find_tomogram(run, voxel_size: float, tomo_type: str):
 class TomogramArray:
     """A tomogram's zarr array whose reads are retried; slicing reads only the chunks a window touches."""
 
-    def __init__(self, array, where: str):
-        self.array, self.where = array, where
+    def __init__(self, array, where: str, voxel_size: float):
+        self.array, self.where, self.voxel_size = array, where, voxel_size  # the spacing of this array's grid
         self.shape, self.dtype, self.ndim = tuple(array.shape), array.dtype, array.ndim
         self.chunks = tuple(array.chunks)  # windowed readers align to these (infer/windows.py)
 
@@ -55,33 +78,81 @@ class TomogramArray:
 
 
 def open_tomogram(run, voxel_size: float, tomo_type: str) -> TomogramArray:
-    """The full-resolution array (Z, Y, X) of a run's tomogram, opened read-only. Nothing is read yet."""
+    """The full-resolution array (Z, Y, X) of a run's tomogram at `voxel_size` (or within 0.5% of it), opened
+    read-only. Nothing is read yet; `.voxel_size` is the spacing it really has."""
     import zarr
 
     tomogram = find_tomogram(run, voxel_size, tomo_type)
     where = f"run {run.name}: tomogram '{tomo_type}'"
-    return TomogramArray(with_retries(lambda: zarr.open(tomogram.zarr(), mode="r")["0"], f"{where}: opening"),
-                         where)
+    array = with_retries(lambda: zarr.open(tomogram.zarr(), mode="r")["0"], f"{where}: opening")
+    return TomogramArray(array, where, float(tomogram.voxel_spacing.voxel_size))
 
 
-def run_volume(run, voxel_size: float, tomo_type: str, echo=print):
-    """The run's tomogram at `voxel_size`: a lazy array, or one resampled (linear) in memory from the closest
-    voxel size that has this type."""
-    spacings = [vs for vs in run.voxel_spacings if vs.get_tomograms(tomo_type)]
-    if not spacings or any(abs(vs.voxel_size - voxel_size) < 1e-3 for vs in spacings):
-        return open_tomogram(run, voxel_size, tomo_type)  # or its error, which lists what the run has
-    source = min(spacings, key=lambda vs: abs(vs.voxel_size - voxel_size))
-    echo(f"run {run.name}: resampling '{tomo_type}' from {source.voxel_size:g} Å to {voxel_size:g} Å")
-    return resample(open_tomogram(run, source.voxel_size, tomo_type)[:], source.voxel_size, voxel_size)
+def run_volume(run, voxel_size: float, tomo_type: str, echo=print, source_size: float | None = None):
+    """The run's tomogram for a soup trained at `voxel_size`: the lazy array itself where the run has this type
+    within 0.5% of that size (said when not exact), else a lazy view resampled from the closest size, slab by slab
+    as it is read. `source_size` (pick's --voxel-size) chooses the spacing to read instead."""
+    if source_size is None:
+        spacings = [vs for vs in run.voxel_spacings if vs.get_tomograms(tomo_type)]
+        if not spacings or near_spacings(run, voxel_size, tomo_type):
+            source_size = voxel_size  # read as it is (or the error listing what the run has)
+        else:
+            source_size = min(spacings, key=lambda vs: abs(vs.voxel_size - voxel_size)).voxel_size
+    volume = open_tomogram(run, source_size, tomo_type)
+    if same_size(volume.voxel_size, voxel_size):
+        if abs(volume.voxel_size - voxel_size) > 1e-3:
+            echo(f"run {run.name}: reading '{tomo_type}' at {volume.voxel_size:g} Å for {voxel_size:g} Å "
+                 f"({100 * abs(volume.voxel_size / voxel_size - 1):.2f}% apart: no resampling; picks are placed at "
+                 f"{volume.voxel_size:g} Å)")
+        return volume
+    echo(f"run {run.name}: resampling '{tomo_type}' from {volume.voxel_size:g} Å to {voxel_size:g} Å (anti-aliased, "
+         f"slab by slab)")
+    return ResampledArray(volume, voxel_size)
 
 
 def resample(volume: np.ndarray, from_size: float, to_size: float) -> np.ndarray:
-    """Linear resampling that keeps voxel 0 at 0 Å: output voxel j samples input position j * to / from."""
-    from scipy.ndimage import affine_transform
+    """The whole of `volume` resampled from `from_size` to `to_size` (see ResampledArray)."""
+    return ResampledArray(volume, to_size, from_size)[:]
 
-    scale = to_size / from_size
-    shape = tuple(max(int(np.floor((n - 1) / scale)) + 1, 1) for n in volume.shape)
-    return affine_transform(volume.astype(np.float32), np.full(3, scale), output_shape=shape, order=1)
+
+class ResampledArray:
+    """A lazy view of `source` (an array with a voxel size) at another voxel size: slicing it reads only the source
+    planes (and rows, columns) the slice needs, plus a margin for the filter. Output voxel j samples source
+    position j * to / from (voxel 0 stays at 0 Å), linearly; when the output is coarser, the source is first
+    smoothed by a Gaussian of sigma (to / from - 1) / 2 source voxels against aliasing (scikit-image's rule)."""
+
+    def __init__(self, source, voxel_size: float, source_voxel_size: float | None = None):
+        self.source, self.voxel_size = source, float(voxel_size)
+        self.source_voxel_size = float(source_voxel_size or source.voxel_size)
+        self.scale = self.voxel_size / self.source_voxel_size
+        self.sigma = max(0.0, (self.scale - 1) / 2)
+        self.shape = tuple(max(int(np.floor((n - 1) / self.scale)) + 1, 1) for n in source.shape)
+        self.dtype, self.ndim = np.dtype(np.float32), 3
+        self.where = getattr(source, "where", "tomogram")
+
+    def __getitem__(self, key):
+        from scipy.ndimage import affine_transform, gaussian_filter
+
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (3 - len(key))
+        out = [range(*k.indices(n)) for k, n in zip(key, self.shape)]
+        if any(r.step != 1 for r in out):
+            raise IndexError("ResampledArray takes slices with step 1")
+        margin = int(np.ceil(4 * self.sigma)) + 1
+        lo = [max(int(np.floor(r.start * self.scale)) - margin, 0) for r in out]
+        hi = [min(int(np.ceil((r.stop - 1) * self.scale)) + 1 + margin, n) if len(r) else lo_
+              for r, n, lo_ in zip(out, self.source.shape, lo)]
+        block = np.asarray(self.source[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]], dtype=np.float32)
+        if self.sigma > 0:
+            block = gaussian_filter(block, self.sigma)
+        if any(len(r) == 0 for r in out) or block.size == 0:
+            return np.zeros(tuple(len(r) for r in out), np.float32)
+        offset = [r.start * self.scale - start for r, start in zip(out, lo)]
+        return affine_transform(block, np.full(3, self.scale), offset=offset, output_shape=tuple(len(r) for r in out),
+                                order=1)
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[:], dtype=dtype)
 
 
 def run_tomo_types(run) -> set[str]:

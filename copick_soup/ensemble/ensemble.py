@@ -112,8 +112,12 @@ class Ensemble:
         elif lacking:
             echo(f"run {run.name}: using {sum(w > 0 for w in weights)} of {len(weighted)} members (no "
                  f"{', '.join(lacking)} here); their weights are renormalised")
-        return [self.source(m, run_volume(run, self.voxel_size, self.tomo_type(m, settings), echo), settings, w)
+        return [self.source(m, self.volume(run, m, settings, echo), settings, w)
                 for m, w in zip(self.members, weights) if w > 0]
+
+    def volume(self, run, member: Member, settings: InferenceSettings, echo=print):
+        """The tomogram a member reads on a run, at the soup's voxel size (data/tomogram.py's run_volume)."""
+        return run_volume(run, self.voxel_size, self.tomo_type(member, settings), echo, settings.voxel_size)
 
     def source(self, member: Member, volume, settings: InferenceSettings, weight: float = 1.0, stats=None) -> Source:
         """A member's input: its predictor, its volume normalised as it was trained (or with `stats`)."""
@@ -140,7 +144,8 @@ class Ensemble:
             peaks.add(*chunk)
             if on_chunk is not None:
                 on_chunk(chunk)
-        return suppress_overlaps(peaks.picks(), self.classes, self.overlap)
+        grid = getattr(sources[0].volume, "voxel_size", self.voxel_size)  # 10.000 Å read as the soup's 10.012
+        return suppress_overlaps(on_grid(peaks.picks(), grid / self.voxel_size), self.classes, self.overlap)
 
     # ---- whole heatmaps: what the soup search and validation cache ---------------------------------------------
 
@@ -153,7 +158,7 @@ class Ensemble:
             try:
                 if tomo_type not in have:
                     raise SoupError(f"run {run.name}: no '{tomo_type}' tomogram")
-                volume = run_volume(run, self.voxel_size, tomo_type, echo)
+                volume = self.volume(run, member, settings, echo)
             except SoupError as err:
                 echo(f"{err}; member {member.manifest.name} left out on this run")
                 out.append(None)
@@ -173,6 +178,13 @@ class Ensemble:
         picks = heatmaps_to_picks(heatmap, self.classes, self.voxel_size,
                                   self.thresholds if thresholds is None else thresholds, self.nms_scale)
         return suppress_overlaps(picks, self.classes, self.overlap if overlap is None else overlap)
+
+
+def on_grid(picks: dict, factor: float) -> dict:
+    """Picks placed in Å with the soup's voxel size, moved to a grid `factor` times that (the array's own)."""
+    if factor == 1.0:
+        return picks
+    return {name: (positions * factor, scores) for name, (positions, scores) in picks.items()}
 
 
 def blend(heatmaps: list, weights) -> np.ndarray | None:

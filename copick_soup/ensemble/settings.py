@@ -20,6 +20,8 @@ class InferenceSettings:
     device: str = "cpu"  # cpu, cuda, cuda:N, or auto (resolved by `resolved()`)
     amp: str = "auto"  # autocast: auto (bf16 where the device has it natively), none, bf16, fp16
     tomo_type: str | None = None  # read this tomogram type with every member instead of each member's own
+    voxel_size: float | None = None  # read the tomograms at this spacing (Å; resampled to the soup's if not within
+    # 0.5% of it); None: the run's spacing closest to the soup's
 
     def __post_init__(self):
         tta_views(self.tta)
@@ -27,6 +29,8 @@ class InferenceSettings:
             raise SoupError(f"--overlap {self.overlap:g}: must be at least 0 and below 1")
         if self.batch_size is not None and self.batch_size < 1:
             raise SoupError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.voxel_size is not None and not self.voxel_size > 0:
+            raise SoupError(f"--voxel-size {self.voxel_size:g}: must be a positive size in Å")
         if self.amp not in AMP_CHOICES:
             raise SoupError(f"amp: choose one of {', '.join(AMP_CHOICES)}, got '{self.amp}'")
 

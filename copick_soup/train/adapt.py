@@ -16,6 +16,7 @@ from pathlib import Path
 
 from copick_soup.data import angstrom_to_voxel
 from copick_soup.data.project import open_project, select_runs
+from copick_soup.data.tomogram import grid_voxel_size
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.errors import SoupError
 from copick_soup.model.checkpoint import copy_member
@@ -31,8 +32,8 @@ DEFAULTS = dict(steps=300, lr=2e-4, warmup=10, p_hard=0.0)
 @dataclass(frozen=True)
 class PseudoLabels:
     run: str
-    confident: list  # per class, (N, 3) voxel (z, y, x): taught as particles
-    unsure: list  # per class, (N, 3) voxel (z, y, x): no loss around them
+    confident: list  # per class, (N, 3) Å (x, y, z): taught as particles
+    unsure: list  # per class, (N, 3) Å (x, y, z): no loss around them
 
     def counts(self) -> list[int]:
         return [len(p) for p in self.confident]
@@ -60,8 +61,8 @@ def split_picks(picks: dict, ensemble: Ensemble, confidence: float, run_name: st
     for c in ensemble.classes:
         xyz, scores = picks[c.name]
         sure = scores >= cut_level(ensemble.thresholds[c.name], confidence)
-        confident.append(angstrom_to_voxel(xyz[sure], ensemble.voxel_size))
-        unsure.append(angstrom_to_voxel(xyz[~sure], ensemble.voxel_size))
+        confident.append(xyz[sure])
+        unsure.append(xyz[~sure])
     return PseudoLabels(run_name, confident, unsure)
 
 
@@ -120,8 +121,11 @@ def adapt_member(member, ensemble: Ensemble, settings, runs, labels, out: Path, 
         if run.name in labels:
             image = load_image(run, manifest.voxel_size, tomo_type, manifest.normalisation_method, echo)
         if image is not None:
-            volumes.append(TrainVolume(run.name, tomo_type, image, labels[run.name].confident,
-                                       labels[run.name].unsure))
+            grid = grid_voxel_size(run, manifest.voxel_size, tomo_type)
+            found = labels[run.name]
+            volumes.append(TrainVolume(run.name, tomo_type, image,
+                                       [angstrom_to_voxel(p, grid) for p in found.confident],
+                                       [angstrom_to_voxel(p, grid) for p in found.unsure]))
     if not volumes:
         echo(f"{manifest.name}: no run has its '{tomo_type}' tomograms; kept as it was")
         return copy_member(manifest.path, out)  # copied, so that the adapted soup is one self-contained folder

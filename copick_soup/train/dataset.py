@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from copick_soup.data import angstrom_to_voxel, open_tomogram, read_picks
-from copick_soup.data.tomogram import available_tomo_types, normalisation_stats
+from copick_soup.data.tomogram import available_tomo_types, grid_voxel_size, normalisation_stats
 from copick_soup.errors import SoupError
 from copick_soup.train.augment import Randomisation, augment, crop_side, zoom_to
 from copick_soup.train.targets import class_sigmas, gaussian_heatmaps, known_mask
@@ -45,11 +45,12 @@ def load_volumes(root, runs, tomo_types, classes, voxel_size: float, picks_user:
         if sum(len(p) for p in picks.values()) == 0:
             warn(f"run {run.name}: no picks by user '{picks_user}' session '{picks_session}'; skipped")
             continue
-        points = [angstrom_to_voxel(picks[n], voxel_size) for n in names]
         for tomo_type in tomo_types:
             image = load_image(run, voxel_size, tomo_type, normalisation, warn)
             if image is not None:
-                volumes.append(TrainVolume(run.name, tomo_type, image, points))
+                grid = grid_voxel_size(run, voxel_size, tomo_type)  # 10.000 Å read as 10.012: its own spacing
+                volumes.append(TrainVolume(run.name, tomo_type, image, [angstrom_to_voxel(picks[n], grid)
+                                                                        for n in names]))
     return volumes
 
 
