@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import click
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # Command modules import the pipeline inside their bodies on purpose: copick imports every plugin module on every
@@ -63,3 +64,22 @@ def test_the_command_modules_import_neither_torch_nor_the_pipeline():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_declared_copick_floor_has_every_copick_api_the_package_uses():
+    """Fails on a copick without them, and if the floor in pyproject.toml slips below the release that has them."""
+    import inspect
+    from importlib.metadata import version
+
+    tomllib = pytest.importorskip("tomllib")
+    from copick.models import CopickPicks
+    from packaging.requirements import Requirement
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    requirements = {Requirement(r).name: Requirement(r) for r in declared}
+    assert "cryoet-data-portal" in requirements  # imported by data/portal.py
+    floor = requirements["copick"].specifier
+    assert floor.contains(version("copick"))
+    assert floor.contains("1.28.0") and not floor.contains("1.27.0")  # 1.28 added the three below
+    assert callable(CopickPicks.scores) and callable(CopickPicks.full_positions)
+    assert "scores" in inspect.signature(CopickPicks.from_numpy).parameters
