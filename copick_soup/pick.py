@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from copick_soup.data.kinds import check_tomo_map, reading_lines
 from copick_soup.data.picks import existing_picks, write_picks
 from copick_soup.data.project import select_runs
-from copick_soup.data.tomogram import find_voxel_spacing, same_size
+from copick_soup.data.tomogram import find_voxel_spacing, run_tomo_types, same_size
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.windows import count_windows
 from copick_soup.errors import SoupError
@@ -86,8 +87,10 @@ def pick_runs(root, ensemble: Ensemble, run_names, settings: InferenceSettings, 
     warning = settings.check_members(ensemble.manifests)
     if warning:
         echo(warning)
+    runs = select_runs(root, run_names)
+    announce_reading(runs, ensemble.manifests, settings, echo)
     results = []
-    for run in select_runs(root, run_names):
+    for run in runs:
         progress = progress_factory(run.name) if progress_factory else None
         try:
             results.append(pick_run(run, ensemble, settings, opts, echo, progress))
@@ -98,6 +101,18 @@ def pick_runs(root, ensemble: Ensemble, run_names, settings: InferenceSettings, 
             if progress:
                 progress(close=True)
     return results
+
+
+def announce_reading(runs, manifests, settings: InferenceSettings, echo=print) -> None:
+    """Before any inference: refuse a --tomo-map naming what does not exist, and say which tomogram each member
+    will read on the first run."""
+    if settings.tomo_map:
+        check_tomo_map(settings.tomo_mapping, [m.tomo_type for m in manifests],
+                       {run.name: run_tomo_types(run) for run in runs})
+    if runs:
+        echo(f"run {runs[0].name}:")
+        for line in reading_lines(manifests, run_tomo_types(runs[0]), settings.tomo_mapping, settings.tomo_type):
+            echo(line)
 
 
 def summary_table(results: list[dict], classes) -> str:

@@ -30,10 +30,10 @@ from copick_soup.cli.util import inference_settings, pick_options, split_names
 from copick_soup.data.picks import existing_picks
 from copick_soup.data.portal import dataset_config, parse_dataset_ids
 from copick_soup.data.project import open_project, select_runs
-from copick_soup.ensemble import Ensemble
+from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.errors import SoupError
 from copick_soup.model.manifest import MemberManifest, SoupManifest
-from copick_soup.pick import PickOptions, check_voxel_size, pick_run
+from copick_soup.pick import PickOptions, announce_reading, check_voxel_size, pick_run
 from ray_jobs.resources import limit_torch_threads, worker_resources
 
 
@@ -56,7 +56,7 @@ class PickActor:
             path.write_text(json.dumps(config))
             config = path
         self.root = open_project(config)
-        self.settings = inference_settings(**dict(settings, device=device))
+        self.settings = InferenceSettings(**dict(settings, device=device)).resolved()
         self.ensemble = Ensemble.load(soup, self.settings.device)
         self.options = PickOptions(**options)
 
@@ -160,7 +160,11 @@ def plan(config: str, soup: str, run_names, dataset_ids: str, voxel_size, user_i
     if dataset_ids:
         folder = Path(tempfile.mkdtemp(prefix="copick-soup-"))
         config = str(dataset_config(config, parse_dataset_ids(dataset_ids), folder / "datasets.json"))
-    return (config, *runs_to_pick(config, soup, split_names(run_names), user_id, session_id, overwrite))
+    todo, skipped, unfinished = runs_to_pick(config, soup, split_names(run_names), user_id, session_id, overwrite)
+    root = open_project(config)
+    announce_reading(select_runs(root, todo) if todo else [], [MemberManifest.read(p) for p in manifest.member_paths],
+                     settings, print)
+    return config, todo, skipped, unfinished
 
 
 @click.command("ray_jobs.pick", no_args_is_help=True)

@@ -74,8 +74,8 @@ def test_a_run_with_bad_data_is_reported_and_the_batch_goes_on(batch):
     root.get_run(runs[1]).voxel_spacings[0].delete_tomograms("denoised")
     report = schedule(make(config, soup), runs, n_actors=2, echo=lambda m: None, timeout=120)
     assert len(report["done"]) == 3
-    assert report["failed"] == [dict(run=runs[1], error=f"run {runs[1]}: none of the soup's tomogram types "
-                                                         f"(denoised) is here; it has ctfdeconvolved, wbp")]
+    error = f"run {runs[1]}: none of the soup's tomogram types (denoised) is here; it has ctfdeconvolved, wbp"
+    assert report["failed"] == [dict(run=runs[1], error=f"{error} (map one with --tomo-map TYPE=NAME)")]
 
 
 @pytest.fixture

@@ -45,11 +45,15 @@ amp_option = click.option("--amp", default="auto", show_default=True, type=click
                           help="Autocast precision; auto: bf16 where the device computes it natively, else float32 "
                                "on CPU.")
 tomo_type_option = click.option("--tomo-type", default=None, help="Read this tomogram type with every member "
-                                "(default: each member's own type; members whose type a run lacks are left out).")
+                                "(default: each member's own kind; members whose kind a run lacks are left out).")
+tomo_map_option = click.option("--tomo-map", multiple=True, metavar="TYPE=NAME",
+                               help="Read tomogram NAME for members of TYPE (repeat or comma-separate), e.g. "
+                                    "denoised=wbp-denoised-denoiset-ctfdeconv. Default: matched by kind, portal "
+                                    "names included (wbp-raw is wbp).")
 
 # How the ensemble runs: `InferenceSettings`' fields, for every command that runs one.
-inference_options = options(tomo_type_option, device_option, tta_option, window_option, overlap_option, batch_option,
-                            amp_option)
+inference_options = options(tomo_type_option, tomo_map_option, device_option, tta_option, window_option,
+                            overlap_option, batch_option, amp_option)
 
 # `pick` in every form: the CLI, the copick plugin and the Ray driver.
 pick_options = options(
@@ -70,12 +74,14 @@ pick_options = options(
 
 
 def inference_settings(tomo_type=None, device="auto", tta=1, window=64, overlap=0.25, batch_size=None, amp="auto",
-                       voxel_size=None, resolve: bool = True):
+                       voxel_size=None, tomo_map=(), resolve: bool = True):
     """The `InferenceSettings` the inference options describe, on a concrete device unless `resolve` is False."""
+    from copick_soup.data.kinds import parse_tomo_map
     from copick_soup.ensemble import InferenceSettings  # imports torch: deferred to the command body
 
     settings = InferenceSettings(window=window, overlap=overlap, tta=tta, batch_size=batch_size, device=device,
-                                 amp=amp, tomo_type=tomo_type, voxel_size=voxel_size)
+                                 amp=amp, tomo_type=tomo_type, voxel_size=voxel_size,
+                                 tomo_map=tuple(parse_tomo_map(tomo_map).items()))
     return settings.resolved() if resolve else settings
 
 

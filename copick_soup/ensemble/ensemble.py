@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from copick_soup.data.kinds import match_tomogram
 from copick_soup.data.project import list_names
 from copick_soup.data.tomogram import normalisation_stats, run_tomo_types, run_volume
 from copick_soup.ensemble.overlap import suppress_overlaps
@@ -87,8 +88,14 @@ class Ensemble:
     def class_names(self) -> list[str]:
         return [c.name for c in self.classes]
 
-    def tomo_type(self, member: Member, settings: InferenceSettings) -> str:
-        return settings.tomo_type or member.manifest.tomo_type
+    def tomo_type(self, member: Member, settings: InferenceSettings, run=None) -> str | None:
+        """The tomogram type a member reads: `--tomo-type` if forced, else on a run the run's tomogram of the
+        member's kind (data/kinds.py; None where the run has none), else the member's own type."""
+        if settings.tomo_type:
+            return settings.tomo_type
+        if run is None:
+            return member.manifest.tomo_type
+        return match_tomogram(member.manifest.tomo_type, run_tomo_types(run), settings.tomo_mapping)[0]
 
     def predictor(self, member: Member, settings: InferenceSettings) -> TorchPredictor:
         return TorchPredictor(member.model, settings.device, settings.amp_dtype, settings.views)
@@ -98,13 +105,14 @@ class Ensemble:
     def inputs(self, run, settings: InferenceSettings, echo=print) -> list[Source]:
         """The members that run on this run, each with its tomogram and blending weight; the rest are left out,
         and it says so. A run where no member can run is an error naming the types it has."""
+        chosen = [self.tomo_type(m, settings, run) for m in self.members]
         have = run_tomo_types(run)
-        can_run = [self.tomo_type(m, settings) in have for m in self.members]
+        can_run = [t is not None and t in have for t in chosen]
         weights = run_weights([m.weight for m in self.members], can_run)
         if weights is None:
             wanted = sorted({self.tomo_type(m, settings) for m in self.members})
             raise SoupError(f"run {run.name}: none of the soup's tomogram types ({list_names(wanted)}) is here; it "
-                            f"has {list_names(sorted(have))}")
+                            f"has {list_names(sorted(have))} (map one with --tomo-map TYPE=NAME)")
         weighted = [(self.tomo_type(m, settings), ok) for m, ok in zip(self.members, can_run) if m.weight > 0]
         lacking = sorted({tomo_type for tomo_type, ok in weighted if not ok})
         if not any(ok for _, ok in weighted):
@@ -117,7 +125,7 @@ class Ensemble:
 
     def volume(self, run, member: Member, settings: InferenceSettings, echo=print):
         """The tomogram a member reads on a run, at the soup's voxel size (data/tomogram.py's run_volume)."""
-        return run_volume(run, self.voxel_size, self.tomo_type(member, settings), echo, settings.voxel_size)
+        return run_volume(run, self.voxel_size, self.tomo_type(member, settings, run), echo, settings.voxel_size)
 
     def source(self, member: Member, volume, settings: InferenceSettings, weight: float = 1.0, stats=None) -> Source:
         """A member's input: its predictor, its volume normalised as it was trained (or with `stats`)."""
@@ -154,10 +162,10 @@ class Ensemble:
         have = run_tomo_types(run)
         out = []
         for member in self.members:
-            tomo_type = self.tomo_type(member, settings)
+            tomo_type = self.tomo_type(member, settings, run)
             try:
-                if tomo_type not in have:
-                    raise SoupError(f"run {run.name}: no '{tomo_type}' tomogram")
+                if tomo_type is None or tomo_type not in have:
+                    raise SoupError(f"run {run.name}: no '{self.tomo_type(member, settings)}' tomogram")
                 volume = self.volume(run, member, settings, echo)
             except SoupError as err:
                 echo(f"{err}; member {member.manifest.name} left out on this run")

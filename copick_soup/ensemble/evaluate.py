@@ -42,8 +42,8 @@ def load_val_runs(root, runs, ensemble: Ensemble, settings: InferenceSettings, t
         echo(f"{run.name}: computing the heatmaps of {len(ensemble.members)} member(s)")
         # picks from these heatmaps are placed with the soup's voxel size; a run read as it is at a size within
         # 0.5% of it (10.000 Å for 10.012) has its truth moved onto that frame, so that both sides agree
-        grid = grid_voxel_size(run, ensemble.voxel_size, ensemble.tomo_type(ensemble.members[0], settings),
-                               settings.voxel_size)
+        tomo_type = ensemble.tomo_type(ensemble.members[0], settings, run) or ""
+        grid = grid_voxel_size(run, ensemble.voxel_size, tomo_type, settings.voxel_size)
         truth = {name: points * (ensemble.voxel_size / grid) for name, points in truth.items()}
         val.append(ValRun(run.name, ensemble.member_heatmaps(run, settings, echo), truth))
     return val

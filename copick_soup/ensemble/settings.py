@@ -20,6 +20,7 @@ class InferenceSettings:
     device: str = "cpu"  # cpu, cuda, cuda:N, or auto (resolved by `resolved()`)
     amp: str = "auto"  # autocast: auto (bf16 where the device has it natively), none, bf16, fp16
     tomo_type: str | None = None  # read this tomogram type with every member instead of each member's own
+    tomo_map: tuple = ()  # ((member type, tomogram name), ...): --tomo-map, overriding the match by kind
     voxel_size: float | None = None  # read the tomograms at this spacing (Å; resampled to the soup's if not within
     # 0.5% of it); None: the run's spacing closest to the soup's
 
@@ -39,6 +40,10 @@ class InferenceSettings:
         settings = replace(self, device=resolve_device(self.device))
         amp_dtype(settings.amp, settings.device)  # fp16 on a CPU without native float16 fails here
         return settings
+
+    @property
+    def tomo_mapping(self) -> dict:
+        return dict(self.tomo_map)
 
     @property
     def views(self) -> list:

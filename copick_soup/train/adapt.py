@@ -16,7 +16,6 @@ from pathlib import Path
 
 from copick_soup.data import angstrom_to_voxel
 from copick_soup.data.project import open_project, select_runs
-from copick_soup.data.tomogram import grid_voxel_size
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.errors import SoupError
 from copick_soup.model.checkpoint import copy_member
@@ -114,20 +113,18 @@ def adapt_member(member, ensemble: Ensemble, settings, runs, labels, out: Path, 
     """One member fine-tuned on the pseudo-labels of the runs that hold its tomogram type (or itself unchanged,
     where none does)."""
     manifest = member.manifest
-    tomo_type = ensemble.tomo_type(member, settings)
     volumes = []
     for run in runs:
-        image = None
-        if run.name in labels:
-            image = load_image(run, manifest.voxel_size, tomo_type, manifest.normalisation_method, echo)
-        if image is not None:
-            grid = grid_voxel_size(run, manifest.voxel_size, tomo_type)
-            found = labels[run.name]
+        loaded, tomo_type = None, ensemble.tomo_type(member, settings, run)
+        if run.name in labels and tomo_type:
+            loaded = load_image(run, manifest.voxel_size, tomo_type, manifest.normalisation_method, echo)
+        if loaded is not None:
+            (image, grid), found = loaded, labels[run.name]
             volumes.append(TrainVolume(run.name, tomo_type, image,
                                        [angstrom_to_voxel(p, grid) for p in found.confident],
                                        [angstrom_to_voxel(p, grid) for p in found.unsure]))
     if not volumes:
-        echo(f"{manifest.name}: no run has its '{tomo_type}' tomograms; kept as it was")
+        echo(f"{manifest.name}: no run has its '{manifest.tomo_type}' tomograms; kept as it was")
         return copy_member(manifest.path, out)  # copied, so that the adapted soup is one self-contained folder
     cfg = override(TrainConfig(**{**manifest.training_config(), "variant": manifest.variant}),
                    dict(DEFAULTS, steps=steps, val_every=steps, normalisation=manifest.normalisation_method,
@@ -137,5 +134,5 @@ def adapt_member(member, ensemble: Ensemble, settings, runs, labels, out: Path, 
                       confidence=confidence, pseudo_labels={v.run: labels[v.run].counts() for v in volumes})
     echo(f"{manifest.name}: adapting on {len(volumes)} run(s), {steps} steps")
     best = train_member(cfg, ensemble.classes, volumes, [], out / "stages" / manifest.name, manifest.voxel_size,
-                        tomo_type, init=manifest.path, resume=resume, provenance=provenance, echo=echo)
+                        manifest.tomo_type, init=manifest.path, resume=resume, provenance=provenance, echo=echo)
     return publish_member(best, out / manifest.name)

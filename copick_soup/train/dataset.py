@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from copick_soup.data import angstrom_to_voxel, open_tomogram, read_picks
-from copick_soup.data.tomogram import available_tomo_types, grid_voxel_size, normalisation_stats
+from copick_soup.data.kinds import match_tomogram
+from copick_soup.data.tomogram import available_tomo_types, normalisation_stats
 from copick_soup.errors import SoupError
 from copick_soup.train.augment import Randomisation, augment, crop_side, zoom_to
 from copick_soup.train.targets import class_sigmas, gaussian_heatmaps, known_mask
@@ -46,27 +47,32 @@ def load_volumes(root, runs, tomo_types, classes, voxel_size: float, picks_user:
             warn(f"run {run.name}: no picks by user '{picks_user}' session '{picks_session}'; skipped")
             continue
         for tomo_type in tomo_types:
-            image = load_image(run, voxel_size, tomo_type, normalisation, warn)
-            if image is not None:
-                grid = grid_voxel_size(run, voxel_size, tomo_type)  # 10.000 Å read as 10.012: its own spacing
+            loaded = load_image(run, voxel_size, tomo_type, normalisation, warn)
+            if loaded is not None:
+                image, grid = loaded  # a grid of 10.000 Å read as 10.012: the picks land with its own spacing
                 volumes.append(TrainVolume(run.name, tomo_type, image, [angstrom_to_voxel(picks[n], grid)
                                                                         for n in names]))
     return volumes
 
 
-def load_image(run, voxel_size: float, tomo_type: str, normalisation: str, warn=log.warning) -> np.ndarray | None:
-    """A run's whole tomogram of one type, normalised; None (with a warning) if it lacks the type or has NaNs."""
-    if tomo_type not in available_tomo_types(run, voxel_size):
+def load_image(run, voxel_size: float, tomo_type: str, normalisation: str,
+               warn=log.warning) -> tuple[np.ndarray, float] | None:
+    """(a run's whole tomogram of a member's type, normalised; the spacing of its grid in Å). The tomogram is the
+    run's of that kind (data/kinds.py: `denoised` reads a portal run's `wbp-denoised-denoiset-ctfdeconv`). None,
+    with a warning, if the run has none or it holds NaNs."""
+    name = match_tomogram(tomo_type, available_tomo_types(run, voxel_size))[0]
+    if name is None:
         warn(f"run {run.name}: no '{tomo_type}' tomogram at {voxel_size:g} Å; skipped for that type")
         return None
-    image = np.asarray(open_tomogram(run, voxel_size, tomo_type)[:], dtype=np.float32)
+    volume = open_tomogram(run, voxel_size, name)
+    image = np.asarray(volume[:], dtype=np.float32)
     if not np.isfinite(image).all():
-        warn(f"run {run.name}: tomogram '{tomo_type}' has NaN or infinite values; skipped")
+        warn(f"run {run.name}: tomogram '{name}' has NaN or infinite values; skipped")
         return None
     centre, scale = normalisation_stats(image, normalisation)
     image -= centre
     image /= scale
-    return image
+    return image, volume.voxel_size
 
 
 class PatchSampler:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from copick_soup.data.kinds import match_tomogram
 from copick_soup.data.project import open_project, select_runs
 from copick_soup.data.tomogram import available_tomo_types
 from copick_soup.errors import SoupError
@@ -231,8 +232,8 @@ def publish_member(best_manifest: Path, target: Path) -> Path:
 def runnable_members(manifests: list[MemberManifest], runs, echo=print) -> list[MemberManifest]:
     """The members whose tomogram type the training runs hold (a lab's runs often carry only some types); the
     others are left out, and it says so. None at all is an error naming the types the runs have."""
-    def has(run, m):
-        return m.tomo_type in available_tomo_types(run, m.voxel_size)
+    def has(run, m):  # a tomogram of the member's kind (data/kinds.py)
+        return match_tomogram(m.tomo_type, available_tomo_types(run, m.voxel_size))[0] is not None
 
     usable = [m for m in manifests if any(has(run, m) for run in runs)]
     for m in manifests:
