@@ -50,14 +50,17 @@ class ParticleClass:
     radius: float  # Å
     score_weight: float = 1.0
     simulation: dict = field(default_factory=dict, compare=False, hash=False)
+    identifier: str | None = field(default=None, compare=False)  # GO / UniProt id, as portal-made configs carry
 
     def as_dict(self) -> dict:
         """The fields members and soups record in their manifests."""
-        return dict(name=self.name, label=self.label, radius=self.radius, score_weight=self.score_weight)
+        return dict(name=self.name, label=self.label, radius=self.radius, score_weight=self.score_weight,
+                    **({"identifier": self.identifier} if self.identifier else {}))
 
     @classmethod
     def from_dict(cls, d: dict) -> ParticleClass:
-        return cls(d["name"], int(d["label"]), float(d["radius"]), float(d.get("score_weight", 1.0)))
+        return cls(d["name"], int(d["label"]), float(d["radius"]), float(d.get("score_weight", 1.0)),
+                   identifier=d.get("identifier"))
 
 
 def czii_pickable_objects() -> list[dict]:
@@ -85,7 +88,7 @@ def classes_from_objects(objects) -> list[ParticleClass]:
         meta = get("metadata") or {}
         classes.append(ParticleClass(name=get("name"), label=int(get("label")), radius=float(get("radius")),
                                      score_weight=float(meta.get("score_weight", 1.0)),
-                                     simulation=dict(meta.get("simulation", {}))))
+                                     simulation=dict(meta.get("simulation", {})), identifier=get("identifier")))
     return sorted(classes, key=lambda c: c.label)
 
 

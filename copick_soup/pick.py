@@ -9,10 +9,11 @@ A bad run raises `SoupError`; `pick_runs` records it and goes on.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from copick_soup.data.classes import map_classes, mapping_lines
 from copick_soup.data.kinds import check_tomo_map, reading_lines
 from copick_soup.data.picks import existing_picks, write_picks
 from copick_soup.data.project import select_runs
@@ -20,6 +21,7 @@ from copick_soup.data.tomogram import find_voxel_spacing, run_tomo_types, same_s
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.windows import count_windows
 from copick_soup.errors import SoupError
+from copick_soup.objects import classes_from_root
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,11 @@ class PickOptions:
     session_id: str = "0"
     overwrite: bool = False
     save_heatmaps: bool = False
+    class_map: tuple = ()  # ((soup class, project object), ...): --class-map, completed by `resolve_classes`
+
+    def object_name(self, soup_class: str) -> str:
+        """The project object a soup class's picks are written to."""
+        return dict(self.class_map).get(soup_class, soup_class)
 
 
 def check_voxel_size(voxel_size: float | None, soup) -> str | None:
@@ -50,7 +57,7 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
     """Pick one run and write its picks; returns {run, processed, picks: {class: n}, members, seconds}."""
     start = time.perf_counter()
     names = ensemble.class_names
-    taken = existing_picks(run, names, opts.user_id, opts.session_id)
+    taken = existing_picks(run, [opts.object_name(n) for n in names], opts.user_id, opts.session_id)
     if taken and not opts.overwrite:
         raise SoupError(f"run {run.name}: picks by user '{opts.user_id}' session '{opts.session_id}' already exist "
                         f"for {', '.join(taken)}; pass --overwrite to replace them")
@@ -64,7 +71,8 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
     if progress:
         progress(start=count_windows(shape, settings.window, settings.overlap))
     picks = ensemble.stream_picks(sources, settings, progress, on_chunk=keep if heat is not None else None)
-    write_picks(run, picks, opts.user_id, opts.session_id, overwrite=opts.overwrite)
+    write_picks(run, {opts.object_name(n): found for n, found in picks.items()}, opts.user_id, opts.session_id,
+                overwrite=opts.overwrite)
     if heat is not None:
         save_heatmaps(run, ensemble, heat, opts)
     return dict(run=run.name, processed=True, picks={n: len(picks[n][0]) for n in names},
@@ -75,8 +83,9 @@ def save_heatmaps(run, ensemble: Ensemble, heat: np.ndarray, opts: PickOptions) 
     """The ensemble heatmaps as copick segmentations, one per class, uint8 (0-255 = heat 0-1)."""
     spacing = find_voxel_spacing(run, ensemble.voxel_size)  # the segmentation needs the voxel spacing to exist
     for c, cls in enumerate(ensemble.classes):
-        seg = run.new_segmentation(voxel_size=spacing.voxel_size, name=cls.name, session_id=opts.session_id,
-                                   is_multilabel=False, user_id=opts.user_id, exist_ok=opts.overwrite)
+        seg = run.new_segmentation(voxel_size=spacing.voxel_size, name=opts.object_name(cls.name),
+                                   session_id=opts.session_id, is_multilabel=False, user_id=opts.user_id,
+                                   exist_ok=opts.overwrite)
         seg.from_numpy(heat[c], dtype=np.uint8)
 
 
@@ -87,6 +96,7 @@ def pick_runs(root, ensemble: Ensemble, run_names, settings: InferenceSettings, 
     warning = settings.check_members(ensemble.manifests)
     if warning:
         echo(warning)
+    opts = resolve_classes(root, ensemble.classes, opts, echo)
     runs = select_runs(root, run_names)
     announce_reading(runs, ensemble.manifests, settings, echo)
     results = []
@@ -101,6 +111,16 @@ def pick_runs(root, ensemble: Ensemble, run_names, settings: InferenceSettings, 
             if progress:
                 progress(close=True)
     return results
+
+
+def resolve_classes(root, classes, opts: PickOptions, echo=print) -> PickOptions:
+    """`opts` with every soup class mapped to one of the project's particle objects (data/classes.py), the mapping
+    printed; before any run starts, so that a mismatch is found now, not after the inference."""
+    given = dict(opts.class_map)
+    mapping = map_classes(classes, classes_from_root(root), given)
+    for line in mapping_lines(classes, mapping, given):
+        echo(line)
+    return replace(opts, class_map=tuple(mapping.items()))
 
 
 def announce_reading(runs, manifests, settings: InferenceSettings, echo=print) -> None:

@@ -27,13 +27,14 @@ import click
 import ray
 
 from copick_soup.cli.util import inference_settings, pick_options, split_names
+from copick_soup.data.classes import parse_class_map
 from copick_soup.data.picks import existing_picks
 from copick_soup.data.portal import dataset_config, parse_dataset_ids
 from copick_soup.data.project import open_project, select_runs
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.errors import SoupError
 from copick_soup.model.manifest import MemberManifest, SoupManifest
-from copick_soup.pick import PickOptions, announce_reading, check_voxel_size, pick_run
+from copick_soup.pick import PickOptions, announce_reading, check_voxel_size, pick_run, resolve_classes
 from ray_jobs.resources import limit_torch_threads, worker_resources
 
 
@@ -80,12 +81,14 @@ class PickActor:
         return os.getpid()
 
 
-def runs_to_pick(config: str, soup: str, run_names, user_id: str, session_id: str, overwrite: bool, echo=print):
+def runs_to_pick(config: str, soup: str, run_names, user_id: str, session_id: str, overwrite: bool, echo=print,
+                 class_map: dict | None = None):
     """(runs to pick, runs skipped because every class already has picks by this user and session, runs to finish).
 
     A run with picks for only some classes was being written when its driver or actor was killed (a finished
-    write covers every class): it is picked again and its partial picks are replaced."""
-    names = [c.name for c in SoupManifest.read(soup).classes]
+    write covers every class): it is picked again and its partial picks are replaced. `class_map`: soup class ->
+    project object (pick.resolve_classes)."""
+    names = [(class_map or {}).get(c.name, c.name) for c in SoupManifest.read(soup).classes]
     root = open_project(config)
     todo, skipped, unfinished = [], [], []
     for run in select_runs(root, run_names):
@@ -146,25 +149,27 @@ def schedule(make_actor, runs: list[str], n_actors: int, max_retries: int = 2, e
     return report
 
 
-def plan(config: str, soup: str, run_names, dataset_ids: str, voxel_size, user_id: str, session_id: str,
-         overwrite: bool, settings) -> tuple[str, list[str], list[str], list[str]]:
-    """(config, runs to pick, runs already done, runs to finish): every input is checked here, before Ray starts
-    any work."""
+def plan(config: str, soup: str, run_names, dataset_ids: str, voxel_size, opts: PickOptions,
+         settings) -> tuple[str, PickOptions, list[str], list[str], list[str]]:
+    """(config, options with the classes mapped, runs to pick, runs already done, runs to finish): every input is
+    checked here, before Ray starts any work."""
     manifest = SoupManifest.read(soup)
     resampled = check_voxel_size(voxel_size, manifest)
     if resampled:
         print(resampled)
-    warning = settings.check_members([MemberManifest.read(p) for p in manifest.member_paths])
+    members = [MemberManifest.read(p) for p in manifest.member_paths]
+    warning = settings.check_members(members)
     if warning:
         print(warning)
     if dataset_ids:
         folder = Path(tempfile.mkdtemp(prefix="copick-soup-"))
         config = str(dataset_config(config, parse_dataset_ids(dataset_ids), folder / "datasets.json"))
-    todo, skipped, unfinished = runs_to_pick(config, soup, split_names(run_names), user_id, session_id, overwrite)
     root = open_project(config)
-    announce_reading(select_runs(root, todo) if todo else [], [MemberManifest.read(p) for p in manifest.member_paths],
-                     settings, print)
-    return config, todo, skipped, unfinished
+    opts = resolve_classes(root, manifest.classes, opts, print)
+    todo, skipped, unfinished = runs_to_pick(config, soup, split_names(run_names), opts.user_id, opts.session_id,
+                                             opts.overwrite, class_map=dict(opts.class_map))
+    announce_reading(select_runs(root, todo) if todo else [], members, settings, print)
+    return config, opts, todo, skipped, unfinished
 
 
 @click.command("ray_jobs.pick", no_args_is_help=True)
@@ -176,16 +181,18 @@ def plan(config: str, soup: str, run_names, dataset_ids: str, voxel_size, user_i
 @click.option("--max-retries", type=click.IntRange(0), default=2, show_default=True,
               help="Retries of a run whose actor died.")
 @click.option("--report", default="pick-report.json", show_default=True, help="Where to write the JSON report.")
-def command(config, soup, run_names, voxel_size, user_id, session_id, overwrite, save_heatmaps, dataset_ids, actors,
+def command(config, soup, run_names, voxel_size, user_id, session_id, class_map, overwrite, save_heatmaps, dataset_ids,
+            actors,
             cpus_per_actor, max_retries, report, **inference) -> int:
     """Pick copick runs on a Ray cluster: `copick-soup pick`'s options, one actor per GPU."""
     settings = inference_settings(**inference, voxel_size=voxel_size, resolve=False)  # the actors choose their device
-    config, todo, skipped, unfinished = plan(config, soup, run_names, dataset_ids, voxel_size, user_id, session_id,
-                                             overwrite, settings)
+    opts = PickOptions(user_id=user_id, session_id=session_id, overwrite=overwrite, save_heatmaps=save_heatmaps,
+                       class_map=tuple(parse_class_map(class_map).items()))
+    config, opts, todo, skipped, unfinished = plan(config, soup, run_names, dataset_ids, voxel_size, opts, settings)
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)
     resources = worker_resources(cpus_per_actor)
     n_actors = actors or max(int(ray.cluster_resources().get("GPU", 0)), 1)
-    options = dict(user_id=user_id, session_id=session_id, overwrite=overwrite, save_heatmaps=save_heatmaps)
+    options = dataclasses.asdict(opts)
     print(f"{len(todo)} run(s) to pick, {len(skipped)} already done; {n_actors} actor(s) with {resources}")
     start = time.perf_counter()
     content = json.loads(Path(config).read_text())  # sent to the actors: a config on this node's disk only

@@ -25,7 +25,8 @@ class RunProgress:
 @click.command("pick", no_args_is_help=True)
 @pick_options
 @reports_errors
-def pick(config, soup, run_names, voxel_size, user_id, session_id, overwrite, save_heatmaps, **inference):
+def pick(config, soup, run_names, voxel_size, user_id, session_id, class_map, overwrite, save_heatmaps,
+         **inference):
     """Pick particles in copick runs with a soup of 3D U-Nets and write them back as copick picks.
 
     \b
@@ -34,6 +35,7 @@ def pick(config, soup, run_names, voxel_size, user_id, session_id, overwrite, sa
     """
     # Deferred imports (here and in every command): torch and the pipeline load only when a command runs, not
     # when copick imports every plugin to list its commands.
+    from copick_soup.data.classes import parse_class_map
     from copick_soup.data.project import open_project
     from copick_soup.device import precision_name
     from copick_soup.ensemble import Ensemble
@@ -46,7 +48,8 @@ def pick(config, soup, run_names, voxel_size, user_id, session_id, overwrite, sa
     resampled = check_voxel_size(voxel_size, ensemble)
     if resampled:
         click.echo(resampled)
-    opts = PickOptions(user_id=user_id, session_id=session_id, overwrite=overwrite, save_heatmaps=save_heatmaps)
+    opts = PickOptions(user_id=user_id, session_id=session_id, overwrite=overwrite, save_heatmaps=save_heatmaps,
+                       class_map=tuple(parse_class_map(class_map).items()))
     click.echo(f"soup '{ensemble.name}': {len(ensemble.members)} member(s) on {settings.device} "
                f"({precision_name(settings.amp_dtype)}), TTA {settings.tta}")
     results = pick_runs(root, ensemble, split_names(run_names), settings, opts, echo=click.echo,

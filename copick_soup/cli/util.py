@@ -67,6 +67,9 @@ pick_options = options(
                       "other sizes are resampled to it, slab by slab."),
     click.option("--user-id", default="copick-soup", show_default=True, help="User ID of the written picks."),
     click.option("--session-id", default="0", show_default=True, help="Session ID of the written picks."),
+    click.option("--class-map", multiple=True, metavar="SOUP=OBJECT",
+                 help="Write soup class SOUP as the project's object OBJECT (repeat or comma-separate), e.g. "
+                      "apo-ferritin=ferritin-complex. Default: matched by name, then by identifier (GO/UniProt)."),
     inference_options,
     click.option("--overwrite", is_flag=True, help="Replace picks that already exist for this user and session."),
     click.option("--save-heatmaps", is_flag=True, help="Also store the ensemble heatmaps as copick segmentations."),

@@ -31,11 +31,14 @@ class ValRun:
 
 
 def load_val_runs(root, runs, ensemble: Ensemble, settings: InferenceSettings, truth_user: str,
-                  truth_session: str | None, echo=print) -> list[ValRun]:
-    """Ground truth and every member's heatmaps for each validation run; a run without ground truth is an error."""
+                  truth_session: str | None, echo=print, object_names: dict | None = None) -> list[ValRun]:
+    """Ground truth and every member's heatmaps for each validation run; a run without ground truth is an error.
+    `object_names`: the project object each soup class's truth is under (data/classes.py), if not its own name."""
     val = []
+    names = {c: (object_names or {}).get(c, c) for c in ensemble.class_names}
     for run in runs:
-        truth = read_picks(run, ensemble.class_names, truth_user, truth_session)
+        found = read_picks(run, list(names.values()), truth_user, truth_session)
+        truth = {c: found[name] for c, name in names.items()}
         if sum(len(t) for t in truth.values()) == 0:
             raise SoupError(f"run {run.name}: no ground truth by user '{truth_user}' session '{truth_session}'; "
                             f"validation runs need picks to score against")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from copick_soup.data.classes import map_classes, mapping_lines
 from copick_soup.data.project import open_project, select_runs
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.evaluate import load_val_runs, sweep
@@ -38,7 +40,7 @@ def merge_groups(root, paths, kind: str, val_runs, settings: InferenceSettings, 
 
 def build_soup(config, member_sources, val_runs, out, settings: InferenceSettings | None = None,
                truth_user="curation", truth_session="0", step=0.25, name=None, weight_soup="none", tolerance=0.01,
-               echo=print) -> Path:
+               echo=print, class_map: dict | None = None) -> Path:
     """Search on the validation runs and write OUT/soup.json (members referenced, not copied).
 
     With `weight_soup` uniform or greedy, members of the same variant and tomogram type (fold or seed
@@ -60,11 +62,11 @@ def build_soup(config, member_sources, val_runs, out, settings: InferenceSetting
     if weight_soup != "none":
         paths = merge_groups(root, paths, weight_soup, runs, settings, truth_user, truth_session, Path(out), echo)
     ensemble = Ensemble.of_members(paths, settings.device)
-    project_names = [o.name for o in root.pickable_objects if o.is_particle]
-    missing = [c.name for c in ensemble.classes if c.name not in project_names]
-    if missing:
-        raise SoupError(f"{config}: the members' class(es) {', '.join(missing)} are not objects of this project")
-    val = load_val_runs(root, runs, ensemble, settings, truth_user, truth_session, echo)
+    objects = classes_from_root(root)
+    mapping = map_classes(ensemble.classes, objects, class_map)
+    for line in mapping_lines(ensemble.classes, mapping, class_map):
+        echo(line)
+    val = load_val_runs(root, runs, ensemble, settings, truth_user, truth_session, echo, mapping)
     found = search(ensemble, val, step, tolerance=tolerance, echo=echo)
     best, out = found["best"], Path(out)
     singles = {Path(paths[r["weights"].index(1.0)]).stem: dict(score=r["score"], per_class=r["per_class"],
@@ -74,7 +76,11 @@ def build_soup(config, member_sources, val_runs, out, settings: InferenceSetting
                       overlap_scores=best["overlap_scores"], members=singles, step=step, tried=found["tried"],
                       tta=settings.tta, tolerance=tolerance, weight_soup=weight_soup, amp=settings.amp,
                       window=settings.window, overlap=settings.overlap)
+    # the soup records each class's identifier (GO / UniProt) where the project has one, so that portal-made
+    # projects, which name the same targets differently, find them (data/classes.py)
+    identifiers = {o.name: o.identifier for o in objects}
+    classes = [replace(c, identifier=c.identifier or identifiers.get(mapping[c.name])) for c in ensemble.classes]
     soup = SoupManifest(name or out.name, [SoupMember(Path(p), w) for p, w in zip(paths, best["weights"])],
-                        ensemble.classes, ensemble.voxel_size, best["thresholds"], ensemble.nms_scale,
+                        classes, ensemble.voxel_size, best["thresholds"], ensemble.nms_scale,
                         best["overlap"], validation)
     return soup.write(out / "soup.json")

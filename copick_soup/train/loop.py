@@ -23,6 +23,7 @@ from copick_soup.errors import SoupError
 from copick_soup.model.checkpoint import load_member, save_member
 from copick_soup.model.manifest import MemberManifest
 from copick_soup.model.registry import create_model
+from copick_soup.objects import ParticleClass
 from copick_soup.train.config import TrainConfig
 from copick_soup.train.dataset import PatchSampler
 from copick_soup.train.loss import weighted_mse
@@ -86,7 +87,8 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     step, best, history = 0, -1.0, []
     if resume and (out_dir / "state.json").exists():
         saved = json.loads((out_dir / "state.json").read_text())
-        if saved["classes"] != [c.as_dict() for c in classes] or saved["config"]["variant"] != cfg.variant:
+        if ([ParticleClass.from_dict(c) for c in saved["classes"]] != list(classes)
+                or saved["config"]["variant"] != cfg.variant):
             raise SoupError(f"{out_dir / 'state.json'}: saved for other classes or another variant; cannot resume")
         meta = load_state(out_dir / "state", model, ema, optimizer)
         step, best, history = meta["step"], meta["best"], meta["history"]
