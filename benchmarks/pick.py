@@ -34,18 +34,16 @@ import copick_soup  # noqa: F401  (first, as in `copick-soup pick`: its huge-pag
 
 # isort: split
 import argparse
-import gc
 import itertools
 import os
 import platform
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 import torch
+from memory import PeakRSS  # benchmarks/memory.py
 from thp import huge_pages_line
 
 from copick_soup.data import open_project, open_tomogram
@@ -62,29 +60,6 @@ from copick_soup.simulate import simulate_project
 RESULTS = Path(__file__).parent / "results" / "pick.md"
 SOUP = Ensemble.load("default")
 WINDOW, OVERLAP = 64, 0.25
-
-
-class PeakRSS:
-    """Peak resident memory above the starting level while the block runs."""
-
-    def __enter__(self):
-        gc.collect()
-        self.process = psutil.Process()
-        self.start = self.peak = self.process.memory_info().rss
-        self.running = True
-        self.thread = threading.Thread(target=self.sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def sample(self):
-        while self.running:
-            self.peak = max(self.peak, self.process.memory_info().rss)
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self.running = False
-        self.thread.join()
-        self.gb = (self.peak - self.start) / 1e9
 
 
 class NoNetwork(torch.nn.Module):
