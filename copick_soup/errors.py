@@ -3,3 +3,7 @@
 
 class SoupError(Exception):
     """Bad input or an unusable project. The CLI prints the message on one line and exits non-zero."""
+
+
+class AlreadyPicked(SoupError):
+    """A run that already has picks by this user and session: a rerun skips it, and that is not a failure."""

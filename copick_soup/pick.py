@@ -8,8 +8,12 @@ A bad run raises `SoupError`; `pick_runs` records it and goes on.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
+import traceback
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -20,7 +24,7 @@ from copick_soup.data.project import select_runs
 from copick_soup.data.tomogram import find_voxel_spacing, run_tomo_types, same_size
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.windows import count_windows
-from copick_soup.errors import SoupError
+from copick_soup.errors import AlreadyPicked, SoupError
 from copick_soup.objects import classes_from_root
 
 
@@ -59,8 +63,8 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
     names = ensemble.class_names
     taken = existing_picks(run, [opts.object_name(n) for n in names], opts.user_id, opts.session_id)
     if taken and not opts.overwrite:
-        raise SoupError(f"run {run.name}: picks by user '{opts.user_id}' session '{opts.session_id}' already exist "
-                        f"for {', '.join(taken)}; pass --overwrite to replace them")
+        raise AlreadyPicked(f"run {run.name}: picks by user '{opts.user_id}' session '{opts.session_id}' already "
+                            f"exist for {', '.join(taken)}; pass --overwrite to replace them")
     sources = ensemble.inputs(run, settings, echo)
     shape = tuple(sources[0].volume.shape)
     heat = np.zeros((len(names), *shape), dtype=np.uint8) if opts.save_heatmaps else None
@@ -90,9 +94,12 @@ def save_heatmaps(run, ensemble: Ensemble, heat: np.ndarray, opts: PickOptions) 
 
 
 def pick_runs(root, ensemble: Ensemble, run_names, settings: InferenceSettings, opts: PickOptions = PickOptions(),
-              echo=print, progress_factory=None) -> list[dict]:
-    """Pick every chosen run; a run that fails is reported (with its reason) and the others go on. A window the
-    members cannot run is refused before any run starts."""
+              echo=print, progress_factory=None, error_log=None) -> list[dict]:
+    """Pick every chosen run; returns one result per run, its `status` "picked", "done before" (picks by this user
+    and session exist) or "failed" (with the reason in `error`). Any error in one run is that run's failure and the
+    others go on; unexpected ones (not bad input: an out-of-memory error, a bug) have their traceback appended to
+    `error_log` (default: a file in the temporary folder, named on screen). A window the members cannot run, a
+    --tomo-map or a class that matches nothing, is refused before any run starts."""
     warning = settings.check_members(ensemble.manifests)
     if warning:
         echo(warning)
@@ -103,14 +110,34 @@ def pick_runs(root, ensemble: Ensemble, run_names, settings: InferenceSettings, 
     for run in runs:
         progress = progress_factory(run.name) if progress_factory else None
         try:
-            results.append(pick_run(run, ensemble, settings, opts, echo, progress))
+            results.append(dict(pick_run(run, ensemble, settings, opts, echo, progress), status="picked"))
+        except AlreadyPicked as err:
+            echo(f"done before: {err}")
+            results.append(run_result(run.name, "done before", str(err)))
         except SoupError as err:
-            echo(f"skipped: {err}")
-            results.append(dict(run=run.name, processed=False, picks={}, members=0, seconds=0.0, error=str(err)))
+            echo(f"failed: {err}")
+            results.append(run_result(run.name, "failed", str(err)))
+        except Exception as err:  # noqa: BLE001 - whatever one run raises, the batch goes on
+            log = log_traceback(run.name, err, error_log)
+            echo(f"failed: run {run.name}: {type(err).__name__}: {err} (traceback in {log})")
+            results.append(run_result(run.name, "failed", f"{type(err).__name__}: {err}"))
         finally:
             if progress:
                 progress(close=True)
     return results
+
+
+def run_result(name: str, status: str, error: str) -> dict:
+    return dict(run=name, processed=False, status=status, picks={}, members=0, seconds=0.0, error=error)
+
+
+def log_traceback(run_name: str, err: BaseException, path=None) -> Path:
+    """Append `err`'s traceback to `path` (default: copick-soup-errors-PID.log in the temporary folder)."""
+    path = Path(path or Path(tempfile.gettempdir()) / f"copick-soup-errors-{os.getpid()}.log")
+    with open(path, "a") as log:
+        log.write(f"--- run {run_name}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        log.write("".join(traceback.format_exception(type(err), err, err.__traceback__)))
+    return path
 
 
 def resolve_classes(root, classes, opts: PickOptions, echo=print) -> PickOptions:
@@ -149,8 +176,10 @@ def summary_table(results: list[dict], classes) -> str:
     for r in results:
         if r["processed"]:
             lines.append(row(r["run"], [r["picks"][n] for n in names]) + f"{r['seconds']:>9.1f}")
+        elif r.get("status") == "done before":
+            lines.append(f"{r['run']:<{width}}  done before (picks exist; --overwrite to pick again)")
         else:
-            lines.append(f"{r['run']:<{width}}  skipped: {r['error']}")
+            lines.append(f"{r['run']:<{width}}  failed: {r['error']}")
     done = [r for r in results if r["processed"]]
     lines.append("-" * len(head))
     lines.append(row("total", [sum(r["picks"][n] for r in done) for n in names]))

@@ -142,3 +142,28 @@ def test_overwrite_replaces_a_picks_file_left_truncated_by_a_killed_writer(proje
     write_picks(run, new, "tester", "1", overwrite=True)
     back = read_picks(open_project(project).runs[0], ["ribosome"], "tester", "1")["ribosome"]
     np.testing.assert_allclose(back, new["ribosome"][0])
+
+
+def test_only_transport_errors_are_retried():
+    from copick_soup.data.retry import is_transport_error, with_retries
+
+    calls = []
+
+    def corrupt():
+        calls.append(1)
+        raise RuntimeError("error during blosc decompression: -1")
+
+    with pytest.raises(SoupError, match=r"chunk: unreadable data \(RuntimeError: error during blosc decompression: "
+                                        r"-1\); not retried"):
+        with_retries(corrupt, "chunk", attempts=3)
+    assert len(calls) == 1  # decoded once: blosc may crash the process on a second try (numcodecs#228)
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 4:
+            raise ConnectionError("reset by peer")
+        return "data"
+
+    assert with_retries(flaky, "chunk", attempts=3) == "data" and len(calls) == 4
+    assert is_transport_error(TimeoutError()) and is_transport_error(FileNotFoundError("s3://bucket/key"))
+    assert not is_transport_error(ValueError("bad shape"))

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,15 +89,41 @@ def test_a_run_with_no_usable_tomogram_is_skipped_and_the_rest_go_on(members, pr
         results[1]["error"]
 
 
-def test_cli_pick_summary_and_all_runs_skipped_is_an_error(members, project):
+def test_cli_pick_summary_and_a_failed_run_is_an_error(members, project):
     member, soup = members
     result = invoke("pick", "-c", project, "--soup", soup, "--window", 32, "--runs", "exp_001")
     assert result.exit_code == 0, result.output
     assert "1 of 1 run(s) picked" in result.output and "exp_001" in result.output
     result = invoke("pick", "-c", project, "--soup", member[0], "--tomo-type", "isonetcorrected", "--window", 32)
     assert result.exit_code != 0
-    assert "skipped: run exp_000: none of the soup's tomogram types (isonetcorrected)" in result.output
-    assert result.output.strip().splitlines()[-1] == "Error: no run was picked"
+    assert "failed: run exp_000: none of the soup's tomogram types (isonetcorrected)" in result.output
+    assert result.output.strip().splitlines()[-1] == "Error: 1 of 2 run(s) failed: exp_000"  # exp_001: done before
+
+
+def truncate_a_chunk(run, tomo_type):
+    """Cut the largest chunk of a run's tomogram in half, as an interrupted copy leaves it."""
+    store = Path(run.voxel_spacings[0].get_tomograms(tomo_type)[0].zarr().dir_path())
+    chunk = max((f for f in (store / "0").rglob("*") if f.is_file() and not f.name.startswith(".")
+                 and f.name != "zarr.json"), key=lambda f: f.stat().st_size)
+    chunk.write_bytes(chunk.read_bytes()[: chunk.stat().st_size // 2])
+
+
+def test_a_batch_goes_on_past_a_corrupt_run_and_a_finished_batch_exits_0(members, project, tmp_path):
+    member, _ = members
+    truncate_a_chunk(open_project(project).runs[0], "denoised")
+    log = tmp_path / "errors.log"
+    results = pick_runs(open_project(project), Ensemble.load(member[0]), None, W32, PickOptions(user_id="batch"),
+                        echo=lambda m: None, error_log=log)
+    assert [r["status"] for r in results] == ["failed", "picked"]
+    assert re.fullmatch(r"run exp_000: tomogram 'denoised': chunk 0/[0-9/.]+ is corrupt or truncated \(\d+ bytes where "
+                        r"its header says \d+\); copy the tomogram again", results[0]["error"]), results[0]
+    result = invoke("pick", "-c", project, "--soup", member[0], "--window", 32, "--user-id", "batch")
+    assert result.exit_code != 0  # exp_000 still fails; exp_001 is done before
+    assert "done before (picks exist; --overwrite to pick again)" in result.output
+    assert result.output.strip().splitlines()[-1] == "Error: 1 of 2 run(s) failed: exp_000"
+    done = invoke("pick", "-c", project, "--soup", member[0], "--window", 32, "--user-id", "batch", "-r", "exp_001")
+    assert done.exit_code == 0, done.output
+    assert "nothing to do: every run already has picks by user 'batch' session '0'" in done.output
 
 
 def test_summary_table_names_whole_classes_and_totals_picked_runs():
@@ -107,7 +134,7 @@ def test_summary_table_names_whole_classes_and_totals_picked_runs():
     lines = summary_table(results, classes).splitlines()
     assert lines[0].split() == ["run", "virus-like-particle", "apo", "seconds"]
     assert lines[2].split() == ["TS_5_4", "12", "3", "1.5"]
-    assert "skipped: run TS_6_6: no denoised tomogram" in lines[3]
+    assert "failed: run TS_6_6: no denoised tomogram" in lines[3]
     assert lines[-2].split() == ["total", "13", "43"]
     assert lines[-1] == "2 of 3 run(s) picked"
     header_end = lines[0].index("virus-like-particle") + len("virus-like-particle")

@@ -55,8 +55,12 @@ def pick(config, soup, run_names, voxel_size, user_id, session_id, class_map, ov
     results = pick_runs(root, ensemble, split_names(run_names), settings, opts, echo=click.echo,
                         progress_factory=RunProgress)
     click.echo(summary_table(results, ensemble.classes))
+    failed = [r["run"] for r in results if r["status"] == "failed"]
+    if failed:  # the exit status says a run failed; the others were picked all the same
+        raise SoupError(f"{len(failed)} of {len(results)} run(s) failed: {', '.join(failed)}")
     if not any(r["processed"] for r in results):
-        raise SoupError("no run was picked")
+        click.echo(f"nothing to do: every run already has picks by user '{user_id}' session '{session_id}' "
+                   f"(--overwrite picks them again)")
 
 
 soup_pick = click.Command("soup-pick", params=pick.params, callback=pick.callback, help=pick.help,

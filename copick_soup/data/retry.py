@@ -1,7 +1,10 @@
 """Bounded retries for reads from object stores (S3, the CZ cryoET Data Portal), which fail now and then.
 
 `IO_ATTEMPTS` (env COPICK_SOUP_IO_ATTEMPTS) attempts with a doubling pause; then the read fails as a SoupError
-that names what was read and the last reason, so a batch records the run as failed and goes on.
+that names what was read and the last reason, so a batch records the run as failed and goes on. Only transport
+errors are retried: a chunk that fails to decode is corrupt and stays corrupt, and blosc's decoder is not safe
+to call again after an error on corrupt input (numcodecs#228, numcodecs#81: the second try can crash the process),
+so it fails at once.
 """
 
 from __future__ import annotations
@@ -24,8 +27,23 @@ def with_retries(read, what: str, attempts: int | None = None):
         except SoupError:
             raise
         except Exception as err:  # noqa: BLE001 - s3fs, botocore, aiohttp and zarr each raise their own types
+            if not is_transport_error(err):
+                reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise SoupError(f"{what}: unreadable data ({type(err).__name__}: {reason}); not retried") from err
             if attempt == attempts:
                 reason = str(err).splitlines()[0] if str(err) else type(err).__name__
                 raise SoupError(f"{what}: failed after {attempts} attempt(s) ({type(err).__name__}: {reason})") \
                     from err
             time.sleep(IO_BACKOFF * 2 ** (attempt - 1))
+
+
+TRANSPORT_MODULES = ("aiohttp", "botocore", "s3fs", "fsspec", "urllib3", "requests", "gql")
+
+
+def is_transport_error(err: BaseException) -> bool:
+    """Could trying again help? Network and storage errors (OSError, timeouts, the HTTP and S3 clients' own), yes;
+    anything else (a decoder's error on corrupt bytes, a bad array), no."""
+    if isinstance(err, (OSError, TimeoutError, ConnectionError)):
+        return True
+    return any(type(e).__module__.split(".")[0] in TRANSPORT_MODULES for e in (err, err.__cause__, err.__context__)
+               if e is not None)

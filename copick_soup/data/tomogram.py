@@ -8,6 +8,9 @@ Reads from object stores fail now and then, so every read is retried a bounded n
 
 from __future__ import annotations
 
+import json
+from collections.abc import MutableMapping
+
 import numpy as np
 
 from copick_soup.data.project import list_names
@@ -84,8 +87,71 @@ def open_tomogram(run, voxel_size: float, tomo_type: str) -> TomogramArray:
 
     tomogram = find_tomogram(run, voxel_size, tomo_type)
     where = f"run {run.name}: tomogram '{tomo_type}'"
-    array = with_retries(lambda: zarr.open(tomogram.zarr(), mode="r")["0"], f"{where}: opening")
+    array = with_retries(lambda: zarr.open(checked_store(tomogram.zarr(), where), mode="r")["0"], f"{where}: opening")
     return TomogramArray(array, where, float(tomogram.voxel_spacing.voxel_size))
+
+
+BLOSC_HEADER = 16  # bytes: version, versionlz, flags, typesize, nbytes, blocksize, cbytes (the last three uint32 LE)
+
+
+def check_blosc_chunk(data: bytes, key: str, where: str) -> None:
+    """Refuse a blosc chunk whose length is not the compressed size its header states (a truncated or interrupted
+    copy) before anything decodes it: blosc's decoder can crash the process on such input (numcodecs#228)."""
+    if len(data) < BLOSC_HEADER:
+        raise SoupError(f"{where}: chunk {key} is truncated ({len(data)} bytes, shorter than a blosc header); "
+                        f"copy the tomogram again")
+    stated = int.from_bytes(data[12:16], "little")
+    if stated != len(data):
+        raise SoupError(f"{where}: chunk {key} is corrupt or truncated ({len(data)} bytes where its header says "
+                        f"{stated}); copy the tomogram again")
+
+
+class CheckedStore(MutableMapping):
+    """A read-only zarr 2 store that checks every blosc-compressed chunk against its header as it is read."""
+
+    def __init__(self, store, where: str):
+        self.store, self.where, self.blosc = store, where, {}
+
+    def is_blosc(self, array_path: str) -> bool:
+        if array_path not in self.blosc:
+            try:
+                meta = json.loads(bytes(self.store[f"{array_path}/.zarray" if array_path else ".zarray"]))
+            except (KeyError, ValueError):
+                meta = {}
+            self.blosc[array_path] = (meta.get("compressor") or {}).get("id") == "blosc"
+        return self.blosc[array_path]
+
+    def __getitem__(self, key):
+        data = self.store[key]
+        name = key.rsplit("/", 1)[-1]
+        if not name.startswith(".") and name != "zarr.json":
+            # a chunk key ("0/0.1.2" or "0/0/1/2"); its array is the first path component (copick's scale "0")
+            if self.is_blosc(key.split("/", 1)[0] if "/" in key else ""):
+                check_blosc_chunk(bytes(data), key, self.where)
+        return data
+
+    def __contains__(self, key):
+        return key in self.store
+
+    def __iter__(self):
+        return iter(self.store)
+
+    def __len__(self):
+        return len(self.store)
+
+    def __setitem__(self, key, value):
+        raise SoupError(f"{self.where}: opened read-only")
+
+    def __delitem__(self, key):
+        raise SoupError(f"{self.where}: opened read-only")
+
+
+def checked_store(store, where: str):
+    """`store` (copick's tomogram.zarr()) wrapped so that truncated chunks are refused before decoding; zarr 3
+    stores (another API) are passed through as they are."""
+    import zarr
+
+    return CheckedStore(store, where) if zarr.__version__.startswith("2.") else store
 
 
 def run_volume(run, voxel_size: float, tomo_type: str, echo=print, source_size: float | None = None):
