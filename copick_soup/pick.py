@@ -19,10 +19,11 @@ import numpy as np
 
 from copick_soup.data.classes import map_classes, mapping_lines
 from copick_soup.data.kinds import check_tomo_map, reading_lines
-from copick_soup.data.picks import existing_picks, write_picks
+from copick_soup.data.picks import existing_picks, read_picks, write_picks
 from copick_soup.data.project import select_runs
 from copick_soup.data.tomogram import find_voxel_spacing, run_tomo_types, same_size
 from copick_soup.ensemble import Ensemble, InferenceSettings
+from copick_soup.ensemble.overlap import cut_picks
 from copick_soup.ensemble.windows import count_windows
 from copick_soup.errors import AlreadyPicked, SoupError
 from copick_soup.objects import classes_from_root
@@ -37,6 +38,9 @@ class PickOptions:
     overwrite: bool = False
     save_heatmaps: bool = False
     class_map: tuple = ()  # ((soup class, project object), ...): --class-map, completed by `resolve_classes`
+    objects: tuple = ()  # soup classes to pick (--objects); empty: all
+    thresholds: tuple = ()  # ((soup class, threshold), ...): --threshold, replacing the soup's
+    keep_candidates: bool = True  # every peak above CANDIDATE_FLOOR, with scores, for `copick-soup threshold`
 
     def object_name(self, soup_class: str) -> str:
         """The project object a soup class's picks are written to."""
@@ -56,26 +60,44 @@ def check_voxel_size(voxel_size: float | None, soup) -> str | None:
             f"{voxel_size:g} Å are resampled to it as they are read")
 
 
+# Candidate peaks are kept from this score up (or a lower pick threshold), so that any threshold above it can be
+# applied later without running the networks again (`rethreshold_run`); below it a heatmap is noise.
+CANDIDATE_FLOOR = 0.05
+
+
+def candidates_user(user_id: str) -> str:
+    """The copick user that holds a pick user's candidate peaks: its own user, so that scoring `user_id` in any
+    session never counts them."""
+    return f"{user_id}-candidates"
+
+
 def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOptions = PickOptions(), echo=print,
              progress=None) -> dict:
     """Pick one run and write its picks; returns {run, processed, picks: {class: n}, members, seconds}."""
     start = time.perf_counter()
-    names = ensemble.class_names
+    names = list(opts.objects) or ensemble.class_names
     taken = existing_picks(run, [opts.object_name(n) for n in names], opts.user_id, opts.session_id)
     if taken and not opts.overwrite:
         raise AlreadyPicked(f"run {run.name}: picks by user '{opts.user_id}' session '{opts.session_id}' already "
                             f"exist for {', '.join(taken)}; pass --overwrite to replace them")
     sources = ensemble.inputs(run, settings, echo)
     shape = tuple(sources[0].volume.shape)
-    heat = np.zeros((len(names), *shape), dtype=np.uint8) if opts.save_heatmaps else None
+    heat = np.zeros((len(ensemble.classes), *shape), dtype=np.uint8) if opts.save_heatmaps else None
 
     def keep(chunk):  # 0-255 for heat 0-1
         heat[:, chunk.z0:chunk.z0 + chunk.planes.shape[1]] = np.clip(chunk.planes * 255, 0, 255).astype(np.uint8)
 
     if progress:
         progress(start=count_windows(shape, settings.window, settings.overlap))
-    picks = ensemble.stream_picks(sources, settings, progress, on_chunk=keep if heat is not None else None)
-    write_picks(run, {opts.object_name(n): found for n, found in picks.items()}, opts.user_id, opts.session_id,
+    thresholds = {**ensemble.thresholds, **dict(opts.thresholds)}
+    floor = {name: min(CANDIDATE_FLOOR, t) for name, t in thresholds.items()}
+    candidates = ensemble.stream_candidates(sources, settings, floor, progress,
+                                            on_chunk=keep if heat is not None else None)
+    picks = ensemble.cut(candidates, thresholds)
+    if opts.keep_candidates:  # first: the picks, written last, mark the run done
+        write_picks(run, {opts.object_name(n): found for n, found in candidates.items()},
+                    candidates_user(opts.user_id), opts.session_id, overwrite=True)
+    write_picks(run, {opts.object_name(n): picks[n] for n in names}, opts.user_id, opts.session_id,
                 overwrite=opts.overwrite)
     if heat is not None:
         save_heatmaps(run, ensemble, heat, opts)
@@ -106,11 +128,17 @@ def pick_runs(root, ensemble: Ensemble, run_names, settings: InferenceSettings, 
     opts = resolve_classes(root, ensemble.classes, opts, echo)
     runs = select_runs(root, run_names)
     announce_reading(runs, ensemble.manifests, settings, echo)
+    return run_batch(runs, lambda run, progress: pick_run(run, ensemble, settings, opts, echo, progress), echo,
+                     progress_factory, error_log)
+
+
+def run_batch(runs, work, echo=print, progress_factory=None, error_log=None) -> list[dict]:
+    """`work(run, progress)` on every run, one result each (see `pick_runs`); a run's error is its own."""
     results = []
     for run in runs:
         progress = progress_factory(run.name) if progress_factory else None
         try:
-            results.append(dict(pick_run(run, ensemble, settings, opts, echo, progress), status="picked"))
+            results.append(dict(work(run, progress), status="picked"))
         except AlreadyPicked as err:
             echo(f"done before: {err}")
             results.append(run_result(run.name, "done before", str(err)))
@@ -125,6 +153,23 @@ def pick_runs(root, ensemble: Ensemble, run_names, settings: InferenceSettings, 
             if progress:
                 progress(close=True)
     return results
+
+
+def rethreshold_run(run, classes, thresholds: dict, overlap: float, opts: PickOptions) -> dict:
+    """Rewrite a run's picks from the candidate peaks `pick` kept, at new thresholds, without any network: the
+    same points a fresh pick at those thresholds gives (overlap.cut_picks)."""
+    start = time.perf_counter()
+    names = list(opts.objects) or [c.name for c in classes]
+    user = candidates_user(opts.user_id)
+    objects = [opts.object_name(c.name) for c in classes]
+    if not existing_picks(run, objects, user, opts.session_id):
+        raise SoupError(f"run {run.name}: no candidate peaks by user '{user}' session '{opts.session_id}'; pick it "
+                        f"first (copick-soup pick keeps them)")
+    found = read_picks(run, objects, user, opts.session_id, with_scores=True)
+    picks = cut_picks({c.name: found[o] for c, o in zip(classes, objects)}, classes, thresholds, overlap)
+    write_picks(run, {opts.object_name(n): picks[n] for n in names}, opts.user_id, opts.session_id, overwrite=True)
+    return dict(run=run.name, processed=True, picks={n: len(picks[n][0]) for n in names}, members=0,
+                seconds=time.perf_counter() - start, error=None)
 
 
 def run_result(name: str, status: str, error: str) -> dict:
@@ -142,12 +187,40 @@ def log_traceback(run_name: str, err: BaseException, path=None) -> Path:
 
 def resolve_classes(root, classes, opts: PickOptions, echo=print) -> PickOptions:
     """`opts` with every soup class mapped to one of the project's particle objects (data/classes.py), the mapping
-    printed; before any run starts, so that a mismatch is found now, not after the inference."""
+    printed, and --objects (soup classes or the objects they map to) as soup classes; before any run starts, so
+    that a mismatch is found now, not after the inference."""
     given = dict(opts.class_map)
     mapping = map_classes(classes, classes_from_root(root), given)
     for line in mapping_lines(classes, mapping, given):
         echo(line)
-    return replace(opts, class_map=tuple(mapping.items()))
+    return replace(opts, class_map=tuple(mapping.items()), objects=tuple(choose_classes(opts.objects, mapping)))
+
+
+def choose_classes(objects, mapping: dict) -> list[str]:
+    """--objects as soup class names (each given as a soup class or as the project object it maps to)."""
+    by_object = {v: k for k, v in mapping.items()}
+    unknown = [o for o in objects if o not in mapping and o not in by_object]
+    if unknown:
+        raise SoupError(f"--objects: the soup has no class '{unknown[0]}'; its classes are {', '.join(mapping)}")
+    return [o if o in mapping else by_object[o] for o in objects]
+
+
+def parse_thresholds(pairs, classes) -> dict:
+    """['ribosome=0.4', ...] (repeated or comma-joined) -> {class: threshold}, each a soup class, in [0, 1]."""
+    names = [c.name for c in classes]
+    out = {}
+    for pair in (p.strip() for item in pairs or () for p in str(item).split(",") if p.strip()):
+        name, sep, value = (s.strip() for s in pair.partition("="))
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if not sep or name not in names or number is None or not 0 <= number <= 1:
+            problem = (f"the soup has no class '{name}'; its classes are {', '.join(names)}" if sep and name not in
+                       names else "expected CLASS=VALUE with VALUE in [0, 1]")
+            raise SoupError(f"--threshold {pair}: {problem}")
+        out[name] = number
+    return out
 
 
 def announce_reading(runs, manifests, settings: InferenceSettings, echo=print) -> None:
@@ -175,13 +248,13 @@ def summary_table(results: list[dict], classes) -> str:
     lines = [head, "-" * len(head)]
     for r in results:
         if r["processed"]:
-            lines.append(row(r["run"], [r["picks"][n] for n in names]) + f"{r['seconds']:>9.1f}")
+            lines.append(row(r["run"], [r["picks"].get(n, "-") for n in names]) + f"{r['seconds']:>9.1f}")
         elif r.get("status") == "done before":
             lines.append(f"{r['run']:<{width}}  done before (picks exist; --overwrite to pick again)")
         else:
             lines.append(f"{r['run']:<{width}}  failed: {r['error']}")
     done = [r for r in results if r["processed"]]
     lines.append("-" * len(head))
-    lines.append(row("total", [sum(r["picks"][n] for r in done) for n in names]))
+    lines.append(row("total", [sum(r["picks"].get(n, 0) for r in done) for n in names]))
     lines.append(f"{len(done)} of {len(results)} run(s) picked")
     return "\n".join(lines)

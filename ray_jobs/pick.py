@@ -26,15 +26,20 @@ from pathlib import Path
 import click
 import ray
 
-from copick_soup.cli.util import inference_settings, pick_options, split_names
-from copick_soup.data.classes import parse_class_map
+from copick_soup.cli.util import inference_settings, pick_options, pick_opts, split_names
 from copick_soup.data.picks import existing_picks
 from copick_soup.data.portal import dataset_config, parse_dataset_ids
 from copick_soup.data.project import open_project, select_runs
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.errors import SoupError
 from copick_soup.model.manifest import MemberManifest, SoupManifest
-from copick_soup.pick import PickOptions, announce_reading, check_voxel_size, pick_run, resolve_classes
+from copick_soup.pick import (
+    PickOptions,
+    announce_reading,
+    check_voxel_size,
+    pick_run,
+    resolve_classes,
+)
 from ray_jobs.resources import limit_torch_threads, worker_resources
 
 
@@ -181,13 +186,13 @@ def plan(config: str, soup: str, run_names, dataset_ids: str, voxel_size, opts: 
 @click.option("--max-retries", type=click.IntRange(0), default=2, show_default=True,
               help="Retries of a run whose actor died.")
 @click.option("--report", default="pick-report.json", show_default=True, help="Where to write the JSON report.")
-def command(config, soup, run_names, voxel_size, user_id, session_id, class_map, overwrite, save_heatmaps, dataset_ids,
-            actors,
+def command(config, soup, run_names, voxel_size, user_id, session_id, class_map, objects, thresholds, overwrite,
+            save_heatmaps, dataset_ids, actors,
             cpus_per_actor, max_retries, report, **inference) -> int:
     """Pick copick runs on a Ray cluster: `copick-soup pick`'s options, one actor per GPU."""
     settings = inference_settings(**inference, voxel_size=voxel_size, resolve=False)  # the actors choose their device
-    opts = PickOptions(user_id=user_id, session_id=session_id, overwrite=overwrite, save_heatmaps=save_heatmaps,
-                       class_map=tuple(parse_class_map(class_map).items()))
+    opts = pick_opts(SoupManifest.read(soup).classes, user_id, session_id, class_map, objects, thresholds, overwrite,
+                     save_heatmaps)
     config, opts, todo, skipped, unfinished = plan(config, soup, run_names, dataset_ids, voxel_size, opts, settings)
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)
     resources = worker_resources(cpus_per_actor)

@@ -9,6 +9,7 @@ from copick_soup.cli.pick import pick
 from copick_soup.cli.score import score
 from copick_soup.cli.simulate import simulate
 from copick_soup.cli.soup import soup
+from copick_soup.cli.threshold import threshold
 from copick_soup.cli.train import train
 
 
@@ -20,6 +21,7 @@ def main():
 
 main.add_command(simulate)
 main.add_command(pick)
+main.add_command(threshold)
 main.add_command(score)
 main.add_command(train)
 main.add_command(soup)

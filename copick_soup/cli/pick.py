@@ -2,7 +2,7 @@
 
 import click
 
-from copick_soup.cli.util import inference_settings, pick_options, reports_errors, split_names
+from copick_soup.cli.util import inference_settings, pick_options, pick_opts, reports_errors, split_names
 
 
 class RunProgress:
@@ -25,8 +25,8 @@ class RunProgress:
 @click.command("pick", no_args_is_help=True)
 @pick_options
 @reports_errors
-def pick(config, soup, run_names, voxel_size, user_id, session_id, class_map, overwrite, save_heatmaps,
-         **inference):
+def pick(config, soup, run_names, voxel_size, user_id, session_id, class_map, objects, thresholds, overwrite,
+         save_heatmaps, **inference):
     """Pick particles in copick runs with a soup of 3D U-Nets and write them back as copick picks.
 
     \b
@@ -35,12 +35,11 @@ def pick(config, soup, run_names, voxel_size, user_id, session_id, class_map, ov
     """
     # Deferred imports (here and in every command): torch and the pipeline load only when a command runs, not
     # when copick imports every plugin to list its commands.
-    from copick_soup.data.classes import parse_class_map
     from copick_soup.data.project import open_project
     from copick_soup.device import precision_name
     from copick_soup.ensemble import Ensemble
     from copick_soup.errors import SoupError
-    from copick_soup.pick import PickOptions, check_voxel_size, pick_runs, summary_table
+    from copick_soup.pick import check_voxel_size, pick_runs, summary_table
 
     root = open_project(config)
     settings = inference_settings(**inference, voxel_size=voxel_size)
@@ -48,8 +47,7 @@ def pick(config, soup, run_names, voxel_size, user_id, session_id, class_map, ov
     resampled = check_voxel_size(voxel_size, ensemble)
     if resampled:
         click.echo(resampled)
-    opts = PickOptions(user_id=user_id, session_id=session_id, overwrite=overwrite, save_heatmaps=save_heatmaps,
-                       class_map=tuple(parse_class_map(class_map).items()))
+    opts = pick_opts(ensemble.classes, user_id, session_id, class_map, objects, thresholds, overwrite, save_heatmaps)
     click.echo(f"soup '{ensemble.name}': {len(ensemble.members)} member(s) on {settings.device} "
                f"({precision_name(settings.amp_dtype)}), TTA {settings.tta}")
     results = pick_runs(root, ensemble, split_names(run_names), settings, opts, echo=click.echo,

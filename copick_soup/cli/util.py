@@ -70,6 +70,11 @@ pick_options = options(
     click.option("--class-map", multiple=True, metavar="SOUP=OBJECT",
                  help="Write soup class SOUP as the project's object OBJECT (repeat or comma-separate), e.g. "
                       "apo-ferritin=ferritin-complex. Default: matched by name, then by identifier (GO/UniProt)."),
+    click.option("--objects", multiple=True, metavar="NAME",
+                 help="Pick only these classes (soup class or project object names; repeat or comma-separate)."),
+    click.option("--threshold", "thresholds", multiple=True, metavar="CLASS=VALUE",
+                 help="Replace the soup's threshold of a class (0-1; lower: more picks, higher recall). Change it "
+                      "later without the networks: copick-soup threshold."),
     inference_options,
     click.option("--overwrite", is_flag=True, help="Replace picks that already exist for this user and session."),
     click.option("--save-heatmaps", is_flag=True, help="Also store the ensemble heatmaps as copick segmentations."),
@@ -86,6 +91,17 @@ def inference_settings(tomo_type=None, device="auto", tta=1, window=64, overlap=
                                  amp=amp, tomo_type=tomo_type, voxel_size=voxel_size,
                                  tomo_map=tuple(parse_tomo_map(tomo_map).items()))
     return settings.resolved() if resolve else settings
+
+
+def pick_opts(classes, user_id="copick-soup", session_id="0", class_map=(), objects=(), thresholds=(),
+              overwrite=False, save_heatmaps=False):
+    """The `PickOptions` the pick options describe, for a soup of these classes (ParticleClass)."""
+    from copick_soup.data.classes import parse_class_map
+    from copick_soup.pick import PickOptions, parse_thresholds  # the pipeline: deferred to the command body
+
+    return PickOptions(user_id=user_id, session_id=session_id, overwrite=overwrite, save_heatmaps=save_heatmaps,
+                       class_map=tuple(parse_class_map(class_map).items()), objects=tuple(split_names(objects)),
+                       thresholds=tuple(parse_thresholds(thresholds, classes).items()))
 
 
 def split_names(values) -> list[str]:

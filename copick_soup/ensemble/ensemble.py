@@ -15,7 +15,7 @@ import numpy as np
 from copick_soup.data.kinds import match_tomogram
 from copick_soup.data.project import list_names
 from copick_soup.data.tomogram import normalisation_stats, run_tomo_types, run_volume
-from copick_soup.ensemble.overlap import suppress_overlaps
+from copick_soup.ensemble.overlap import cut_picks, suppress_overlaps
 from copick_soup.ensemble.peaks import BackgroundPeaks, PeakStream, heatmaps_to_picks
 from copick_soup.ensemble.settings import InferenceSettings
 from copick_soup.ensemble.windows import Source, TorchPredictor, predict_volume, stream_heatmaps
@@ -147,13 +147,23 @@ class Ensemble:
     def stream_picks(self, sources: list[Source], settings: InferenceSettings, progress=None, on_chunk=None) -> dict:
         """{class: ((N, 3) Å (x, y, z), (N,) scores)} of a run's `inputs`, streamed in z so that neither the
         tomogram nor the heatmap is ever held whole; `on_chunk(chunk)` sees every heatmap chunk too."""
-        peaks = self.peak_stream(sources[0].volume.shape[0], settings)
+        return self.cut(self.stream_candidates(sources, settings, self.thresholds, progress, on_chunk))
+
+    def stream_candidates(self, sources: list[Source], settings: InferenceSettings, thresholds, progress=None,
+                          on_chunk=None) -> dict:
+        """Every peak above `thresholds`, before cross-class suppression (`cut` makes the picks from them)."""
+        peaks = self.peak_stream(sources[0].volume.shape[0], settings, thresholds)
         for chunk in self.stream(sources, settings, progress):
             peaks.add(*chunk)
             if on_chunk is not None:
                 on_chunk(chunk)
         grid = getattr(sources[0].volume, "voxel_size", self.voxel_size)  # 10.000 Å read as the soup's 10.012
-        return suppress_overlaps(on_grid(peaks.picks(), grid / self.voxel_size), self.classes, self.overlap)
+        return on_grid(peaks.picks(), grid / self.voxel_size)
+
+    def cut(self, candidates: dict, thresholds: dict | None = None) -> dict:
+        """The picks among candidate peaks: above the thresholds (the soup's by default), then suppression."""
+        return cut_picks(candidates, self.classes, self.thresholds if thresholds is None else thresholds,
+                         self.overlap)
 
     # ---- whole heatmaps: what the soup search and validation cache ---------------------------------------------
 

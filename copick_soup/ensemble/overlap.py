@@ -33,3 +33,15 @@ def suppress_overlaps(picks: dict, classes, overlap: float) -> dict:
     drop[np.where(score[i] < score[j], i, j)[clash]] = True
     keep = {c: ~drop[label == c] for c in range(len(names))}
     return {n: (picks[n][0][keep[c]], picks[n][1][keep[c]]) for c, n in enumerate(names)}
+
+
+def cut_picks(candidates: dict, classes, thresholds: dict, overlap: float) -> dict:
+    """The picks `pick` makes from candidate peaks found at a lower threshold: each class's peaks above its
+    threshold (strictly, as the peak search cuts), then cross-class suppression. A local maximum is one whatever
+    the threshold, so this equals searching at `thresholds` directly: re-thresholding needs no network."""
+    kept = {}
+    for c in classes:
+        positions, scores = candidates[c.name]
+        keep = np.asarray(scores) > thresholds[c.name]
+        kept[c.name] = (np.reshape(positions, (-1, 3))[keep], np.asarray(scores)[keep])
+    return suppress_overlaps(kept, classes, overlap)

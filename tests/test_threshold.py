@@ -1,0 +1,78 @@
+"""Re-thresholding without the networks, --threshold and --objects on pick."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from copick_soup.cli import main
+from copick_soup.data import open_project, read_picks
+from copick_soup.objects import classes_from_root
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def picked(tmp_path_factory):
+    """A small run picked by the default soup (a trained soup: clear peaks, no ties at the thresholds)."""
+    from copick_soup.simulate import simulate_project
+
+    config = simulate_project(tmp_path_factory.mktemp("thr"), runs=1, shape=(64, 128, 128), crowding=4.0, seed=21)
+    result = invoke("pick", "-c", config, "--device", "cpu", "--amp", "none")
+    assert result.exit_code == 0, result.output
+    return config
+
+
+def points(config, session):
+    root = open_project(config)
+    names = [c.name for c in classes_from_root(root)]
+    return read_picks(root.runs[0], names, "copick-soup", session, with_scores=True)
+
+
+def same_points(a, b):
+    for name in a:
+        order_a, order_b = np.lexsort(a[name][0].T), np.lexsort(b[name][0].T)
+        np.testing.assert_allclose(a[name][0][order_a], b[name][0][order_b])
+        np.testing.assert_allclose(a[name][1][order_a], b[name][1][order_b])
+
+
+def test_a_rethreshold_equals_a_fresh_pick_at_the_new_thresholds(picked):
+    before = points(picked, "0")
+    new = ["ribosome=0.6,apo-ferritin=0.06", "beta-galactosidase=0.06,beta-amylase=0.06", "thyroglobulin=0.5"]
+    result = invoke("threshold", "-c", picked, *[a for v in new for a in ("--set", v)])
+    assert result.exit_code == 0, result.output
+    fresh = invoke("pick", "-c", picked, "--session-id", "fresh", "--device", "cpu", "--amp", "none",
+                   *[a for v in new for a in ("--threshold", v)])
+    assert fresh.exit_code == 0, fresh.output
+    after = points(picked, "0")
+    same_points(after, points(picked, "fresh"))
+    assert len(after["ribosome"][0]) <= len(before["ribosome"][0])
+    lowered = ("apo-ferritin", "beta-galactosidase", "beta-amylase")  # lower than the soup's: more picks
+    assert sum(len(after[n][0]) for n in lowered) > sum(len(before[n][0]) for n in lowered)
+    assert invoke("threshold", "-c", picked).exit_code == 0  # the soup's own thresholds give the first picks back
+    same_points(points(picked, "0"), before)
+
+
+def test_objects_picks_a_subset_of_the_classes(picked):
+    result = invoke("pick", "-c", picked, "--session-id", "sub", "--objects", "ribosome", "--objects",
+                    "apo-ferritin", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    run = open_project(picked).runs[0]
+    assert sorted(p.pickable_object_name for p in run.get_picks(user_id="copick-soup", session_id="sub")) == \
+        ["apo-ferritin", "ribosome"]
+
+
+@pytest.mark.parametrize("args, error", [
+    (["pick", "--threshold", "nope=0.3"], "--threshold nope=0.3: the soup has no class 'nope'; its classes are "
+                                          "apo-ferritin, beta-amylase"),
+    (["pick", "--threshold", "ribosome=1.5"], "--threshold ribosome=1.5: expected CLASS=VALUE with VALUE in [0, 1]"),
+    (["pick", "--objects", "nope"], "--objects: the soup has no class 'nope'; its classes are apo-ferritin"),
+    (["threshold", "--set", "ribosome=0.01"], "--set ribosome=0.01: below 0.05, the score pick keeps candidates "
+                                              "from; pick again with --threshold ribosome=0.01"),
+    (["threshold", "--user-id", "nobody"], "1 of 1 run(s) failed: exp_000"),
+])
+def test_bad_thresholds_and_classes_are_one_line_errors(picked, args, error):
+    result = invoke(*args[:1], "-c", picked, "--session-id", "bad", *args[1:])
+    assert result.exit_code != 0
+    assert result.output.strip().splitlines()[-1].startswith(f"Error: {error}"), result.output
