@@ -27,6 +27,7 @@ from copick_soup.ensemble.overlap import cut_picks
 from copick_soup.ensemble.windows import count_windows
 from copick_soup.errors import AlreadyPicked, SoupError
 from copick_soup.objects import classes_from_root
+from copick_soup.viz import save_qc_png
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class PickOptions:
     class_map: tuple = ()  # ((soup class, project object), ...): --class-map, completed by `resolve_classes`
     objects: tuple = ()  # soup classes to pick (--objects); empty: all
     thresholds: tuple = ()  # ((soup class, threshold), ...): --threshold, replacing the soup's
+    qc: str | None = None  # a folder for one QC picture per run (--qc)
     keep_candidates: bool = True  # every peak above CANDIDATE_FLOOR, with scores, for `copick-soup threshold`
 
     def object_name(self, soup_class: str) -> str:
@@ -101,6 +103,11 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
                 overwrite=opts.overwrite)
     if heat is not None:
         save_heatmaps(run, ensemble, heat, opts)
+    if opts.qc:
+        volume = sources[0].volume
+        save_qc_png(volume, Path(opts.qc) / f"{run.name}.png", getattr(volume, "voxel_size", ensemble.voxel_size),
+                    ensemble.classes, {n: positions for n, (positions, _) in picks.items()}, candidates, thresholds,
+                    title=f"run {run.name}: soup '{ensemble.name}'")
     return dict(run=run.name, processed=True, picks={n: len(picks[n][0]) for n in names},
                 members=len(sources), seconds=time.perf_counter() - start, error=None)
 

@@ -187,12 +187,12 @@ def plan(config: str, soup: str, run_names, dataset_ids: str, voxel_size, opts: 
               help="Retries of a run whose actor died.")
 @click.option("--report", default="pick-report.json", show_default=True, help="Where to write the JSON report.")
 def command(config, soup, run_names, voxel_size, user_id, session_id, class_map, objects, thresholds, overwrite,
-            save_heatmaps, dataset_ids, actors,
+            save_heatmaps, qc, dataset_ids, actors,
             cpus_per_actor, max_retries, report, **inference) -> int:
     """Pick copick runs on a Ray cluster: `copick-soup pick`'s options, one actor per GPU."""
     settings = inference_settings(**inference, voxel_size=voxel_size, resolve=False)  # the actors choose their device
     opts = pick_opts(SoupManifest.read(soup).classes, user_id, session_id, class_map, objects, thresholds, overwrite,
-                     save_heatmaps)
+                     save_heatmaps, qc)
     config, opts, todo, skipped, unfinished = plan(config, soup, run_names, dataset_ids, voxel_size, opts, settings)
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)
     resources = worker_resources(cpus_per_actor)

@@ -76,3 +76,21 @@ def test_bad_thresholds_and_classes_are_one_line_errors(picked, args, error):
     result = invoke(*args[:1], "-c", picked, "--session-id", "bad", *args[1:])
     assert result.exit_code != 0
     assert result.output.strip().splitlines()[-1].startswith(f"Error: {error}"), result.output
+
+
+def not_blank(path):
+    import matplotlib.image
+
+    image = matplotlib.image.imread(path)[..., :3]
+    return path.stat().st_size > 20_000 and image.std() > 0.05 and len(np.unique(image.reshape(-1, 3), axis=0)) > 50
+
+
+def test_pick_draws_a_qc_picture_per_run_and_score_plots_f4_against_threshold(picked, tmp_path):
+    result = invoke("pick", "-c", picked, "--session-id", "qc", "--qc", tmp_path / "qc", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert not_blank(tmp_path / "qc" / "exp_000.png")
+    plot = tmp_path / "score.png"
+    result = invoke("score", "-c", picked, "--candidate-user", "copick-soup-candidates", "--candidate-session", "0",
+                    "--plot", plot)
+    assert result.exit_code == 0, result.output
+    assert f"plot: {plot}" in result.output and not_blank(plot)

@@ -26,7 +26,7 @@ class RunProgress:
 @pick_options
 @reports_errors
 def pick(config, soup, run_names, voxel_size, user_id, session_id, class_map, objects, thresholds, overwrite,
-         save_heatmaps, **inference):
+         save_heatmaps, qc, **inference):
     """Pick particles in copick runs with a soup of 3D U-Nets and write them back as copick picks.
 
     \b
@@ -47,7 +47,8 @@ def pick(config, soup, run_names, voxel_size, user_id, session_id, class_map, ob
     resampled = check_voxel_size(voxel_size, ensemble)
     if resampled:
         click.echo(resampled)
-    opts = pick_opts(ensemble.classes, user_id, session_id, class_map, objects, thresholds, overwrite, save_heatmaps)
+    opts = pick_opts(ensemble.classes, user_id, session_id, class_map, objects, thresholds, overwrite, save_heatmaps,
+                     qc)
     click.echo(f"soup '{ensemble.name}': {len(ensemble.members)} member(s) on {settings.device} "
                f"({precision_name(settings.amp_dtype)}), TTA {settings.tta}")
     results = pick_runs(root, ensemble, split_names(run_names), settings, opts, echo=click.echo,

@@ -19,9 +19,11 @@ from copick_soup.cli.util import config_option, reports_errors, runs_option, spl
 @click.option("--beta", default=4.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="F-beta's beta (the CZII metric uses 4).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON instead of a table.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Also draw per-class precision, recall and F4, and F4 against threshold, into this PNG.")
 @reports_errors
 def score(config, reference_user, reference_session, candidate_user, candidate_session, run_names, object_names,
-          beta, as_json):
+          beta, as_json, plot):
     """Score picks against ground truth with the CZII metric (per-class TP/FP/FN, F-beta, weighted mean).
 
     \b
@@ -38,6 +40,15 @@ def score(config, reference_user, reference_session, candidate_user, candidate_s
     result = score_project(root, reference_user, candidate_user, reference_session, candidate_session,
                            run_names=split_names(run_names), object_names=split_names(object_names), beta=beta)
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.table())
+    if plot:
+        from copick_soup.ensemble.evaluate import threshold_curves
+        from copick_soup.ensemble.thresholds import THRESHOLDS
+        from copick_soup.viz import save_score_plot
+
+        curves = threshold_curves(root, reference_user, candidate_user, reference_session, candidate_session,
+                                  split_names(run_names), split_names(object_names), beta)
+        title = f"{candidate_user}/{candidate_session or '*'} against {reference_user}/{reference_session or '*'}"
+        click.echo(f"plot: {save_score_plot(result, curves, THRESHOLDS, plot, title)}")
 
 
 # The same command under the name copick's plugin groups show: `copick evaluation soup-score`.

@@ -78,6 +78,9 @@ pick_options = options(
     inference_options,
     click.option("--overwrite", is_flag=True, help="Replace picks that already exist for this user and session."),
     click.option("--save-heatmaps", is_flag=True, help="Also store the ensemble heatmaps as copick segmentations."),
+    click.option("--qc", type=click.Path(file_okay=False), default=None,
+                 help="Write a picture per run into this folder: slices with the picks, and each class's peak "
+                      "scores with its threshold."),
 )
 
 
@@ -94,14 +97,14 @@ def inference_settings(tomo_type=None, device="auto", tta=1, window=64, overlap=
 
 
 def pick_opts(classes, user_id="copick-soup", session_id="0", class_map=(), objects=(), thresholds=(),
-              overwrite=False, save_heatmaps=False):
+              overwrite=False, save_heatmaps=False, qc=None):
     """The `PickOptions` the pick options describe, for a soup of these classes (ParticleClass)."""
     from copick_soup.data.classes import parse_class_map
     from copick_soup.pick import PickOptions, parse_thresholds  # the pipeline: deferred to the command body
 
     return PickOptions(user_id=user_id, session_id=session_id, overwrite=overwrite, save_heatmaps=save_heatmaps,
                        class_map=tuple(parse_class_map(class_map).items()), objects=tuple(split_names(objects)),
-                       thresholds=tuple(parse_thresholds(thresholds, classes).items()))
+                       thresholds=tuple(parse_thresholds(thresholds, classes).items()), qc=qc)
 
 
 def split_names(values) -> list[str]:

@@ -19,7 +19,7 @@ from copick_soup.ensemble.ensemble import Ensemble, blend
 from copick_soup.ensemble.settings import InferenceSettings
 from copick_soup.ensemble.thresholds import FLOOR, THRESHOLDS, best_thresholds, threshold_counts
 from copick_soup.errors import SoupError
-from copick_soup.metric.czii import BETA, Score, score_picks
+from copick_soup.metric.czii import BETA, ClassScore, Score, score_picks
 from copick_soup.objects import classes_from_root
 
 
@@ -110,3 +110,21 @@ def pick_owners(runs, most: int = 8) -> str:
         return "they hold no picks at all"
     more = f" and {len(owners) - most} more" if len(owners) > most else ""
     return f"picks here are by (user/session) {', '.join(owners[:most])}{more}"
+
+
+def threshold_curves(root, reference_user: str, candidate_user: str, reference_session: str | None = "0",
+                     candidate_session: str | None = None, run_names=None, object_names=None, beta: float = BETA,
+                     thresholds=THRESHOLDS) -> dict:
+    """{class: [F-beta of the candidate's picks cut at each threshold]}, summed over the runs, from the scores the
+    picks carry (`score --plot`; score the USER-candidates picks to see below the soup's thresholds)."""
+    classes = classes_from_root(root)
+    if object_names:
+        classes = [c for c in classes if c.name in object_names]
+    names = [c.name for c in classes]
+    counts = np.zeros((len(classes), len(thresholds), 3), dtype=np.int64)
+    for run in select_runs(root, run_names):
+        truth = read_picks(run, names, reference_user, reference_session)
+        counts += threshold_counts(read_picks(run, names, candidate_user, candidate_session, with_scores=True),
+                                   truth, classes, thresholds)
+    return {c.name: [ClassScore(c.name, c.score_weight, *map(int, counts[i, t])).fbeta(beta)
+                     for t in range(len(thresholds))] for i, c in enumerate(classes)}
