@@ -86,7 +86,7 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
     shape = tuple(sources[0].volume.shape)
     heat = np.zeros((len(ensemble.classes), *shape), dtype=np.uint8) if opts.save_heatmaps else None
 
-    def keep(chunk):  # 0-255 for heat 0-1
+    def keep(chunk):  # 0-255 for heat 0-1: a byte per voxel while the run is picked
         heat[:, chunk.z0:chunk.z0 + chunk.planes.shape[1]] = np.clip(chunk.planes * 255, 0, 255).astype(np.uint8)
 
     if progress:
@@ -112,14 +112,21 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
                 members=len(sources), seconds=time.perf_counter() - start, error=None)
 
 
+def heatmap_name(opts: PickOptions, object_name: str) -> str:
+    """The tomogram type a class's heatmap is stored as (`--save-heatmaps`)."""
+    return f"heatmap-{object_name}-{opts.user_id}-{opts.session_id}"
+
+
 def save_heatmaps(run, ensemble: Ensemble, heat: np.ndarray, opts: PickOptions) -> None:
-    """The ensemble heatmaps as copick segmentations, one per class, uint8 (0-255 = heat 0-1)."""
-    spacing = find_voxel_spacing(run, ensemble.voxel_size)  # the segmentation needs the voxel spacing to exist
+    """The ensemble heatmaps as copick tomograms, one per class (`heatmap_name`), float values 0-1 in steps of
+    1/255: napari-copick and ChimeraX show tomograms as intensities (a segmentation they colour as labels)."""
+    spacing = find_voxel_spacing(run, ensemble.voxel_size)
     for c, cls in enumerate(ensemble.classes):
-        seg = run.new_segmentation(voxel_size=spacing.voxel_size, name=opts.object_name(cls.name),
-                                   session_id=opts.session_id, is_multilabel=False, user_id=opts.user_id,
-                                   exist_ok=opts.overwrite)
-        seg.from_numpy(heat[c], dtype=np.uint8)
+        name = heatmap_name(opts, opts.object_name(cls.name))
+        if spacing.get_tomograms(name) and not opts.overwrite:
+            raise SoupError(f"run {run.name}: a heatmap '{name}' exists; pass --overwrite to replace it")
+        tomogram = spacing.new_tomogram(tomo_type=name, exist_ok=True)
+        tomogram.from_numpy(heat[c].astype(np.float32) / 255, dtype=np.float32)
 
 
 def pick_runs(root, ensemble: Ensemble, run_names, settings: InferenceSettings, opts: PickOptions = PickOptions(),

@@ -189,18 +189,28 @@ def test_resampling_keeps_positions_in_angstrom():
     np.testing.assert_allclose(zyx * 10.0, [140, 70, 210], atol=5.0)
 
 
-def test_save_heatmaps_as_compact_segmentations(members, project):
+def test_heatmaps_are_saved_as_tomograms_that_read_back_through_copick(members, project):
     _, soup = members
     result = invoke("pick", "-c", project, "--soup", soup, "--window", 32, "-r", "exp_000", "--save-heatmaps",
-                    "--user-id", "heat")
+                    "--user-id", "heat", "--amp", "none")
     assert result.exit_code == 0, result.output
     run = open_project(project).runs[0]
-    segs = run.get_segmentations(user_id="heat", session_id="0")
-    assert sorted(s.name for s in segs) == sorted(c.name for c in Ensemble.load(soup).classes)
+    names = [c.name for c in Ensemble.load(soup).classes]
+    picks = read_picks(run, names, "heat", "0", with_scores=True)
     import zarr
 
-    array = zarr.open(segs[0].zarr(), mode="r")["0"]
-    assert array.dtype == np.uint8 and array.shape == (64, 128, 128)
+    for name in names:
+        [tomogram] = run.voxel_spacings[0].get_tomograms(f"heatmap-{name}-heat-0")
+        heat = np.asarray(zarr.open(tomogram.zarr(), mode="r")["0"])
+        assert heat.dtype == np.float32 and heat.shape == (64, 128, 128) and 0 <= heat.min() <= heat.max() <= 1
+        for xyz, score in zip(*picks[name]):  # a pick's score is the heatmap at its peak (to a byte's step)
+            z, y, x = np.round(xyz[::-1] / VOXEL_SIZE).astype(int)
+            near = heat[max(z - 1, 0):z + 2, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2]
+            assert abs(near.max() - min(score, 1.0)) <= 2 / 255  # stored clipped to 0-1
+    again = invoke("pick", "-c", project, "--soup", soup, "--window", 32, "-r", "exp_000", "--save-heatmaps",
+                   "--user-id", "heat", "--session-id", "1")
+    assert again.exit_code == 0, again.output
+    assert open_project(project).runs[0].voxel_spacings[0].get_tomograms("heatmap-ribosome-heat-1")
 
 
 def test_corrupt_checkpoint_is_a_one_line_error(members, project, tmp_path):

@@ -77,7 +77,9 @@ pick_options = options(
                       "later without the networks: copick-soup threshold."),
     inference_options,
     click.option("--overwrite", is_flag=True, help="Replace picks that already exist for this user and session."),
-    click.option("--save-heatmaps", is_flag=True, help="Also store the ensemble heatmaps as copick segmentations."),
+    click.option("--save-heatmaps", is_flag=True,
+                 help="Also store the ensemble heatmaps, one copick tomogram per class (heatmap-CLASS-USER-SESSION, "
+                      "values 0-1), to view in napari-copick or ChimeraX."),
     click.option("--qc", type=click.Path(file_okay=False), default=None,
                  help="Write a picture per run into this folder: slices with the picks, and each class's peak "
                       "scores with its threshold."),
