@@ -97,6 +97,7 @@ def test_cli_pick_summary_and_a_failed_run_is_an_error(members, project):
     result = invoke("pick", "-c", project, "--soup", member[0], "--tomo-type", "isonetcorrected", "--window", 32)
     assert result.exit_code != 0
     assert "failed: run exp_000: none of the soup's tomogram types (isonetcorrected)" in result.output
+    assert "runs: 100%" in result.output and "2/2 [" in result.output  # the bar over runs, failed ones counted
     assert result.output.strip().splitlines()[-1] == "Error: 1 of 2 run(s) failed: exp_000"  # exp_001: done before
 
 

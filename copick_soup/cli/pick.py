@@ -6,20 +6,40 @@ from copick_soup.cli.util import inference_settings, pick_options, pick_opts, re
 
 
 class RunProgress:
-    """A tqdm bar per run, counting windows; the picking code calls it without knowing about tqdm."""
+    """A tqdm bar per run, counting windows; the picking code calls it without knowing about tqdm. `done` is
+    called when the run is over (the batch bar counts it)."""
 
-    def __init__(self, run_name: str):
-        self.run_name, self.bar = run_name, None
+    def __init__(self, run_name: str, done=None):
+        self.run_name, self.bar, self.done = run_name, None, done
 
     def __call__(self, n=None, start=None, close=False):
         from tqdm import tqdm
 
         if start is not None:
-            self.bar = tqdm(total=start, desc=self.run_name, unit="window", leave=False)
-        elif close and self.bar is not None:
-            self.bar.close()
+            self.bar = tqdm(total=start, desc=self.run_name, unit="window", leave=False, position=1)
+        elif close:
+            if self.bar is not None:
+                self.bar.close()
+            if self.done:
+                self.done()
         elif self.bar is not None:
             self.bar.update(n)
+
+
+class BatchProgress:
+    """A bar over the runs with an ETA, above each run's bar of windows."""
+
+    def __init__(self, total: int):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc="runs", unit="run", position=0) if total > 1 else None
+
+    def __call__(self, run_name: str) -> RunProgress:
+        return RunProgress(run_name, done=self.bar.update if self.bar else None)
+
+    def close(self):
+        if self.bar:
+            self.bar.close()
 
 
 @click.command("pick", no_args_is_help=True)
@@ -35,7 +55,7 @@ def pick(config, soup, run_names, voxel_size, user_id, session_id, class_map, ob
     """
     # Deferred imports (here and in every command): torch and the pipeline load only when a command runs, not
     # when copick imports every plugin to list its commands.
-    from copick_soup.data.project import open_project
+    from copick_soup.data.project import open_project, select_runs
     from copick_soup.device import precision_name
     from copick_soup.ensemble import Ensemble
     from copick_soup.errors import SoupError
@@ -51,8 +71,12 @@ def pick(config, soup, run_names, voxel_size, user_id, session_id, class_map, ob
                      qc)
     click.echo(f"soup '{ensemble.name}': {len(ensemble.members)} member(s) on {settings.device} "
                f"({precision_name(settings.amp_dtype)}), TTA {settings.tta}")
-    results = pick_runs(root, ensemble, split_names(run_names), settings, opts, echo=click.echo,
-                        progress_factory=RunProgress)
+    progress = BatchProgress(len(select_runs(root, split_names(run_names))))
+    try:
+        results = pick_runs(root, ensemble, split_names(run_names), settings, opts, echo=click.echo,
+                            progress_factory=progress)
+    finally:
+        progress.close()
     click.echo(summary_table(results, ensemble.classes))
     failed = [r["run"] for r in results if r["status"] == "failed"]
     if failed:  # the exit status says a run failed; the others were picked all the same
