@@ -30,7 +30,7 @@ def run_demo(out, runs: int = 2, shape=(96, 256, 256), seed: int = 7, soup: str 
     root = open_project(config)
     loaded = Ensemble.load(soup, device)
     echo(f"picking with soup '{loaded.name}' ({len(loaded.members)} member(s), TTA {tta}) ...")
-    opts = PickOptions(user_id=DEMO_USER, session_id=DEMO_SESSION, overwrite=True)
+    opts = PickOptions(user_id=DEMO_USER, session_id=DEMO_SESSION, overwrite=True, qc=str(out / "qc"))
     results = pick_runs(root, loaded, None, InferenceSettings(tta=tta, device=device), opts, echo=echo)
     echo(summary_table(results, loaded.classes) + "\n")
 
@@ -49,4 +49,5 @@ def run_demo(out, runs: int = 2, shape=(96, 256, 256), seed: int = 7, soup: str 
     echo(f"\nproject:  {config}")
     echo(f"picks:    {overlay}/ExperimentRuns/*/Picks/{DEMO_USER}_{DEMO_SESSION}_*.json")
     echo(f"picture:  {picture}")
-    return dict(config=config, picture=picture, score=result)
+    echo(f"QC:       {out / 'qc'}/<run>.png (the picks per class, and each class's peak scores with its threshold)")
+    return dict(config=config, picture=picture, score=result, qc=out / "qc")

@@ -126,6 +126,7 @@ def test_demo_prints_scores_and_writes_a_picture(tmp_path):
     assert "weighted F4" in result.output
     picture = tmp_path / "demo" / "picks.png"
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "demo" / "qc" / "exp_000.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     again = invoke("demo", "--out", tmp_path / "demo", "--runs", 1, "--shape", "64,128,128")
     assert again.exit_code == 0 and again.output.splitlines()[-3:] == result.output.splitlines()[-3:]
 
