@@ -26,7 +26,7 @@ from pathlib import Path
 import click
 import ray
 
-from copick_soup.cli.util import inference_settings, pick_options, pick_opts, split_names
+from copick_soup.cli.util import inference_settings, pick_options, pick_opts, reports_errors, run_list
 from copick_soup.data.picks import existing_picks
 from copick_soup.data.portal import dataset_config, parse_dataset_ids
 from copick_soup.data.project import open_project, select_runs
@@ -171,7 +171,7 @@ def plan(config: str, soup: str, run_names, dataset_ids: str, voxel_size, opts: 
         config = str(dataset_config(config, parse_dataset_ids(dataset_ids), folder / "datasets.json"))
     root = open_project(config)
     opts = resolve_classes(root, manifest.classes, opts, print)
-    todo, skipped, unfinished = runs_to_pick(config, soup, split_names(run_names), opts.user_id, opts.session_id,
+    todo, skipped, unfinished = runs_to_pick(config, soup, run_names, opts.user_id, opts.session_id,
                                              opts.overwrite, class_map=dict(opts.class_map))
     announce_reading(select_runs(root, todo) if todo else [], members, settings, print)
     return config, opts, todo, skipped, unfinished
@@ -186,14 +186,15 @@ def plan(config: str, soup: str, run_names, dataset_ids: str, voxel_size, opts: 
 @click.option("--max-retries", type=click.IntRange(0), default=2, show_default=True,
               help="Retries of a run whose actor died.")
 @click.option("--report", default="pick-report.json", show_default=True, help="Where to write the JSON report.")
-def command(config, soup, run_names, voxel_size, user_id, session_id, class_map, objects, thresholds, overwrite,
-            save_heatmaps, qc, dataset_ids, actors,
-            cpus_per_actor, max_retries, report, **inference) -> int:
+@reports_errors
+def command(config, soup, run_names, legacy_run_names, voxel_size, user_id, session_id, class_map, objects, thresholds,
+            overwrite, save_heatmaps, qc, dataset_ids, actors, cpus_per_actor, max_retries, report, **inference) -> int:
     """Pick copick runs on a Ray cluster: `copick-soup pick`'s options, one actor per GPU."""
     settings = inference_settings(**inference, voxel_size=voxel_size, resolve=False)  # the actors choose their device
     opts = pick_opts(SoupManifest.read(soup).classes, user_id, session_id, class_map, objects, thresholds, overwrite,
                      save_heatmaps, qc)
-    config, opts, todo, skipped, unfinished = plan(config, soup, run_names, dataset_ids, voxel_size, opts, settings)
+    runs = run_list(run_names, legacy_run_names)
+    config, opts, todo, skipped, unfinished = plan(config, soup, runs, dataset_ids, voxel_size, opts, settings)
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)
     resources = worker_resources(cpus_per_actor)
     n_actors = actors or max(int(ray.cluster_resources().get("GPU", 0)), 1)

@@ -148,3 +148,22 @@ def test_picture_that_cannot_be_written_is_a_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(SoupError, match="picks.png: cannot write the picture"):
         save_slices_png(np.zeros((8, 16, 16)), blocker / "picks.png", 10.0, [])
+
+
+def test_run_names_repeat_as_copick_has_them_and_runs_still_works_with_a_warning(project):
+    score = ("score", "-c", project, "--candidate-user", "curation", "--json")
+    repeated = invoke(*score, "-r", "exp_000", "-r", "exp_001")
+    assert repeated.exit_code == 0, repeated.output
+    legacy = invoke(*score, "--runs", "exp_000,exp_001")
+    assert legacy.exit_code == 0, legacy.output
+    assert "--runs is deprecated; use --run-names/-r (repeatable) instead." in legacy.output
+    first, second = (json.loads(r.output[r.output.index("{"):]) for r in (repeated, legacy))
+    assert first == second
+
+
+def test_debug_shows_the_traceback_behind_a_one_line_error(project):
+    quiet = invoke("score", "-c", project, "--candidate-user", "nobody")
+    loud = invoke("score", "-c", project, "--candidate-user", "nobody", "--debug")
+    assert quiet.exit_code == loud.exit_code == 1
+    assert "Traceback" not in quiet.output and "Traceback" in loud.output
+    assert quiet.output.strip().splitlines()[-1] == loud.output.strip().splitlines()[-1]

@@ -7,8 +7,8 @@ from copick_soup.cli.util import (
     inference_options,
     inference_settings,
     reports_errors,
+    run_list,
     runs_option,
-    split_names,
 )
 
 
@@ -27,7 +27,7 @@ from copick_soup.cli.util import (
 @click.option("--resume", is_flag=True, help="Continue each member from its last saved state in OUT.")
 @inference_options
 @reports_errors
-def adapt(config, run_names, soup, out, steps, confidence, settings, resume, **inference):
+def adapt(config, run_names, legacy_run_names, soup, out, steps, confidence, settings, resume, **inference):
     """Fine-tune a soup on your *unannotated* runs from its own confident picks (self-training).
 
     Measure before trusting it: score the adapted soup against the original on a few runs you annotate (see
@@ -42,7 +42,7 @@ def adapt(config, run_names, soup, out, steps, confidence, settings, resume, **i
     from copick_soup.train.adapt import adapt_soup
     from copick_soup.train.config import parse_overrides
 
-    path = adapt_soup(config, soup, split_names(run_names), out, inference_settings(**inference), steps,
+    path = adapt_soup(config, soup, run_list(run_names, legacy_run_names), out, inference_settings(**inference), steps,
                       confidence, parse_overrides(settings), resume, echo=click.echo)
     click.echo(f"soup: {path}")
 

@@ -2,7 +2,7 @@
 
 import click
 
-from copick_soup.cli.util import inference_settings, pick_options, pick_opts, reports_errors, split_names
+from copick_soup.cli.util import inference_settings, pick_options, pick_opts, reports_errors, run_list
 
 
 class RunProgress:
@@ -45,8 +45,8 @@ class BatchProgress:
 @click.command("pick", no_args_is_help=True)
 @pick_options
 @reports_errors
-def pick(config, soup, run_names, voxel_size, user_id, session_id, class_map, objects, thresholds, overwrite,
-         save_heatmaps, qc, **inference):
+def pick(config, soup, run_names, legacy_run_names, voxel_size, user_id, session_id, class_map, objects, thresholds,
+         overwrite, save_heatmaps, qc, **inference):
     """Pick particles in copick runs with a soup of 3D U-Nets and write them back as copick picks.
 
     \b
@@ -71,9 +71,10 @@ def pick(config, soup, run_names, voxel_size, user_id, session_id, class_map, ob
                      qc)
     click.echo(f"soup '{ensemble.name}': {len(ensemble.members)} member(s) on {settings.device} "
                f"({precision_name(settings.amp_dtype)}), TTA {settings.tta}")
-    progress = BatchProgress(len(select_runs(root, split_names(run_names))))
+    runs = run_list(run_names, legacy_run_names)
+    progress = BatchProgress(len(select_runs(root, runs)))
     try:
-        results = pick_runs(root, ensemble, split_names(run_names), settings, opts, echo=click.echo,
+        results = pick_runs(root, ensemble, runs, settings, opts, echo=click.echo,
                             progress_factory=progress)
     finally:
         progress.close()

@@ -2,7 +2,7 @@
 
 import click
 
-from copick_soup.cli.util import config_option, reports_errors, runs_option, split_names
+from copick_soup.cli.util import config_option, reports_errors, run_list, runs_option, split_names
 
 
 @click.command("score", no_args_is_help=True)
@@ -22,7 +22,8 @@ from copick_soup.cli.util import config_option, reports_errors, runs_option, spl
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Also draw per-class precision, recall and F4, and F4 against threshold, into this PNG.")
 @reports_errors
-def score(config, reference_user, reference_session, candidate_user, candidate_session, run_names, object_names,
+def score(config, reference_user, reference_session, candidate_user, candidate_session, run_names, legacy_run_names,
+          object_names,
           beta, as_json, plot):
     """Score picks against ground truth with the CZII metric (per-class TP/FP/FN, F-beta, weighted mean).
 
@@ -38,7 +39,8 @@ def score(config, reference_user, reference_session, candidate_user, candidate_s
 
     root = open_project(config)
     result = score_project(root, reference_user, candidate_user, reference_session, candidate_session,
-                           run_names=split_names(run_names), object_names=split_names(object_names), beta=beta)
+                           run_names=run_list(run_names, legacy_run_names), object_names=split_names(object_names),
+                           beta=beta)
     click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.table())
     if plot:
         from copick_soup.ensemble.evaluate import threshold_curves
@@ -46,7 +48,7 @@ def score(config, reference_user, reference_session, candidate_user, candidate_s
         from copick_soup.viz import save_score_plot
 
         curves = threshold_curves(root, reference_user, candidate_user, reference_session, candidate_session,
-                                  split_names(run_names), split_names(object_names), beta)
+                                  run_list(run_names, legacy_run_names), split_names(object_names), beta)
         title = f"{candidate_user}/{candidate_session or '*'} against {reference_user}/{reference_session or '*'}"
         click.echo(f"plot: {save_score_plot(result, curves, THRESHOLDS, plot, title)}")
 

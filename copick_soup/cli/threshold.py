@@ -2,7 +2,7 @@
 
 import click
 
-from copick_soup.cli.util import config_option, pick_opts, reports_errors, runs_option, split_names
+from copick_soup.cli.util import config_option, pick_opts, reports_errors, run_list, runs_option
 
 
 @click.command("threshold", no_args_is_help=True)
@@ -17,7 +17,7 @@ from copick_soup.cli.util import config_option, pick_opts, reports_errors, runs_
 @click.option("--objects", multiple=True, metavar="NAME", help="Rewrite only these classes' picks.")
 @click.option("--class-map", multiple=True, metavar="SOUP=OBJECT", help="As for pick.")
 @reports_errors
-def threshold(config, run_names, soup, user_id, session_id, thresholds, objects, class_map):
+def threshold(config, run_names, legacy_run_names, soup, user_id, session_id, thresholds, objects, class_map):
     """Rewrite picks at new per-class thresholds from the candidate peaks `pick` kept (user USER-candidates),
     without running any network: the same points a new pick at those thresholds would give. The picks of this user
     and session are replaced; that is what the command is for.
@@ -45,7 +45,7 @@ def threshold(config, run_names, soup, user_id, session_id, thresholds, objects,
     root = open_project(config)
     opts = resolve_classes(root, manifest.classes, opts, click.echo)
     values = {**manifest.thresholds, **dict(opts.thresholds)}
-    results = run_batch(select_runs(root, split_names(run_names)),
+    results = run_batch(select_runs(root, run_list(run_names, legacy_run_names)),
                         lambda run, _: rethreshold_run(run, manifest.classes, values, manifest.overlap, opts),
                         click.echo)
     click.echo(summary_table(results, manifest.classes))

@@ -1,6 +1,7 @@
 """`copick-soup train` (and the plugin `copick training soup-train`): recipes, or fine-tuning on a lab's runs."""
 
 import click
+from copick.cli.util import add_debug_option
 
 from copick_soup.cli.util import reports_errors, split_names
 from copick_soup.errors import SoupError
@@ -23,6 +24,7 @@ from copick_soup.errors import SoupError
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Override a training setting, e.g. --set steps=50 --set device=cuda (see TrainConfig).")
 @click.option("--resume", is_flag=True, help="Continue each member from its last saved state in OUT.")
+@add_debug_option
 @reports_errors
 def train(recipe, out, pretrain_config, finetune_config, config, init, train_runs, val_runs, picks_user,
           picks_session, settings, resume):

@@ -9,12 +9,16 @@ inside the command bodies.
 from __future__ import annotations
 
 import functools
+import logging
 
 import click
+from copick.cli.util import add_debug_option, add_deprecated_run_alias, add_run_names_option, resolve_run_names
 
 from copick_soup.device import AMP_CHOICES
 from copick_soup.errors import SoupError
 from copick_soup.objects import FULL_SHAPE
+
+log = logging.getLogger("copick_soup")
 
 
 def options(*decorators):
@@ -28,10 +32,20 @@ def options(*decorators):
     return apply
 
 
-config_option = click.option("-c", "--config", "config", required=True, metavar="PATH", envvar="COPICK_CONFIG",
-                             show_envvar=True, help="copick project config (filesystem or CZ cryoET Data Portal).")
-runs_option = click.option("-r", "--run-names", "--runs", "run_names", multiple=True, metavar="RUN",
-                           help="Runs to process; repeat or comma-separate. Default: all runs.")
+# --config is ours, not copick's add_config_option: that one is optional and has click check the path, which prints
+# usage text; ours is required and a missing file is the one-line error that names it. --debug is copick's.
+config_option = options(
+    click.option("-c", "--config", "config", required=True, metavar="PATH", envvar="COPICK_CONFIG",
+                 show_envvar=True, help="copick project config (filesystem or CZ cryoET Data Portal)."),
+    add_debug_option,
+)
+# copick's -r/--run-names, repeatable; --runs and comma-joined names still work, with copick's deprecation warning.
+runs_option = options(add_run_names_option, add_deprecated_run_alias("--runs"))
+
+
+def run_list(run_names=(), legacy_run_names=()) -> list[str]:
+    """The runs the run options name, copick's way (empty: every run)."""
+    return resolve_run_names(run_names, legacy_run_names, legacy_flag="--runs", logger=log) or []
 device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 tta_option = click.option("--tta", default=1, show_default=True, type=click.IntRange(1, 8),
                           help="Test-time augmentation views.")
@@ -128,13 +142,20 @@ def parse_shape(text: str) -> tuple[int, int, int]:
 
 
 def reports_errors(func):
-    """Turn the package's `SoupError` into click's one-line 'Error: ...' and exit status 1."""
+    """Turn the package's `SoupError` into click's one-line 'Error: ...' and exit status 1; `--debug` (copick's
+    option) turns on copick's debug logging for the package and copick, and shows the traceback too."""
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args, debug=False, **kwargs):
+        if debug:
+            from copick.util.log import get_logger
+
+            get_logger("copick_soup", debug=True)
         try:
             return func(*args, **kwargs)
         except SoupError as err:
+            if debug:
+                log.exception("the error's traceback (--debug)")
             raise click.ClickException(str(err)) from err
 
     return wrapper
