@@ -23,7 +23,7 @@ from memory import PeakRSS  # benchmarks/memory.py
 
 from copick_soup.data import open_project
 from copick_soup.ensemble import Ensemble, InferenceSettings
-from copick_soup.model.manifest import SoupManifest
+from copick_soup.model.manifest import SHIPPED
 from copick_soup.objects import VOXEL_SIZE
 from copick_soup.pick import PickOptions, pick_run
 from copick_soup.simulate import simulate_project
@@ -35,11 +35,11 @@ SIZES = (VOXEL_SIZE, 10.0, 13.48)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", default="184,384,384", help="Z,Y,X at 10.012 Å, or 'full' (184,630,630)")
+    parser.add_argument("--member", default=str(SHIPPED / "default" / "unet3d_tiny-denoised.json"))
     parser.add_argument("--out", default="/tmp/copick-soup-bench-voxel-sizes")
     args = parser.parse_args()
     shape = (184, 630, 630) if args.shape == "full" else tuple(int(v) for v in args.shape.split(","))
-    member = next(p for p in SoupManifest.read("default").member_paths if p.stem == "unet3d_tiny-denoised")
-    ensemble = Ensemble.load(member)
+    ensemble = Ensemble.load(args.member)
     settings = InferenceSettings()
     rows, base = [], None
     for size in SIZES:
