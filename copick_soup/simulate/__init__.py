@@ -3,7 +3,7 @@
 from atomic models in templates/; microscope: tiltseries.py), written as a copick project (project.py)."""
 
 from copick_soup.simulate.profiles import PROFILES, Conditions, sample_conditions
-from copick_soup.simulate.project import ENGINES, SimulatedRun, simulate_project, simulate_run
+from copick_soup.simulate.project import ENGINES, MIXED, SimulatedRun, simulate_project, simulate_run
 
-__all__ = ["ENGINES", "PROFILES", "Conditions", "sample_conditions", "SimulatedRun", "simulate_project",
+__all__ = ["ENGINES", "MIXED", "PROFILES", "Conditions", "sample_conditions", "SimulatedRun", "simulate_project",
            "simulate_run"]
