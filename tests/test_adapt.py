@@ -40,11 +40,11 @@ def test_confident_pseudo_labels_are_real_particles_and_the_rest_is_unsure(make_
 
 
 def test_adapt_fine_tunes_the_members_that_can_run_and_keeps_weights_and_thresholds(make_project, tmp_path):
-    config = make_project(runs=1, shape=(64, 128, 128), seed=42, tomo_types=("denoised", "wbp"))
+    config = make_project(runs=1, shape=(64, 128, 128), seed=41, tomo_types=("denoised", "wbp"))
     out = tmp_path / "adapted"
-    result = CliRunner().invoke(main, ["adapt", "-c", str(config), "--runs", "exp_000", "--out", str(out),
-                                       "--steps", "2", "--set", "patch=32", "--set", "batch_size=1",
-                                       "--device", "cpu"], catch_exceptions=False)
+    result = CliRunner().invoke(main, ["adapt", "-c", str(config), "-r", "exp_000", "--out", str(out),
+                                       "--steps", "2", "--confidence", "0.3", "--set", "patch=32",
+                                       "--set", "batch_size=1", "--device", "cpu"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "run exp_000: pseudo-labels" in result.output
     original, adapted = SoupManifest.read("default"), SoupManifest.read(out / "soup.json")
@@ -66,7 +66,7 @@ def test_adapt_fine_tunes_the_members_that_can_run_and_keeps_weights_and_thresho
 def test_bad_adapt_options_are_one_line_errors(project, tmp_path):
     for args, error in ((["--confidence", "1"], "--confidence 1: must be in [0, 1)"),
                         (["--steps", "0"], "--steps 0: must be at least 1"),
-                        (["--runs", "nope"], "unknown run(s) nope")):
+                        (["-r", "nope"], "unknown run(s) nope")):
         result = CliRunner().invoke(main, ["adapt", "-c", str(project), "--out", str(tmp_path / "x"), *args])
         assert result.exit_code != 0 and result.output.strip().splitlines()[-1].startswith(f"Error: {error}"), \
             result.output

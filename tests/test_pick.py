@@ -91,7 +91,7 @@ def test_a_run_with_no_usable_tomogram_is_skipped_and_the_rest_go_on(members, pr
 
 def test_cli_pick_summary_and_a_failed_run_is_an_error(members, project):
     member, soup = members
-    result = invoke("pick", "-c", project, "--soup", soup, "--window", 32, "--runs", "exp_001")
+    result = invoke("pick", "-c", project, "--soup", soup, "--window", 32, "-r", "exp_001")
     assert result.exit_code == 0, result.output
     assert "1 of 1 run(s) picked" in result.output and "exp_001" in result.output
     result = invoke("pick", "-c", project, "--soup", member[0], "--tomo-type", "isonetcorrected", "--window", 32)

@@ -35,7 +35,7 @@ def adapt(config, run_names, legacy_run_names, soup, out, steps, confidence, set
 
     \b
     Example:
-      copick-soup adapt -c lab.json --runs TS_1 --runs TS_2 --out soups/adapted
+      copick-soup adapt -c lab.json -r TS_1 -r TS_2 --out soups/adapted
       copick-soup pick -c lab.json --soup soups/adapted
     """
     # deferred: the pipeline (and torch) loads only when the command runs, not when copick lists its plugins
