@@ -51,7 +51,7 @@ def pick(config, soup, run_names, legacy_run_names, voxel_size, user_id, session
 
     \b
     Example:
-      copick-soup pick -c copick.json --runs TS_5_4 --tta 4 --user-id copick-soup --session-id 0
+      copick-soup pick -c copick.json -r TS_5_4 --tta 4 --user-id copick-soup --session-id 0
     """
     # Deferred imports (here and in every command): torch and the pipeline load only when a command runs, not
     # when copick imports every plugin to list its commands.
