@@ -120,14 +120,14 @@ def main() -> None:
     models = {f"trained on {engine}": (str(train_on(engine, made, out, args.steps, settings, label)), engine)
               for engine in ENGINES}
     models[f"soup '{args.soup}'"] = (args.soup, args.soup_engine)
-    if args.before:
-        models["soup before (blobs only)"] = (args.before, "blobs")
     if args.adapt:
         for name, (soup, trained_on) in list(models.items()):
             for engine in [e for e in ENGINES if trained_on not in (e, MIXED)]:  # adapted to a foreign engine
                 folder = out / "adapted" / label / f"{name}-on-{engine}".replace(" ", "_").replace("'", "")
                 models[f"{name}, adapted on {engine}"] = (adapt_on(soup, engine, made, folder, args.adapt,
                                                                    args.confidence), trained_on)
+    if args.before:  # scored, not adapted
+        models["soup before (blobs only)"] = (args.before, "blobs")
     inference = InferenceSettings()  # pick's defaults: 64^3 windows, TTA 1, amp auto, on the CPU
 
     rows, names, truth = [], None, {}
