@@ -43,10 +43,12 @@ def test_run_weights_renormalise_over_the_members_that_can_run():
 
 def test_the_shipped_soup_loads_and_its_manifests_round_trip(tmp_path):
     soup = SoupManifest.read("default")
-    assert len(soup.members) == 3 and abs(sum(m.weight for m in soup.members) - 1) < 1e-9
-    member = MemberManifest.read(soup.members[0].path)
+    assert len(soup.members) == 4 and abs(sum(m.weight for m in soup.members) - 1) < 1e-9
+    tiny = next(m.path for m in soup.members if m.path.stem == "unet3d_tiny-denoised")
+    member = MemberManifest.read(tiny)
     assert member.variant == "unet3d_tiny" and member.unet["channels"] == [16, 48, 160] and member.patch == 48
-    on_disk = json.loads(soup.members[0].path.read_text())
+    assert {MemberManifest.read(m.path).variant for m in soup.members} == {"unet3d_tiny", "unet3d_medium"}
+    on_disk = json.loads(tiny.read_text())
     assert member.to_json() == on_disk  # the file format is unchanged
     shutil.copytree(SHIPPED / "default", tmp_path / "soup")
     data = json.loads((tmp_path / "soup" / "soup.json").read_text())

@@ -43,7 +43,7 @@ TRANSPORT_MODULES = ("aiohttp", "botocore", "s3fs", "fsspec", "urllib3", "reques
 def is_transport_error(err: BaseException) -> bool:
     """Could trying again help? Network and storage errors (OSError, timeouts, the HTTP and S3 clients' own), yes;
     anything else (a decoder's error on corrupt bytes, a bad array), no."""
-    if isinstance(err, (OSError, TimeoutError, ConnectionError)):
+    if isinstance(err, (OSError, TimeoutError, ConnectionError, KeyError)):  # KeyError: a store's missing object
         return True
     return any(type(e).__module__.split(".")[0] in TRANSPORT_MODULES for e in (err, err.__cause__, err.__context__)
                if e is not None)
