@@ -9,18 +9,13 @@ before any run starts; a class with no match is an error naming the candidates.
 
 from __future__ import annotations
 
+from copick_soup.data.project import parse_pairs
 from copick_soup.errors import SoupError
 
 
 def parse_class_map(pairs) -> dict:
     """['apo-ferritin=ferritin-complex', ...] (repeated or comma-joined) -> {soup class: project object}."""
-    mapping = {}
-    for pair in (p.strip() for item in pairs or () for p in str(item).split(",") if p.strip()):
-        key, sep, name = (s.strip() for s in pair.partition("="))
-        if not sep or not key or not name:
-            raise SoupError(f"--class-map: expected SOUP_CLASS=PROJECT_OBJECT, got '{pair}'")
-        mapping[key] = name
-    return mapping
+    return parse_pairs(pairs, "--class-map", "SOUP_CLASS=PROJECT_OBJECT")
 
 
 def map_classes(classes, objects, class_map: dict | None = None) -> dict:

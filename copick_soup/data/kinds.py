@@ -12,6 +12,7 @@ overrides the match.
 
 from __future__ import annotations
 
+from copick_soup.data.project import parse_pairs
 from copick_soup.errors import SoupError
 
 KINDS = ("wbp", "ctfdeconvolved", "denoised")
@@ -49,13 +50,7 @@ def match_tomogram(wanted: str, names, tomo_map: dict | None = None) -> tuple[st
 
 def parse_tomo_map(pairs) -> dict:
     """['denoised=wbp-denoised-denoiset-ctfdeconv', ...] (repeated or comma-joined) -> {kind: tomogram name}."""
-    mapping = {}
-    for pair in (p.strip() for item in pairs or () for p in item.split(",") if p.strip()):
-        key, sep, name = (s.strip() for s in pair.partition("="))
-        if not sep or not key or not name:
-            raise SoupError(f"--tomo-map: expected KIND=TOMOGRAM, got '{pair}'")
-        mapping[key] = name
-    return mapping
+    return parse_pairs(pairs, "--tomo-map", "KIND=TOMOGRAM")
 
 
 def check_tomo_map(tomo_map: dict, member_types, run_names_by_run: dict) -> None:

@@ -61,3 +61,15 @@ def check_object_names(root, names) -> None:
     unknown = [name for name in names if name not in known]
     if unknown:
         raise SoupError(f"unknown object(s) {list_names(unknown)}; the project has {list_names(known)}")
+
+
+def parse_pairs(pairs, option: str, expected: str) -> dict:
+    """['a=b,c=d', 'e=f'] (an option repeated or comma-joined) -> {a: b, c: d, e: f}; anything else is an error
+    naming `option` and the `expected` form."""
+    mapping = {}
+    for pair in (p.strip() for item in pairs or () for p in str(item).split(",") if p.strip()):
+        key, sep, value = (part.strip() for part in pair.partition("="))
+        if not sep or not key or not value:
+            raise SoupError(f"{option}: expected {expected}, got '{pair}'")
+        mapping[key] = value
+    return mapping
