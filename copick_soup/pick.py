@@ -24,7 +24,6 @@ from copick_soup.data.project import select_runs
 from copick_soup.data.tomogram import find_voxel_spacing, run_tomo_types, same_size
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.overlap import cut_picks
-from copick_soup.ensemble.windows import count_windows
 from copick_soup.errors import AlreadyPicked, SoupError
 from copick_soup.objects import classes_from_root
 from copick_soup.viz import save_qc_png
@@ -87,10 +86,12 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
     heat = np.zeros((len(ensemble.classes), *shape), dtype=np.uint8) if opts.save_heatmaps else None
 
     def keep(chunk):  # 0-255 for heat 0-1: a byte per voxel while the run is picked
-        heat[:, chunk.z0:chunk.z0 + chunk.planes.shape[1]] = np.clip(chunk.planes * 255, 0, 255).astype(np.uint8)
+        heat[chunk.index()] = np.clip(chunk.host() * 255, 0, 255).astype(np.uint8)
 
+    tiling = ensemble.tiling(shape, settings, len(sources))
+    echo(f"run {run.name}: {tiling.describe(shape)}")
     if progress:
-        progress(start=count_windows(shape, settings.window, settings.overlap))
+        progress(start=tiling.count(shape))
     thresholds = {**ensemble.thresholds, **dict(opts.thresholds)}
     floor = {name: min(CANDIDATE_FLOOR, t) for name, t in thresholds.items()}
     candidates = ensemble.stream_candidates(sources, settings, floor, progress,

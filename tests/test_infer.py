@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.overlap import suppress_overlaps
-from copick_soup.ensemble.peaks import BackgroundPeaks, PeakStream, heatmaps_to_picks, local_maxima
+from copick_soup.ensemble.peaks import PeakStream, heatmaps_to_picks, local_maxima
+from copick_soup.ensemble.tiling import Tiling, window_starts
 from copick_soup.ensemble.tta import VIEWS, apply_view, tta_views, undo_view
-from copick_soup.ensemble.windows import Source, TorchPredictor, predict_volume, stream_heatmaps, window_starts
+from copick_soup.ensemble.windows import Source, TorchPredictor, predict_volume, stream_heatmaps
 from copick_soup.objects import ParticleClass
 
 VS = 10.012
@@ -86,45 +86,56 @@ def test_streamed_peaks_match_whole_volume_peaks():
         c = rng.uniform(0, shape)
         heat[int(rng.integers(2))] += blob(shape, c, sigma=1.2, height=rng.uniform(0.3, 1))
     whole = heatmaps_to_picks(heat, [A, B], VS, 0.2)
-    stream = PeakStream([A, B], VS, 0.2, shape[0])
-    background = BackgroundPeaks(PeakStream([A, B], VS, 0.2, shape[0]))
-    fresh = BackgroundPeaks(PeakStream([A, B], VS, 0.2, shape[0]))  # as beside a GPU
-    buffer = np.empty((2, 23, *shape[1:]), np.float32)  # reused for every chunk, as stream_heatmaps does on a CPU
+    stream = PeakStream([A, B], VS, 0.2, shape)
+    on_device = PeakStream([A, B], VS, 0.2, shape)  # torch tensors, as beside a GPU (here on the CPU)
+    buffer = np.empty((2, 23, *shape[1:]), np.float32)  # reused for every chunk, as stream_heatmaps does
     for z0, z1 in [(0, 9), (9, 10), (10, 33), (33, 48), (48, 70)]:
-        stream.add(z0, heat[:, z0:z1])
         chunk = buffer[:, :z1 - z0]
         chunk[:] = heat[:, z0:z1]
-        background.add(z0, chunk, owned=False)
-        buffer[:] = -1.0  # the worker must have taken its own copy
-        fresh.add(z0, heat[:, z0:z1].copy(), owned=True)
-    for streamed in (stream.picks(), background.picks(), fresh.picks()):
+        stream.add(z0, chunk)
+        on_device.add(z0, torch.from_numpy(chunk))
+        buffer[:] = -1.0  # what the stream keeps, it copied
+    for streamed in (stream.picks(), on_device.picks()):
         for name in ("a", "b"):
             assert len(whole[name][0]) > 0
             np.testing.assert_allclose(streamed[name][0], whole[name][0])
             np.testing.assert_allclose(streamed[name][1], whole[name][1])
 
 
-def test_peaks_go_to_a_worker_thread_only_beside_a_gpu():
-    ensemble = Ensemble("e", [], [A], VS, {"a": 0.2})
-    assert isinstance(ensemble.peak_stream(10, InferenceSettings(device="cuda:0")), BackgroundPeaks)
-    assert isinstance(ensemble.peak_stream(10, InferenceSettings(device="cpu")), PeakStream)
+def test_the_max_pool_peak_search_finds_scipy_s_peaks_plateaus_included():
+    rng = np.random.default_rng(5)
+    block = np.zeros((20, 45, 52), np.float32)
+    for _ in range(40):
+        block += blob(block.shape, rng.uniform(0, block.shape), sigma=1.3, height=rng.uniform(0.2, 1))
+    block[5, 8:10, 16] = block.max() + 1  # a flat top: one of its two voxels is kept
+    block = block.astype(np.float16)  # as the accumulator streams them
+    expected = local_maxima(block, 3, 0.25, 4, 17)
+    assert len(expected) > 15
+    np.testing.assert_array_equal(local_maxima(torch.from_numpy(block), 3, 0.25, 4, 17), expected)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (make bench-gpu runs it)")
+def test_peaks_found_on_a_gpu_are_those_found_on_the_host():
+    rng = np.random.default_rng(6)
+    heat = np.zeros((2, 40, 64, 64), np.float32)
+    for _ in range(30):
+        heat[int(rng.integers(2))] += blob(heat.shape[1:], rng.uniform(0, heat.shape[1:]), height=rng.uniform(0.3, 1))
+    host, device = PeakStream([A, B], VS, 0.2, heat.shape[1:]), PeakStream([A, B], VS, 0.2, heat.shape[1:])
+    gpu = torch.from_numpy(heat).cuda()
+    for z0 in range(0, 40, 16):
+        host.add(z0, heat[:, z0:z0 + 16])
+        device.add(z0, gpu[:, z0:z0 + 16])
+    for name in ("a", "b"):
+        np.testing.assert_allclose(device.picks()[name][0], host.picks()[name][0], atol=1e-6)
 
 
 def test_streamed_planes_say_whether_the_consumer_owns_them():
     volume = np.random.default_rng(1).normal(size=(80, 40, 40)).astype(np.float32)
     chunks = []
-    for chunk in stream_heatmaps([Source(identity, volume, 1.0, (0.0, 1.0))], 1, window=32):
+    for chunk in stream_heatmaps([Source(identity, volume, 1.0, (0.0, 1.0))], 1, tiling=32):
         chunks.append(chunk)
         assert not chunk.owned  # on a CPU: views of the accumulator
     assert len({c.planes.__array_interface__["data"][0] for c in chunks}) == 1  # the same buffer every time
-
-
-def test_background_peaks_raise_the_worker_s_error():
-    background = BackgroundPeaks(PeakStream([A], VS, 0.2, 10))
-    background.add(0, np.zeros((2, 4, 8, 8), np.float32))  # two channels for one class: fine
-    background.add(4, np.zeros((1, 6, 8, 3), np.float32))  # Y, X differ from the first chunk's
-    with pytest.raises(ValueError):
-        background.picks()
 
 
 def test_window_starts_cover_the_axis():
@@ -140,9 +151,9 @@ def test_blending_leaves_no_seams():
     """With a network that returns its input, blended windows must rebuild the normalised volume exactly."""
     rng = np.random.default_rng(1)
     volume = rng.normal(size=(70, 90, 100)).astype(np.float32)
-    out = predict_volume(identity, volume, 1, window=32, overlap=0.3, batch_size=3, stats=(0.0, 1.0))
+    out = predict_volume(identity, volume, 1, tiling=Tiling.cube(32, 0.3), batch_size=3, stats=(0.0, 1.0))
     np.testing.assert_allclose(out[0], volume, atol=1e-5)
-    ones = predict_volume(lambda b: np.ones((len(b), 2, 32, 32, 32), np.float32), volume, 2, window=32,
+    ones = predict_volume(lambda b: np.ones((len(b), 2, 32, 32, 32), np.float32), volume, 2, tiling=32,
                           stats=(0.0, 1.0))
     np.testing.assert_allclose(ones, 1.0, atol=1e-6)
 
@@ -151,7 +162,7 @@ def test_ensemble_is_the_weighted_mean_of_its_members():
     volume = np.random.default_rng(2).normal(size=(40, 40, 40)).astype(np.float32)
     sources = [Source(lambda b: np.full((len(b), 1, 32, 32, 32), 1.0, np.float32), volume, 3.0, (0.0, 1.0)),
                Source(lambda b: np.full((len(b), 1, 32, 32, 32), 5.0, np.float32), volume, 1.0, (0.0, 1.0))]
-    planes = np.concatenate([c.planes.copy() for c in stream_heatmaps(sources, 1, window=32)], axis=1)
+    planes = np.concatenate([c.planes.copy() for c in stream_heatmaps(sources, 1, tiling=32)], axis=1)
     np.testing.assert_allclose(planes, 2.0, atol=1e-5)  # (3 * 1 + 1 * 5) / 4
 
 
@@ -190,14 +201,14 @@ def test_each_zarr_chunk_is_decoded_once_and_slabs_are_unchanged():
     array = zarr.array(volume, chunks=(48, 32, 32), store=store, dimension_separator="/")
     store.reads.clear()  # writing read some
     sources = [Source(identity, array, 1.0, (0.5, 2.0))]
-    streamed = np.concatenate([c.planes.copy() for c in stream_heatmaps(sources, 1, window=16)], axis=1)
+    streamed = np.concatenate([c.planes.copy() for c in stream_heatmaps(sources, 1, tiling=16)], axis=1)
     assert set(store.reads.values()) == {1} and len(store.reads) == 2 * 2 * 2  # every chunk, once
     np.testing.assert_allclose(streamed[0], (volume - 0.5) / 2.0, atol=1e-5)
 
 
 def test_volume_smaller_than_the_window():
     volume = np.random.default_rng(3).normal(size=(20, 30, 40)).astype(np.float32)
-    out = predict_volume(identity, volume, 1, window=48, stats=(0.0, 1.0))
+    out = predict_volume(identity, volume, 1, tiling=48, stats=(0.0, 1.0))
     np.testing.assert_allclose(out[0], volume, atol=1e-5)
 
 
@@ -249,10 +260,10 @@ def test_windows_per_network_call_do_not_change_the_heatmap():
     torch.manual_seed(2)
     predictor = TorchPredictor(create_model("unet3d_test", n_classes=2).eval())
     volume = np.random.default_rng(8).normal(size=(40, 50, 70)).astype(np.float32)
-    one, four = (predict_volume(predictor, volume, 2, window=32, batch_size=b) for b in (1, 4))
+    one, four = (predict_volume(predictor, volume, 2, tiling=32, batch_size=b) for b in (1, 4))
     assert np.abs(one).max() > 0.01
     np.testing.assert_allclose(one, four, atol=1e-5 * np.abs(four).max())
-    np.testing.assert_array_equal(predict_volume(predictor, volume, 2, window=32), one)  # the CPU default is 1
+    np.testing.assert_array_equal(predict_volume(predictor, volume, 2, tiling=32), one)  # the CPU default is 1
 
 
 def test_weights_cast_once_give_autocast_s_output_to_the_bit():
@@ -290,8 +301,8 @@ def test_streaming_on_a_gpu_matches_the_cpu(monkeypatch):
     model = create_model("unet3d_test", n_classes=2).eval()
     volume = np.random.default_rng(7).normal(size=(40, 70, 90)).astype(np.float32)
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # TF32 convolutions differ by ~1e-3
-    cpu = predict_volume(TorchPredictor(model), volume, 2, window=32)
-    gpu = predict_volume(TorchPredictor(copy.deepcopy(model).cuda(), "cuda"), volume, 2, window=32, device="cuda")
+    cpu = predict_volume(TorchPredictor(model), volume, 2, tiling=32)
+    gpu = predict_volume(TorchPredictor(copy.deepcopy(model).cuda(), "cuda"), volume, 2, tiling=32, device="cuda")
     np.testing.assert_allclose(gpu, cpu, atol=1e-4 * abs(cpu).max())  # the same windows, weights, sums
     # pick's settings: autocast and a float16 accumulator on the GPU, peaks on a worker thread
     fast = TorchPredictor(copy.deepcopy(model).cuda(), "cuda", amp_dtype("auto", "cuda"))

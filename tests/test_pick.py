@@ -178,7 +178,8 @@ def test_other_voxel_sizes_are_resampled(members, tmp_path):
     messages = []
     stats = pick_run(root.runs[0], Ensemble.load(member[0]), W32, echo=messages.append)
     assert stats["processed"]
-    assert messages == ["run exp_000: resampling 'denoised' from 7 Å to 10.012 Å (anti-aliased, slab by slab)"]
+    assert messages == ["run exp_000: resampling 'denoised' from 7 Å to 10.012 Å (anti-aliased, slab by slab)",
+                        "run exp_000: 4 windows of 32x32x32 (overlap 0.25, Gaussian-blended), 2.94x the voxels"]
 
 
 def test_resampling_keeps_positions_in_angstrom():
@@ -281,7 +282,7 @@ def test_members_with_zero_weight_stand_in_only_when_nothing_else_can_run(member
     messages = []
     results = pick_runs(open_project(project), Ensemble.load(soup), None, W32, echo=messages.append)
     assert [r["members"] for r in results] == [1, 1] and all(r["processed"] for r in results)
-    about_runs = [m for m in messages if m.startswith("run exp_001: ")]  # not the class and tomogram lines
+    about_runs = [m for m in messages if m.startswith("run exp_001: ") and "windows of" not in m]  # nor tiles
     assert about_runs == ["run exp_001: no member with a soup weight can run here; using the others with equal "
                           "weights"]
 

@@ -49,10 +49,19 @@ def run_list(run_names=(), legacy_run_names=()) -> list[str]:
 device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 tta_option = click.option("--tta", default=1, show_default=True, type=click.IntRange(1, 8),
                           help="Test-time augmentation views.")
-window_option = click.option("--window", default=64, show_default=True, type=int,
-                             help="Sliding-window side in voxels.")
+window_option = click.option("--window", default=None, type=click.IntRange(1),
+                             help="Classic sliding windows: cubes of this side, Gaussian-blended (with --overlap). "
+                                  "[default: windows shaped to each tomogram within --max-memory, each voxel "
+                                  "computed about once]")
 overlap_option = click.option("--overlap", default=0.25, show_default=True, type=click.FloatRange(0.0, 0.9),
-                              help="Fraction of a window its neighbours share: more is smoother, with more windows.")
+                              help="With --window: the fraction of a window its neighbours share.")
+# --margin and --max-memory default to InferenceSettings' values (None here: the settings module imports torch).
+margin_option = click.option("--margin", default=None, type=click.IntRange(0),
+                             help="Voxels dropped at each window's inner borders, where the network lacks context. "
+                                  "[default: 16]")
+max_memory_option = click.option("--max-memory", default=None, type=float, metavar="GB",
+                                 help="Memory the inference of one run may hold (windows, slabs, activations); "
+                                      "larger windows compute fewer voxels twice.  [default: 1]")
 batch_option = click.option("--batch-size", default=None, type=click.IntRange(1),
                             help="Windows per network call.  [default: 1 on a CPU, 4 on a GPU]")
 amp_option = click.option("--amp", default="auto", show_default=True, type=click.Choice(AMP_CHOICES),
@@ -67,7 +76,7 @@ tomo_map_option = click.option("--tomo-map", multiple=True, metavar="TYPE=NAME",
 
 # How the ensemble runs: `InferenceSettings`' fields, for every command that runs one.
 inference_options = options(tomo_type_option, tomo_map_option, device_option, tta_option, window_option,
-                            overlap_option, batch_option, amp_option)
+                            overlap_option, margin_option, max_memory_option, batch_option, amp_option)
 
 # `pick` in every form: the CLI, the copick plugin and the Ray driver.
 pick_options = options(
@@ -100,14 +109,16 @@ pick_options = options(
 )
 
 
-def inference_settings(tomo_type=None, device="auto", tta=1, window=64, overlap=0.25, batch_size=None, amp="auto",
-                       voxel_size=None, tomo_map=(), resolve: bool = True):
+def inference_settings(tomo_type=None, device="auto", tta=1, window=None, overlap=0.25, margin=None,
+                       max_memory=None, batch_size=None, amp="auto", voxel_size=None, tomo_map=(),
+                       resolve: bool = True):
     """The `InferenceSettings` the inference options describe, on a concrete device unless `resolve` is False."""
     from copick_soup.data.kinds import parse_tomo_map
     from copick_soup.ensemble import InferenceSettings  # imports torch: deferred to the command body
 
+    given = {k: v for k, v in dict(margin=margin, max_memory=max_memory).items() if v is not None}
     settings = InferenceSettings(window=window, overlap=overlap, tta=tta, batch_size=batch_size, device=device,
-                                 amp=amp, tomo_type=tomo_type, voxel_size=voxel_size,
+                                 amp=amp, tomo_type=tomo_type, voxel_size=voxel_size, **given,
                                  tomo_map=tuple(parse_tomo_map(tomo_map).items()))
     return settings.resolved() if resolve else settings
 

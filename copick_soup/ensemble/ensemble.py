@@ -16,8 +16,9 @@ from copick_soup.data.kinds import match_tomogram
 from copick_soup.data.project import list_names
 from copick_soup.data.tomogram import normalisation_stats, run_tomo_types, run_volume
 from copick_soup.ensemble.overlap import cut_picks, suppress_overlaps
-from copick_soup.ensemble.peaks import BackgroundPeaks, PeakStream, heatmaps_to_picks
+from copick_soup.ensemble.peaks import PeakStream, heatmaps_to_picks
 from copick_soup.ensemble.settings import InferenceSettings
+from copick_soup.ensemble.tiling import Tiling
 from copick_soup.ensemble.windows import Source, TorchPredictor, predict_volume, stream_heatmaps
 from copick_soup.errors import SoupError
 from copick_soup.model.checkpoint import load_member
@@ -132,17 +133,22 @@ class Ensemble:
         stats = stats or normalisation_stats(volume, member.manifest.normalisation_method)
         return Source(self.predictor(member, settings), volume, weight, stats)
 
-    def stream(self, sources: list[Source], settings: InferenceSettings, progress=None, dtype=np.float16):
-        """The blended heatmap of `sources` as `Chunk`s in z order (windows.stream_heatmaps)."""
-        return stream_heatmaps(sources, len(self.classes), settings.window, settings.overlap, settings.batch_size,
-                               progress=progress, dtype=dtype, device=settings.device)
+    def tiling(self, shape, settings: InferenceSettings, n_members: int | None = None) -> Tiling:
+        """How a run of `shape` is cut into windows for `n_members` of these members (all by default)."""
+        return settings.tiling(shape, [m.model.config for m in self.members], n_members or len(self.members))
 
-    def peak_stream(self, depth: int, settings: InferenceSettings, thresholds=None):
-        """The peak search the stream's chunks feed. Beside a GPU it runs on a worker thread, overlapping the
-        next slab's networks; on a CPU the networks already keep every core busy, so it runs inline."""
-        stream = PeakStream(self.classes, self.voxel_size, self.thresholds if thresholds is None else thresholds,
-                            depth, self.nms_scale)
-        return stream if settings.on_cpu else BackgroundPeaks(stream)
+    def stream(self, sources: list[Source], settings: InferenceSettings, progress=None, dtype=np.float16,
+               on_device: bool = False):
+        """The joined heatmap of `sources` as `Chunk`s (windows.stream_heatmaps)."""
+        tiling = self.tiling(sources[0].volume.shape, settings, len(sources))
+        return stream_heatmaps(sources, len(self.classes), tiling, settings.batch_size, progress=progress,
+                               dtype=dtype, device=settings.device, on_device=on_device)
+
+    def peak_stream(self, shape, settings: InferenceSettings, thresholds=None) -> PeakStream:
+        """The peak search the stream's chunks feed, where the heatmap is: scipy's filters on a CPU, a max-pool
+        on a GPU (`stream_candidates` hands it the device's planes, and only the peaks cross to the host)."""
+        return PeakStream(self.classes, self.voxel_size, self.thresholds if thresholds is None else thresholds,
+                          shape, self.nms_scale)
 
     def stream_picks(self, sources: list[Source], settings: InferenceSettings, progress=None, on_chunk=None) -> dict:
         """{class: ((N, 3) Å (x, y, z), (N,) scores)} of a run's `inputs`, streamed in z so that neither the
@@ -152,8 +158,8 @@ class Ensemble:
     def stream_candidates(self, sources: list[Source], settings: InferenceSettings, thresholds, progress=None,
                           on_chunk=None) -> dict:
         """Every peak above `thresholds`, before cross-class suppression (`cut` makes the picks from them)."""
-        peaks = self.peak_stream(sources[0].volume.shape[0], settings, thresholds)
-        for chunk in self.stream(sources, settings, progress):
+        peaks = self.peak_stream(sources[0].volume.shape, settings, thresholds)
+        for chunk in self.stream(sources, settings, progress, on_device=not settings.on_cpu):
             peaks.add(*chunk)
             if on_chunk is not None:
                 on_chunk(chunk)
@@ -187,9 +193,11 @@ class Ensemble:
     def heatmap(self, volume, settings: InferenceSettings, stats=None, member: Member | None = None) -> np.ndarray:
         """The whole (C, Z, Y, X) float32 heatmap of one member (the first by default) on `volume`; `stats`:
         (mean, std) to normalise with, or None to take them from the volume."""
-        source = self.source(member or self.members[0], volume, settings, stats=stats)
-        return predict_volume(source.predict_batch, volume, len(self.classes), settings.window, settings.overlap,
-                              settings.batch_size, source.stats, settings.device)
+        member = member or self.members[0]
+        source = self.source(member, volume, settings, stats=stats)
+        tiling = settings.tiling(volume.shape, [member.model.config])
+        return predict_volume(source.predict_batch, volume, len(self.classes), tiling, settings.batch_size,
+                              source.stats, settings.device)
 
     def picks(self, heatmap: np.ndarray, thresholds=None, overlap: float | None = None) -> dict:
         """Picks from a whole blended heatmap, cut and suppressed as `stream_picks` cuts and suppresses."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from copick_soup.device import AMP_CHOICES, amp_dtype, default_batch_size, is_cpu, resolve_device
+from copick_soup.ensemble.tiling import MARGIN, Tiling, choose_tiling
 from copick_soup.ensemble.tta import tta_views
 from copick_soup.errors import SoupError
 from copick_soup.model.registry import model_config
@@ -13,8 +14,10 @@ from copick_soup.model.registry import model_config
 
 @dataclass(frozen=True)
 class InferenceSettings:
-    window: int = 64  # sliding-window side in voxels
-    overlap: float = 0.25  # fraction of a window its neighbours share
+    window: int | None = None  # None: windows chosen from the tomogram and max_memory (crop tiling); N: N³ cubes,
+    overlap: float = 0.25  # Gaussian-blended with neighbours that share this fraction of them
+    margin: int = MARGIN  # crop tiling: voxels dropped at each window's inner borders
+    max_memory: float = 1.0  # GB the streamed inference of one run may hold (the windows' activations, the slabs)
     tta: int = 1  # test-time augmentation views, 1-8
     batch_size: int | None = None  # windows per network call; None: the device's default
     device: str = "cpu"  # cpu, cuda, cuda:N, or auto (resolved by `resolved()`)
@@ -28,6 +31,10 @@ class InferenceSettings:
         tta_views(self.tta)
         if not 0 <= self.overlap < 1:
             raise SoupError(f"--overlap {self.overlap:g}: must be at least 0 and below 1")
+        if self.margin < 0:
+            raise SoupError(f"--margin {self.margin}: must be 0 or more voxels")
+        if not self.max_memory > 0:
+            raise SoupError(f"--max-memory {self.max_memory:g}: must be a positive size in GB")
         if self.batch_size is not None and self.batch_size < 1:
             raise SoupError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.voxel_size is not None and not self.voxel_size > 0:
@@ -61,10 +68,20 @@ class InferenceSettings:
     def on_cpu(self) -> bool:
         return is_cpu(self.device)
 
+    def tiling(self, shape, unets, n_members: int = 1) -> Tiling:
+        """How a volume of `shape` is cut into windows for these U-Nets (UNetConfigs): `--window` cubes, or the
+        crop tiling that evaluates the fewest voxels within `--max-memory` (tiling.choose_tiling)."""
+        if self.window is not None:  # streamed in z, as before crop tiles: the same sums in the same order
+            return Tiling.cube(self.window, self.overlap)
+        return choose_tiling(shape, unets, self.max_memory, n_members, self.amp_dtype is not None, self.batch,
+                             self.margin)
+
     def check_members(self, manifests) -> str | None:
         """Refuse a window some member cannot run (each U-Net level halves it); return a warning for one smaller
         than the patches the members were trained on, where particles lose the context the network learnt from.
         `manifests`: MemberManifest objects."""
+        if self.window is None:
+            return None  # windows are chosen to fit each tomogram
         unets = {m.variant: model_config(m.variant, **m.unet) for m in manifests}
         deepest = max(unets.values(), key=lambda u: u.divisor)  # divisors are powers of 2: the largest fits all
         if self.window < deepest.divisor or self.window % deepest.divisor:

@@ -1,21 +1,17 @@
-"""Sliding-window prediction over a whole tomogram, streamed in z, with Gaussian blending.
+"""Windowed prediction over a whole tomogram, streamed in slabs, joined as a `Tiling` says (tiling.py).
 
-Windows sit on a grid (the product of per-axis start offsets). Each prediction is weighted by a Gaussian that
-fades towards the window's border, where a U-Net sees least context, so overlaps blend without seams. Because
-both the grid and the Gaussian are separable, the total weight at a voxel is a product of three 1-D sums:
-no weight volume is ever stored.
-
-`stream_heatmaps` reads the input one z-slab of windows at a time straight from zarr, runs every member of an
-ensemble on the same windows (each on its own tomogram type), and yields planes as soon as no later window can
-touch them. It holds one slab of accumulators (C x window x Y x X), never the whole C-channel heatmap, which is
-what keeps `pick` within a fraction of the memory of whole-volume sliding-window inference. The accumulator
-lives on the device the network runs on: on a GPU, windows are blended there and only finished planes cross
-to the host.
+`stream_heatmaps` reads the input one slab of windows at a time straight from zarr (a slab: one window deep along
+the tiling's stream axis, the whole volume along the other two), runs every member of an ensemble on the same
+windows (each on its own tomogram type), and yields planes as soon as no later window can touch them. It holds one
+slab of accumulators (C x slab), never the whole C-channel heatmap, which is what keeps `pick` within a fraction
+of the memory of whole-volume sliding-window inference. The accumulator lives on the device the network runs on:
+on a GPU, windows are joined there and only finished planes cross to the host.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -24,30 +20,8 @@ import numpy as np
 
 from copick_soup.data.tomogram import normalisation_stats
 from copick_soup.device import default_batch_size
+from copick_soup.ensemble.tiling import Tiling
 from copick_soup.ensemble.tta import apply_view, tta_views, undo_view
-
-
-def window_starts(length: int, window: int, overlap: float) -> list[int]:
-    """Start offsets covering [0, length) with windows of `window`, overlapping by about `overlap`."""
-    if length <= window:
-        return [0]
-    step = max(int(window * (1 - overlap)), 1)
-    starts = list(range(0, length - window, step))
-    return starts + [length - window]
-
-
-def gaussian_1d(window: int, sigma_scale: float = 0.125) -> np.ndarray:
-    """Peak 1 at the window centre; exp(-8) at the edges, so every voxel keeps a positive weight."""
-    return np.exp(-0.5 * ((np.arange(window) - (window - 1) / 2) / (sigma_scale * window)) ** 2).astype(np.float32)
-
-
-def axis_weight(length: int, starts: list[int], g: np.ndarray) -> np.ndarray:
-    """Sum over windows of the 1-D Gaussian, along one axis of `length` voxels."""
-    total = np.zeros(length, dtype=np.float32)
-    for s in starts:
-        n = min(len(g), length - s)
-        total[s:s + n] += g[:n]
-    return total
 
 
 @dataclass
@@ -73,47 +47,63 @@ def normalised(block, mean: float, std: float, dtype, out=None):
 
 
 class SlabReader:
-    """Normalised slabs volume[z0:z0+window] of one volume as torch tensors in `dtype`, zero-padded to at least
-    `window` along every axis, with each zarr chunk decoded (and, from S3, downloaded) once.
+    """Normalised slabs of one volume along `axis` (planes a0 .. a0 + window[axis] - 1) as torch tensors in
+    `dtype`, zero-padded to at least the window along every axis, with each zarr chunk decoded (and, from S3,
+    downloaded) once.
 
     zarr decompresses a chunk whole whatever part of it a read asks for, and tomogram chunks are often deeper than
     a slab (256 planes against 64): read slab by slab, every chunk was decoded up to four times. When chunks are
-    deeper than the window, the reader keeps the normalised planes of the chunk rows (one chunk deep) that the
-    current slab overlaps, reading each row in bands one chunk high so that the float32 transient is one band.
+    deeper than the slab, the reader keeps the normalised planes of the chunk rows (one chunk deep) that the
+    current slab overlaps, reading each row in bands one chunk wide so that the float32 transient is one band.
     """
 
-    def __init__(self, volume, window: int, mean: float, std: float, dtype=np.float32):
-        self.volume, self.window, self.mean, self.std, self.dtype = volume, window, mean, std, dtype
+    def __init__(self, volume, window, mean: float, std: float, dtype=np.float32, axis: int = 0):
+        self.volume, self.window, self.axis = volume, tuple(window), axis
+        self.mean, self.std, self.dtype = mean, std, dtype
         chunks = getattr(volume, "chunks", None)
-        self.chunks = chunks if chunks and chunks[0] > window else None
+        self.chunks = chunks if chunks and chunks[axis] > self.window[axis] else None
         self.rows = {}  # first plane of a chunk row -> its normalised planes
 
-    def __call__(self, z0: int):
+    def __call__(self, a0: int):
         import torch
 
-        z1 = min(z0 + self.window, self.volume.shape[0])
+        a1 = min(a0 + self.window[self.axis], self.volume.shape[self.axis])
         if self.chunks is None:
-            slab = normalised(self.volume[z0:z1], self.mean, self.std, self.dtype)
+            slab = normalised(self.volume[self.index(a0, a1)], self.mean, self.std, self.dtype)
         else:
-            depth = self.chunks[0]
-            needed = range(z0 // depth * depth, z1, depth)
+            depth = self.chunks[self.axis]
+            needed = range(a0 // depth * depth, a1, depth)
             self.rows = {r: planes for r, planes in self.rows.items() if r in needed}  # rows behind are done
             for r in needed:
                 if r not in self.rows:
                     self.rows[r] = self.read_row(r)
-            parts = [self.rows[r][max(z0 - r, 0):z1 - r] for r in needed]
-            slab = parts[0] if len(parts) == 1 else torch.cat(parts)  # a view unless it spans two rows
-        pad = [max(self.window - s, 0) for s in slab.shape]
+            parts = [self.rows[r].narrow(self.axis, max(a0 - r, 0), min(a1, r + depth) - max(a0, r))
+                     for r in needed]
+            slab = parts[0] if len(parts) == 1 else torch.cat(parts, self.axis)  # a view unless it spans two rows
+        pad = [max(w - s, 0) for w, s in zip(self.window, slab.shape)]
         return torch.nn.functional.pad(slab, (0, pad[2], 0, pad[1], 0, pad[0])) if any(pad) else slab
+
+    def index(self, a0: int, a1: int, b0: int = 0, b1: int | None = None) -> tuple:
+        """Planes a0 .. a1 - 1 along the stream axis, and b0 .. b1 - 1 along the band axis (the next one)."""
+        index = [slice(None)] * 3
+        index[self.axis] = slice(a0, a1)
+        index[self.band_axis] = slice(b0, b1)
+        return tuple(index)
+
+    @property
+    def band_axis(self) -> int:
+        return (self.axis + 1) % 3
 
     def read_row(self, r: int):
         import torch
 
-        rows = self.volume.shape[0]
-        out = torch.empty((min(self.chunks[0], rows - r), *self.volume.shape[1:]), dtype=_torch_dtype(self.dtype))
-        for y0 in range(0, out.shape[1], self.chunks[1]):
-            band = self.volume[r:r + len(out), y0:y0 + self.chunks[1]]
-            normalised(band, self.mean, self.std, self.dtype, out=out[:, y0:y0 + self.chunks[1]])
+        shape = list(self.volume.shape)
+        shape[self.axis] = min(self.chunks[self.axis], shape[self.axis] - r)
+        out = torch.empty(shape, dtype=_torch_dtype(self.dtype))
+        band = self.chunks[self.band_axis]
+        for b0 in range(0, shape[self.band_axis], band):
+            part = self.volume[self.index(r, r + shape[self.axis], b0, b0 + band)]
+            normalised(part, self.mean, self.std, self.dtype, out=out[self.index(0, None, b0, b0 + band)])
         return out
 
 
@@ -124,32 +114,49 @@ def _torch_dtype(dtype):
 
 
 class Chunk(NamedTuple):
-    """Final heatmap planes (C, n, Y, X) of z0 .. z0 + n - 1. When `owned` is False, `planes` is a view into the
-    stream's accumulator, overwritten by the next slab: a consumer copies what it keeps past the next iteration.
-    When True, the array is the consumer's to keep."""
+    """Final heatmap planes start .. start + n - 1 along `axis` of the volume: (C, n, Y, X) for axis 0, (C, Z, n, X)
+    for axis 1. When `owned` is False, `planes` is a view into the stream's accumulator, overwritten by the next
+    slab: a consumer copies what it keeps past the next iteration. When True, the array is the consumer's to keep."""
 
-    z0: int
+    start: int
     planes: np.ndarray
     owned: bool
+    axis: int = 0
+
+    def host(self) -> np.ndarray:
+        """The planes as a numpy array (copied from the device when they are on a GPU)."""
+        return self.planes if isinstance(self.planes, np.ndarray) else self.planes.cpu().numpy()
+
+    def index(self) -> tuple:
+        """Where the planes go in a (C, Z, Y, X) array of the whole volume."""
+        index = [slice(None)] * 4
+        index[self.axis + 1] = slice(self.start, self.start + self.planes.shape[self.axis + 1])
+        return tuple(index)
 
 
-def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, overlap: float = 0.25,
-                    batch_size: int | None = None, progress=None, dtype=np.float32, device: str = "cpu"):
-    """Yield `Chunk`s in z order: together, the final blended heatmaps of the whole volume.
+def as_tiling(tiling) -> Tiling:
+    """A Tiling, or an int: cubes of that side, Gaussian-blended with overlap 0.25 (tests, validation)."""
+    return tiling if isinstance(tiling, Tiling) else Tiling.cube(int(tiling))
 
-    The ensemble heatmap is the weighted mean of the sources' predictions (weights are normalised here).
-    Planes are views of the accumulator where it lives in host memory (a CPU device), and fresh host copies
-    otherwise (`Chunk.owned` says which).
+
+def stream_heatmaps(sources: list[Source], n_classes: int, tiling: Tiling | int = 64, batch_size: int | None = None,
+                    progress=None, dtype=np.float32, device: str = "cpu", on_device: bool = False):
+    """Yield `Chunk`s in order along the tiling's stream axis: together, the final heatmaps of the whole volume.
+
+    The ensemble heatmap is the weighted mean of the sources' predictions (weights are normalised here), joined as
+    `tiling` says. Planes are numpy views of the accumulator where it lives in host memory (a CPU device), and
+    fresh host copies otherwise (`Chunk.owned` says which); with `on_device`, torch views of the accumulator
+    wherever it is (a peak search on the GPU: only the peaks cross to the host).
     `dtype` is that of the streamed buffers (input slabs, their read-ahead and the accumulator): float16 halves
     them for a ~1e-3 relative error, which `pick` accepts (z-scored noisy input; thresholds are searched in
     steps of 0.025); validation, the soup search and tests keep float32. `device` holds the accumulator and
-    does the blending (the predictors' device, for `pick`). `batch_size` windows go through the network at once
+    does the joining (the predictors' device, for `pick`). `batch_size` windows go through the network at once
     (default: `default_batch_size(device)`).
     """
     import torch
 
+    tiling = as_tiling(tiling)
     batch_size = batch_size or default_batch_size(device)
-
     shape = tuple(sources[0].volume.shape)
     for s in sources:
         if tuple(s.volume.shape) != shape:
@@ -157,53 +164,66 @@ def stream_heatmaps(sources: list[Source], n_classes: int, window: int = 64, ove
     total = sum(s.weight for s in sources)
     weights = [np.float32(s.weight / total) for s in sources]
     stats = [s.stats or normalisation_stats(s.volume) for s in sources]
-    g = gaussian_1d(window)
-    zs, ys, xs = (window_starts(n, window, overlap) for n in shape)
-    # Each window's Gaussian divided by the total weight at each voxel, per axis: contributions are added
-    # already normalised, so the accumulator holds heatmap values (float16-safe) and needs no final division.
-    norm = [axis_weight(n, starts, g) for n, starts in zip(shape, (zs, ys, xs))]
-    wz, wy, wx = ({s: torch.from_numpy(g[:n - s] / w[s:s + window]).to(device)  # a Gaussian, clipped at the
-                   for s in starts} for n, starts, w in zip(shape, (zs, ys, xs), norm))  # volume's end, per start
-    depth = min(window, shape[0])
-    acc = torch.zeros((n_classes, depth, shape[1], shape[2]), dtype=_torch_dtype(dtype), device=device)
-    jobs = [(y0, x0) for y0 in ys for x0 in xs]
+    # Per axis and window start: the voxels the window adds to and their weights, already divided by the total
+    # weight there, so the accumulator holds heatmap values (float16-safe) and needs no final division.
+    axis_weights = [{s: (lo, hi, torch.from_numpy(w).to(device)) for s, (lo, hi, w) in tiling.weights(n, a).items()}
+                    for a, n in enumerate(shape)]
+    a = tiling.axis
+    starts = [sorted(w) for w in axis_weights]
+    depth = min(tiling.window[a], shape[a])
+    acc = torch.zeros((n_classes, *(depth if i == a else n for i, n in enumerate(shape))), dtype=_torch_dtype(dtype),
+                      device=device)
+    # The windows of one slab: their corners in the slab (0 along the stream axis).
+    corners = list(itertools.product(*([0] if i == a else starts[i] for i in range(3))))
 
     # Read-ahead: a thread reads (and decompresses) the next slab while this one runs through the network. The
     # first slab is read here: nothing else runs yet, and blosc decompresses with all cores only on the main thread.
-    readers = [SlabReader(s.volume, window, *st, dtype=dtype) for s, st in zip(sources, stats)]
-    next_slabs = read_slabs(readers, zs[0])
+    readers = [SlabReader(s.volume, tiling.window, *st, dtype=dtype, axis=a) for s, st in zip(sources, stats)]
+    # Beside a GPU, slabs go to page-locked memory in the read-ahead thread, so that copying them to the device
+    # runs without the host's involvement, in the order of the stream's kernels.
+    pin = torch.device(device).type == "cuda"
+    next_slabs = read_slabs(readers, starts[a][0], pin)
     with ThreadPoolExecutor(max_workers=1) as reader:
-        for i, z0 in enumerate(zs):
-            slabs = [slab.to(device) for slab in next_slabs]  # once per slab: windows are cut there
-            if i + 1 < len(zs):
-                pending = reader.submit(read_slabs, readers, zs[i + 1])
-            dz = min(window, shape[0] - z0)
-            for b in range(0, len(jobs), batch_size):
-                part = jobs[b:b + batch_size]
+        for i, a0 in enumerate(starts[a]):
+            slabs = [slab.to(device, non_blocking=pin) for slab in next_slabs]  # once per slab: windows are cut there
+            if i + 1 < len(starts[a]):
+                pending = reader.submit(read_slabs, readers, starts[a][i + 1], pin)
+            for b in range(0, len(corners), batch_size):
+                part = corners[b:b + batch_size]
                 with torch.inference_mode():  # per batch: a generator must not leave the mode on between yields
-                    pred = ensemble_batch(sources, slabs, weights, part, window, device)
-                    for (y0, x0), p in zip(part, pred):
-                        dy, dx = len(wy[y0]), len(wx[x0])
-                        w = (wz[z0][:, None, None] * wy[y0][None, :, None] * wx[x0][None, None, :]).to(acc.dtype)
-                        # One fused multiply-add in the accumulator's dtype: a float32 product added into a
-                        # float16 accumulator would cost a float32 pass, a conversion pass and a temporary.
-                        acc[:, :dz, y0:y0 + dy, x0:x0 + dx].addcmul_(p[:, :dz, :dy, :dx].to(acc.dtype), w)
+                    pred = ensemble_batch(sources, slabs, weights, part, tiling.window, device)
+                    for corner, p in zip(part, pred):
+                        add_window(acc, p, [axis_weights[k][a0 if k == a else c] for k, c in enumerate(corner)],
+                                   [0 if k == a else c for k, c in enumerate(corner)])
                 if progress:
                     progress(len(part))
-            z_next = zs[i + 1] if i + 1 < len(zs) else shape[0]
-            n = z_next - z0
-            # .cpu() copies only an accumulator that is not in host memory; a host one is yielded as a view.
-            yield Chunk(z0, acc[:, :n].cpu().numpy(), owned=not acc.is_cpu)
+            n = (starts[a][i + 1] if i + 1 < len(starts[a]) else shape[a]) - a0
+            planes = acc.narrow(a + 1, 0, n)
+            if on_device:
+                yield Chunk(a0, planes, owned=False, axis=a)
+            else:  # .cpu() copies only an accumulator that is not in host memory; a host one is yielded as a view
+                yield Chunk(a0, planes.cpu().numpy(), owned=not acc.is_cpu, axis=a)
             # Shift the accumulator by n planes, one plane at a time (no second buffer), and clear the tail.
             for k in range(depth - n):
-                acc[:, k] = acc[:, k + n]
-            acc[:, max(depth - n, 0):] = 0
-            if i + 1 < len(zs):
+                acc.select(a + 1, k).copy_(acc.select(a + 1, k + n))
+            acc.narrow(a + 1, depth - n, n).zero_()
+            if i + 1 < len(starts[a]):
                 next_slabs = pending.result()
 
 
-def ensemble_batch(sources, slabs, weights, corners, window: int, device="cpu"):
-    """(B, C, w, w, w) float32 torch tensor on `device`: the weighted sum of the members' predictions."""
+def add_window(acc, pred, weights, offsets) -> None:
+    """acc[region] += pred[part] * weight: `weights` per axis (lo, hi, w), the window's first voxel at `offsets`
+    in the accumulator."""
+    (lz, hz, wz), (ly, hy, wy), (lx, hx, wx) = weights
+    (oz, oy, ox) = offsets
+    w = (wz[:, None, None] * wy[None, :, None] * wx[None, None, :]).to(acc.dtype)
+    # One fused multiply-add in the accumulator's dtype: a float32 product added into a float16 accumulator
+    # would cost a float32 pass, a conversion pass and a temporary.
+    acc[:, oz + lz:oz + hz, oy + ly:oy + hy, ox + lx:ox + hx].addcmul_(pred[:, lz:hz, ly:hy, lx:hx].to(acc.dtype), w)
+
+
+def ensemble_batch(sources, slabs, weights, corners, window, device="cpu"):
+    """(B, C, wz, wy, wx) float32 torch tensor on `device`: the weighted sum of the members' predictions."""
     import torch
 
     total = None
@@ -215,29 +235,27 @@ def ensemble_batch(sources, slabs, weights, corners, window: int, device="cpu"):
     return total
 
 
-def read_slabs(readers, z0: int) -> list:
-    return [read(z0) for read in readers]
+def read_slabs(readers, a0: int, pin: bool = False) -> list:
+    return [read(a0).pin_memory() if pin else read(a0) for read in readers]
 
 
-def count_windows(shape, window: int, overlap: float) -> int:
-    return int(np.prod([len(window_starts(n, window, overlap)) for n in shape]))
-
-
-def predict_volume(predict_batch, volume, n_classes: int, window: int = 64, overlap: float = 0.25,
-                   batch_size: int | None = None, stats=None, device: str = "cpu") -> np.ndarray:
+def predict_volume(predict_batch, volume, n_classes: int, tiling: Tiling | int = 64, batch_size: int | None = None,
+                   stats=None, device: str = "cpu") -> np.ndarray:
     """The whole (C, Z, Y, X) float32 heatmap of one input (for validation, tests and saved heatmaps)."""
-    chunks = stream_heatmaps([Source(predict_batch, volume, 1.0, stats)], n_classes, window, overlap, batch_size,
-                             device=device)
-    return np.concatenate([c.planes if c.owned else c.planes.copy() for c in chunks], axis=1)
+    out = np.empty((n_classes, *volume.shape), dtype=np.float32)
+    for chunk in stream_heatmaps([Source(predict_batch, volume, 1.0, stats)], n_classes, tiling, batch_size,
+                                 device=device):
+        out[chunk.index()] = chunk.planes
+    return out
 
 
-def _batch(slab, corners, window: int):
-    """(B, 1, w, w, w) float32 windows of a slab (a torch tensor) at the (y0, x0) corners, on the slab's device."""
+def _batch(slab, corners, window):
+    """(B, 1, wz, wy, wx) float32 windows of a slab (a torch tensor) at `corners`, on the slab's device."""
     import torch
 
-    out = torch.empty((len(corners), 1, window, window, window), dtype=torch.float32, device=slab.device)
-    for i, (y0, x0) in enumerate(corners):
-        block = slab[:, y0:y0 + window, x0:x0 + window]
+    out = torch.empty((len(corners), 1, *window), dtype=torch.float32, device=slab.device)
+    for i, (z0, y0, x0) in enumerate(corners):
+        block = slab[z0:z0 + window[0], y0:y0 + window[1], x0:x0 + window[2]]
         if block.shape != out.shape[2:]:  # past the volume's end (a side shorter than the window)
             out[i].zero_()
         out[i, 0, :block.shape[0], :block.shape[1], :block.shape[2]] = block  # converted as it is copied

@@ -1,0 +1,154 @@
+"""How wide a margin the crop tiling needs, and what a window's activations cost: the two numbers `choose_tiling`
+rests on (ensemble/tiling.py: MARGIN and network_bytes).
+
+1. Margin. The default soup's trained members each pick one simulated tomogram with crop tilings of several margins
+   and with the classic tiling (64³ windows, overlap 0.25, Gaussian). Each heatmap is compared with a reference
+   that has no inner borders at all: one window over the whole tomogram. Columns: the largest and the 99.9th
+   percentile absolute difference in heat (0-1), and the share of the reference's picks (at the soup's thresholds)
+   that a tiling misses or moves by more than a voxel. A margin is wide enough when it differs from the reference
+   no more than the classic tiling does.
+2. Memory. Peak resident memory of one forward pass per window voxel for each U-Net variant, at two window sizes,
+   against `network_bytes` (what the chooser budgets); the estimate must not be below the measurement.
+
+    python benchmarks/tiling.py [--shape 184,256,256] [--margins 0 4 8 12 16 24]
+
+Prints the tables and writes benchmarks/results/tiling.md.
+"""
+
+from __future__ import annotations
+
+import copick_soup  # noqa: F401  (first, as in `copick-soup pick`: its huge-page setting must precede torch)
+
+# isort: split
+import argparse
+import gc
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from memory import PeakRSS  # benchmarks/memory.py
+
+from copick_soup.data import open_project, open_tomogram
+from copick_soup.ensemble import Ensemble, InferenceSettings
+from copick_soup.ensemble.tiling import Tiling, choose_tiling, network_bytes
+from copick_soup.ensemble.windows import TorchPredictor, predict_volume
+from copick_soup.model import create_model
+from copick_soup.simulate import simulate_project
+
+RESULTS = Path(__file__).parent / "results" / "tiling.md"
+
+
+def heatmaps(soup: Ensemble, member, volume, tiling: Tiling) -> np.ndarray:
+    settings = InferenceSettings(window=tiling.window[0] if tiling.blend == "gaussian" else None)
+    source = soup.source(member, volume, settings)
+    return predict_volume(source.predict_batch, volume, len(soup.classes), tiling, stats=source.stats)
+
+
+def picks_changed(soup: Ensemble, reference: np.ndarray, heat: np.ndarray) -> float:
+    """The share of the reference's picks that `heat` misses or moves by more than a voxel."""
+    ref, got = soup.picks(reference), soup.picks(heat)
+    total = changed = 0
+    for name, (positions, _) in ref.items():
+        total += len(positions)
+        others = got[name][0]
+        for p in positions:
+            near = np.linalg.norm(others - p, axis=1).min() if len(others) else np.inf
+            changed += near > soup.voxel_size
+    return changed / max(total, 1)
+
+
+def margin_rows(soup: Ensemble, volume, margins) -> list[str]:
+    shape = volume.shape
+    rows = []
+    for member in soup.members:
+        if member.manifest.tomo_type != "denoised":
+            continue
+        unet = member.model.config
+        divisor = unet.divisor
+        whole = tuple(-(-n // divisor) * divisor for n in shape)
+        reference = heatmaps(soup, member, volume, Tiling(whole, "crop", margin=0))
+        tilings = [("classic", Tiling.cube(64, 0.25))]
+        for m in margins:  # a third of the tomogram's width per window: inner borders on every axis but z
+            window = (whole[0], *(-(-(n // 3 + 2 * m) // divisor) * divisor for n in shape[1:]))
+            tilings.append((f"margin {m}", Tiling(window, "crop", margin=m, axis=1)))
+        for label, tiling in tilings:
+            heat = heatmaps(soup, member, volume, tiling)
+            diff = np.abs(heat - reference)
+            rows.append(f"| {member.manifest.name} | {label} | {tiling.describe(shape)} | {diff.max():.4f} | "
+                        f"{np.percentile(diff, 99.9):.4f} | {picks_changed(soup, reference, heat):.3f} |")
+            print(rows[-1], flush=True)
+    return rows
+
+
+def memory_rows(sides) -> list[str]:
+    rows = []
+    for variant in ("unet3d_tiny", "unet3d_medium", "unet3d_large"):
+        model = create_model(variant, n_classes=6).eval()
+        for amp in (None, torch.bfloat16):
+            predictor = TorchPredictor(model, "cpu", amp)
+            predictor(torch.zeros(1, 1, 32, 32, 32))  # kernel set-up
+            for shape in sides:
+                x = torch.randn(1, 1, *shape)
+                peak = 0.0
+                for _ in range(2):  # the second call: allocator caches as in a run of windows
+                    gc.collect()
+                    with PeakRSS() as rss:
+                        y = predictor(x)
+                    del y
+                    peak = rss.gb * 1e9 / x.numel()
+                estimate = network_bytes(model.config, amp is not None)
+                rows.append(f"| {variant} | {'bfloat16' if amp else 'float32'} | {'x'.join(map(str, shape))} | "
+                            f"{peak:.0f} | {estimate:.0f} | {'yes' if estimate >= peak else 'NO'} |")
+                print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", default="184,256,256")
+    parser.add_argument("--margins", type=int, nargs="+", default=[0, 4, 8, 12, 16, 24])
+    parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "copick-soup-bench-tiling"))
+    args = parser.parse_args()
+    shape = tuple(int(v) for v in args.shape.split(","))
+    config = Path(args.data) / "x".join(map(str, shape)) / "copick.json"
+    if not config.exists():
+        simulate_project(config.parent, runs=1, shape=shape, tomo_types=("denoised",), seed=5150)
+    volume = open_tomogram(open_project(config).runs[0], 10.012, "denoised")
+    soup = Ensemble.load("default")
+    torch.manual_seed(0)
+    margins = margin_rows(soup, volume, args.margins)
+    memory = memory_rows([(64, 64, 64), (96, 128, 128)])
+    full = (184, 630, 630)
+    chosen = [f"| {v} | {gb:g} | {choose_tiling(full, [create_model(v).config], gb).describe(full)} |"
+              for v in ("unet3d_tiny", "unet3d_medium", "unet3d_large") for gb in (0.5, 1, 2, 4)]
+    table = "\n".join([
+        f"Crop tiling: margins against a borderless reference, and window memory (cpu, {time.strftime('%Y-%m-%d')})",
+        "",
+        f"Margins: the default soup's denoised members on one simulated {args.shape} tomogram (seed 5150). Reference: "
+        "one window over the whole tomogram. Picks changed: reference picks missed or moved by more than a voxel.",
+        "",
+        "| member | tiling | windows | max abs diff | 99.9% abs diff | picks changed |",
+        "|---|---|---|---|---|---|",
+        *margins,
+        "",
+        "Network memory: peak RSS of one forward pass per window voxel (bytes), and `network_bytes`' estimate.",
+        "",
+        "| model | precision | window | measured B/voxel | estimate B/voxel | estimate covers it |",
+        "|---|---|---|---|---|---|",
+        *memory,
+        "",
+        "What `choose_tiling` picks for a 184x630x630 tomogram (bf16, one member):",
+        "",
+        "| model | --max-memory GB | tiling |",
+        "|---|---|---|",
+        *chosen,
+    ])
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(table + "\n")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

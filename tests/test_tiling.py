@@ -1,0 +1,132 @@
+"""The crop tiling: every voxel from one window, far from its inner borders; the same heatmaps as one pass over the
+whole volume on a network whose receptive field the margin covers; chosen within --max-memory."""
+
+import numpy as np
+import pytest
+import torch
+
+from copick_soup.ensemble import InferenceSettings
+from copick_soup.ensemble.peaks import PeakStream, heatmaps_to_picks
+from copick_soup.ensemble.tiling import Tiling, choose_tiling, tiling_memory
+from copick_soup.ensemble.windows import Source, TorchPredictor, predict_volume, stream_heatmaps
+from copick_soup.errors import SoupError
+from copick_soup.model import create_model
+from copick_soup.model.registry import model_config
+from copick_soup.objects import ParticleClass
+
+VS = 10.012
+FULL = (184, 630, 630)
+
+
+@pytest.mark.parametrize("length,window,margin", [(184, 64, 16), (630, 232, 16), (100, 48, 8), (50, 64, 16),
+                                                   (97, 40, 0)])
+def test_each_voxel_comes_from_one_window_at_least_a_margin_inside(length, window, margin):
+    tiling = Tiling((window,) * 3, "crop", margin=margin)
+    weights = tiling.weights(length, 0)
+    owner = np.zeros(length, int)
+    for start, (lo, hi, w) in weights.items():
+        assert np.all(w == 1)
+        owner[start + lo:start + hi] += 1
+        assert lo >= (margin if start > 0 else 0)  # an inner border: at least the margin away
+        assert hi <= (window - margin if start + window < length else window)
+    assert np.all(owner == 1)
+
+
+def conv_net(seed=0):
+    """Two 3x3x3 convolutions: a receptive field of 2 voxels each side, well inside a 4-voxel margin."""
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.Tanh(), torch.nn.Conv3d(4, 2, 3, padding=1))
+    return net.eval()
+
+
+def test_crop_tiling_gives_the_whole_volume_pass_to_float_tolerance_and_the_old_tiling_nearly():
+    volume = np.random.default_rng(0).normal(size=(37, 70, 61)).astype(np.float32)
+    net = conv_net()
+    with torch.no_grad():
+        whole = net(torch.from_numpy(volume)[None, None])[0].numpy()
+    predictor = TorchPredictor(net)
+    for axis in (0, 1, 2):
+        crop = predict_volume(predictor, volume, 2, Tiling((16, 24, 32), "crop", margin=4, axis=axis), stats=(0, 1))
+        np.testing.assert_allclose(crop, whole, atol=1e-5)
+    # The old tiling is close, not exact: its Gaussians give a little weight to voxels at window borders.
+    old = predict_volume(predictor, volume, 2, Tiling.cube(32, 0.25), stats=(0, 1))
+    assert 1e-4 < np.abs(old - whole).max() < 0.05 * np.abs(whole).max()
+    np.testing.assert_allclose(old, whole, atol=1e-5 + 0.05 * np.abs(whole).max())
+
+
+def test_a_margin_too_small_for_the_receptive_field_shows():
+    volume = np.random.default_rng(1).normal(size=(20, 40, 40)).astype(np.float32)
+    net = conv_net()
+    with torch.no_grad():
+        whole = net(torch.from_numpy(volume)[None, None])[0].numpy()
+    crop = predict_volume(TorchPredictor(net), volume, 2, Tiling((20, 16, 16), "crop", margin=0), stats=(0, 1))
+    assert np.abs(crop - whole).max() > 1e-2  # so the test above can fail
+
+
+def test_peaks_streamed_along_y_are_those_streamed_along_z():
+    rng = np.random.default_rng(2)
+    heat = np.zeros((1, 30, 80, 50), np.float32)
+    grids = np.meshgrid(*[np.arange(n) for n in heat.shape[1:]], indexing="ij")
+    for centre in rng.uniform([3, 3, 3], [27, 77, 47], size=(25, 3)):
+        heat[0] += np.exp(-0.5 * sum((g - c) ** 2 for g, c in zip(grids, centre)) / 1.5**2)
+    cls = ParticleClass("a", 1, radius=60.0)
+    whole = heatmaps_to_picks(heat, [cls], VS, 0.3)["a"]
+    stream = PeakStream([cls], VS, 0.3, heat.shape[1:])
+    for y0 in range(0, 80, 13):
+        stream.add(y0, heat[:, :, y0:y0 + 13], axis=1)
+    streamed = stream.picks()["a"]
+    assert len(whole[0]) > 15
+    np.testing.assert_allclose(streamed[0], whole[0])
+    np.testing.assert_allclose(streamed[1], whole[1])
+
+
+def test_members_stream_together_along_y():
+    volume = np.random.default_rng(3).normal(size=(24, 50, 40)).astype(np.float32)
+    sources = [Source(lambda b: b * 2, volume, 1.0, (0.0, 1.0)), Source(lambda b: b * 4, volume, 3.0, (0.0, 1.0))]
+    out = np.zeros((1, *volume.shape), np.float32)
+    for chunk in stream_heatmaps(sources, 1, Tiling((24, 20, 40), "crop", margin=4, axis=1)):
+        assert chunk.axis == 1
+        out[chunk.index()] = chunk.planes
+    np.testing.assert_allclose(out[0], volume * 3.5, atol=1e-5)  # (1 x 2 + 3 x 4) / 4
+
+
+def test_the_automatic_choice_respects_max_memory():
+    tiny = model_config("unet3d_tiny")
+    chosen = [choose_tiling(FULL, [tiny], gb) for gb in (0.5, 1.0, 2.0, 4.0)]
+    for gb, tiling in zip((0.5, 1.0, 2.0, 4.0), chosen):
+        assert tiling_memory(tiling, FULL, [tiny]) <= gb * 1e9
+        assert all(w % tiny.divisor == 0 for w in tiling.window)
+    works = [t.work(FULL) for t in chosen]
+    assert works == sorted(works, reverse=True) and works[-1] < 1.3 < 2.4 < Tiling.cube(64).work(FULL)
+    assert chosen[-1].window[0] >= FULL[0] and chosen[-1].axis != 0  # the whole depth, streamed in y or x
+    medium = model_config("unet3d_medium")
+    assert all(w % 8 == 0 for w in choose_tiling(FULL, [tiny, medium], 1.0).window)  # fits both members
+
+
+def test_a_budget_below_the_smallest_window_names_the_minimum():
+    with pytest.raises(SoupError, match=r"--max-memory 0.01: too small .* give at least 0\.\d+ \(GB\)"):
+        choose_tiling(FULL, [model_config("unet3d_medium")], 0.01)
+    with pytest.raises(SoupError, match="--max-memory -1: must be a positive size in GB"):
+        InferenceSettings(max_memory=-1)
+
+
+def test_settings_give_cubes_for_window_and_crop_tiles_otherwise():
+    unets = [model_config("unet3d_tiny")]
+    cube = InferenceSettings(window=64, overlap=0.25).tiling(FULL, unets)
+    assert cube.window == (64, 64, 64) and cube.blend == "gaussian" and cube.count(FULL) == 4 * 13 * 13
+    auto = InferenceSettings(margin=8, amp="none").tiling(FULL, unets)
+    assert auto.blend == "crop" and auto.margin == 8
+
+
+def test_a_real_unet_is_joined_without_seams_by_the_default_tiling():
+    """The default soup's kind of network, untrained: the crop tiling's output matches one pass over the whole
+    volume where the margin covers what the network sees (an untrained U-Net's field is wide; 24 voxels here)."""
+    torch.manual_seed(0)
+    net = create_model("unet3d_test", n_classes=2).eval()
+    volume = np.random.default_rng(4).normal(size=(32, 96, 64)).astype(np.float32)
+    with torch.no_grad():
+        whole = net(torch.from_numpy(volume)[None, None])[0].numpy()
+    crop = predict_volume(TorchPredictor(net), volume, 2, Tiling((32, 64, 64), "crop", margin=12, axis=1),
+                          stats=(0, 1))
+    inside = np.abs(crop - whole)[:, :, 12:-12]
+    assert inside.max() < 0.05 * np.abs(whole).max()
