@@ -61,6 +61,7 @@ class SlabReader:
         self.volume, self.window, self.axis = volume, tuple(window), axis
         self.mean, self.std, self.dtype = mean, std, dtype
         chunks = getattr(volume, "chunks", None)
+        self.band = chunks[self.band_axis] if chunks else 32  # planes per read across the slab: a chunk's width
         self.chunks = chunks if chunks and chunks[axis] > self.window[axis] else None
         self.rows = {}  # first plane of a chunk row -> its normalised planes
 
@@ -69,21 +70,19 @@ class SlabReader:
 
         a1 = min(a0 + self.window[self.axis], self.volume.shape[self.axis])
         if self.chunks is None:
-            slab = normalised(self.volume[self.index(a0, a1)], self.mean, self.std, self.dtype)
-        else:
-            depth = self.chunks[self.axis]
-            needed = range(a0 // depth * depth, a1, depth)
-            self.rows = {r: planes for r, planes in self.rows.items() if r in needed}  # rows behind are done
-            for r in needed:
-                if r not in self.rows:
-                    self.rows[r] = self.read_row(r)
-            parts = [self.rows[r].narrow(self.axis, max(a0 - r, 0), min(a1, r + depth) - max(a0, r))
-                     for r in needed]
-            slab = parts[0] if len(parts) == 1 else torch.cat(parts, self.axis)  # a view unless it spans two rows
+            return self.read(a0, a1, padded=True)
+        depth = self.chunks[self.axis]
+        needed = range(a0 // depth * depth, a1, depth)
+        self.rows = {r: planes for r, planes in self.rows.items() if r in needed}  # rows behind are done
+        for r in needed:
+            if r not in self.rows:
+                self.rows[r] = self.read(r, min(r + depth, self.volume.shape[self.axis]))
+        parts = [self.rows[r].narrow(self.axis, max(a0 - r, 0), min(a1, r + depth) - max(a0, r)) for r in needed]
+        slab = parts[0] if len(parts) == 1 else torch.cat(parts, self.axis)  # a view unless it spans two rows
         pad = [max(w - s, 0) for w, s in zip(self.window, slab.shape)]
         return torch.nn.functional.pad(slab, (0, pad[2], 0, pad[1], 0, pad[0])) if any(pad) else slab
 
-    def index(self, a0: int, a1: int, b0: int = 0, b1: int | None = None) -> tuple:
+    def index(self, a0: int, a1: int | None, b0: int = 0, b1: int | None = None) -> tuple:
         """Planes a0 .. a1 - 1 along the stream axis, and b0 .. b1 - 1 along the band axis (the next one)."""
         index = [slice(None)] * 3
         index[self.axis] = slice(a0, a1)
@@ -94,16 +93,21 @@ class SlabReader:
     def band_axis(self) -> int:
         return (self.axis + 1) % 3
 
-    def read_row(self, r: int):
+    def read(self, a0: int, a1: int, padded: bool = False):
+        """Normalised planes a0 .. a1 - 1 along the stream axis, read in bands one chunk wide (each chunk decoded
+        once) so that zarr's float32 transient is one band, not the slab; `padded`: zero-padded to the window, in
+        place."""
         import torch
 
         shape = list(self.volume.shape)
-        shape[self.axis] = min(self.chunks[self.axis], shape[self.axis] - r)
-        out = torch.empty(shape, dtype=_torch_dtype(self.dtype))
-        band = self.chunks[self.band_axis]
-        for b0 in range(0, shape[self.band_axis], band):
-            part = self.volume[self.index(r, r + shape[self.axis], b0, b0 + band)]
-            normalised(part, self.mean, self.std, self.dtype, out=out[self.index(0, None, b0, b0 + band)])
+        shape[self.axis] = a1 - a0
+        full = [max(n, w) for n, w in zip(shape, self.window)] if padded else shape
+        out = (torch.zeros if full != shape else torch.empty)(full, dtype=_torch_dtype(self.dtype))
+        for b0 in range(0, shape[self.band_axis], self.band):
+            b1 = min(b0 + self.band, shape[self.band_axis])
+            part = self.volume[self.index(a0, a1, b0, b1)]
+            target = out[tuple(slice(0, n) for n in shape)][self.index(0, None, b0, b1)]
+            normalised(part, self.mean, self.std, self.dtype, out=target)
         return out
 
 
