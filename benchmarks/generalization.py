@@ -110,6 +110,8 @@ def main() -> None:
     parser.add_argument("--adapt", type=int, default=0, metavar="STEPS",
                         help="also adapt every model on the other engine's runs without their labels")
     parser.add_argument("--confidence", type=float, default=0.5, help="pseudo-label confidence for --adapt")
+    parser.add_argument("--only", default=None, metavar="TEXT",
+                        help="score only the models whose row name holds TEXT (e.g. 'adapted'); with --label")
     parser.add_argument("--out", default="/tmp/copick-soup-bench-generalization")
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
@@ -128,7 +130,8 @@ def main() -> None:
                                                                    args.confidence), trained_on)
     if args.before:  # scored, not adapted
         models["soup before (blobs only)"] = (args.before, "blobs")
-    inference = InferenceSettings()  # pick's defaults: 64^3 windows, TTA 1, amp auto, on the CPU
+    inference = InferenceSettings()  # pick's defaults: its tiling, TTA 1, amp auto, on the CPU
+    models = {name: model for name, model in models.items() if args.only is None or args.only in name}
 
     rows, names, truth = [], None, {}
     for name, (soup, trained_on) in models.items():

@@ -116,8 +116,8 @@ def main() -> None:
                                 f"{'bf16' if amp else 'float32'} | {x.numel() / seconds / 1e6:.2f} | "
                                 f"{seconds * 1e3:.0f} | {setup:.1f} | {error:.1e} |")
                     print(rows[-1], flush=True)
-    import openvino
     import onnxruntime
+    import openvino
 
     table = "\n".join([
         f"U-Net runtimes on the CPU ({platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}, "

@@ -1,14 +1,16 @@
 """How wide a margin the crop tiling needs, and what a window's activations cost: the two numbers `choose_tiling`
-rests on (ensemble/tiling.py: MARGIN and network_bytes).
+rests on (ensemble/tiling.py: MARGIN and forward_memory).
 
 1. Margin. The default soup's trained members each pick one simulated tomogram with crop tilings of several margins
    and with the classic tiling (64³ windows, overlap 0.25, Gaussian). Each heatmap is compared with a reference
    that has no inner borders at all: one window over the whole tomogram. Columns: the largest and the 99.9th
-   percentile absolute difference in heat (0-1), and the share of the reference's picks (at the soup's thresholds)
-   that a tiling misses or moves by more than a voxel. A margin is wide enough when it differs from the reference
-   no more than the classic tiling does.
-2. Memory. Peak resident memory of one forward pass per window voxel for each U-Net variant, at two window sizes,
-   against `network_bytes` (what the chooser budgets); the estimate must not be below the measurement.
+   percentile absolute difference in heat, and the share of the reference's picks (at the soup's thresholds)
+   that a tiling misses or moves by more than a voxel. Every tiling differs from the reference, the classic one
+   most: the U-Nets' instance norms take their statistics over the window, so a window's size and content change
+   its heatmap everywhere, not only at its borders. Wider margins bring the crop tiling closer to the reference;
+   whether any of it costs accuracy is `accuracy.py`'s question (held-out F4, crop against classic).
+2. Memory. Peak resident memory of one forward pass for each U-Net variant, at two window sizes, against
+   `forward_memory` (what the chooser budgets); the estimate must not be below the measurement.
 
     python benchmarks/tiling.py [--shape 184,256,256] [--margins 0 4 8 12 16 24]
 
@@ -21,19 +23,20 @@ import copick_soup  # noqa: F401  (first, as in `copick-soup pick`: its huge-pag
 
 # isort: split
 import argparse
-import gc
+import math
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from memory import PeakRSS  # benchmarks/memory.py
 
 from copick_soup.data import open_project, open_tomogram
 from copick_soup.ensemble import Ensemble, InferenceSettings
-from copick_soup.ensemble.tiling import Tiling, choose_tiling, network_bytes
-from copick_soup.ensemble.windows import TorchPredictor, predict_volume
+from copick_soup.ensemble.tiling import Tiling, choose_tiling, forward_memory
+from copick_soup.ensemble.windows import predict_volume
 from copick_soup.model import create_model
 from copick_soup.simulate import simulate_project
 
@@ -82,33 +85,60 @@ def margin_rows(soup: Ensemble, volume, margins) -> list[str]:
     return rows
 
 
+FORWARD = """
+import copick_soup, sys, torch
+sys.path.insert(0, {here!r})
+from memory import PeakRSS
+from copick_soup.ensemble.windows import TorchPredictor
+from copick_soup.model import create_model
+torch.manual_seed(0)
+predictor = TorchPredictor(create_model({variant!r}, n_classes=6).eval(), "cpu", {amp})
+predictor(torch.zeros(1, 1, 16, 16, 16))  # kernel set-up, small
+x = torch.randn(1, 1, *{shape!r})
+with PeakRSS() as rss:
+    predictor(x)
+print(rss.gb * 1e9 / x.numel())
+"""
+
+
+def forward_bytes(variant: str, amp: bool, shape) -> float:
+    """Peak RSS of one forward pass per window voxel, in a fresh process (so that no allocator cache hides it)."""
+    code = FORWARD.format(here=str(Path(__file__).parent), variant=variant, shape=tuple(shape),
+                          amp="torch.bfloat16" if amp else "None")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
 def memory_rows(sides) -> list[str]:
     rows = []
     for variant in ("unet3d_tiny", "unet3d_medium", "unet3d_large"):
-        model = create_model(variant, n_classes=6).eval()
-        for amp in (None, torch.bfloat16):
-            predictor = TorchPredictor(model, "cpu", amp)
-            predictor(torch.zeros(1, 1, 32, 32, 32))  # kernel set-up
+        config = create_model(variant, n_classes=6).config
+        for amp in (False, True):
             for shape in sides:
-                x = torch.randn(1, 1, *shape)
-                peak = 0.0
-                for _ in range(2):  # the second call: allocator caches as in a run of windows
-                    gc.collect()
-                    with PeakRSS() as rss:
-                        y = predictor(x)
-                    del y
-                    peak = rss.gb * 1e9 / x.numel()
-                estimate = network_bytes(model.config, amp is not None)
+                voxels = math.prod(shape)
+                peak = forward_bytes(variant, amp, shape) * voxels / 1e6
+                estimate = forward_memory(config, amp, voxels) / 1e6
                 rows.append(f"| {variant} | {'bfloat16' if amp else 'float32'} | {'x'.join(map(str, shape))} | "
                             f"{peak:.0f} | {estimate:.0f} | {'yes' if estimate >= peak else 'NO'} |")
                 print(rows[-1], flush=True)
     return rows
 
 
+def kept_rows() -> tuple[list, list]:
+    """The last table's margin rows and memory rows, so that one part can be measured again alone."""
+    lines = RESULTS.read_text().splitlines() if RESULTS.exists() else []
+    margins = [line for line in lines if line.startswith("| unet3d_") and "-denoised |" in line]
+    memory = [line for line in lines if line.startswith("| unet3d_") and line.count("|") == 7
+              and line.split("|")[2].strip() in ("float32", "bfloat16")]
+    return margins, memory
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", default="184,256,256")
     parser.add_argument("--margins", type=int, nargs="+", default=[0, 4, 8, 12, 16, 24])
+    parser.add_argument("--part", default="all", choices=["all", "margins", "memory"],
+                        help="measure only one part; the other part's rows are kept from the last table")
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "copick-soup-bench-tiling"))
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
@@ -118,8 +148,9 @@ def main() -> None:
     volume = open_tomogram(open_project(config).runs[0], 10.012, "denoised")
     soup = Ensemble.load("default")
     torch.manual_seed(0)
-    margins = margin_rows(soup, volume, args.margins)
-    memory = memory_rows([(64, 64, 64), (96, 128, 128)])
+    kept = kept_rows()
+    margins = margin_rows(soup, volume, args.margins) if args.part != "memory" else kept[0]
+    memory = memory_rows([(64, 64, 64), (96, 128, 128)]) if args.part != "margins" else kept[1]
     full = (184, 630, 630)
     chosen = [f"| {v} | {gb:g} | {choose_tiling(full, [create_model(v).config], gb).describe(full)} |"
               for v in ("unet3d_tiny", "unet3d_medium", "unet3d_large") for gb in (0.5, 1, 2, 4)]
@@ -133,9 +164,9 @@ def main() -> None:
         "|---|---|---|---|---|---|",
         *margins,
         "",
-        "Network memory: peak RSS of one forward pass per window voxel (bytes), and `network_bytes`' estimate.",
+        "Network memory: peak RSS of one forward pass (MB, in a fresh process), and `forward_memory`'s estimate.",
         "",
-        "| model | precision | window | measured B/voxel | estimate B/voxel | estimate covers it |",
+        "| model | precision | window | measured MB | estimate MB | estimate covers it |",
         "|---|---|---|---|---|---|",
         *memory,
         "",

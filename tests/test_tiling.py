@@ -47,7 +47,7 @@ def test_crop_tiling_gives_the_whole_volume_pass_to_float_tolerance_and_the_old_
     predictor = TorchPredictor(net)
     for axis in (0, 1, 2):
         crop = predict_volume(predictor, volume, 2, Tiling((16, 24, 32), "crop", margin=4, axis=axis), stats=(0, 1))
-        np.testing.assert_allclose(crop, whole, atol=1e-5)
+        np.testing.assert_allclose(crop, whole, atol=1e-4)  # float32 convolutions, summed in other orders
     # The old tiling is close, not exact: its Gaussians give a little weight to voxels at window borders.
     old = predict_volume(predictor, volume, 2, Tiling.cube(32, 0.25), stats=(0, 1))
     assert 1e-4 < np.abs(old - whole).max() < 0.05 * np.abs(whole).max()

@@ -37,7 +37,9 @@ def test_heatmap_uses_patch_coordinates_and_keeps_particles_cut_by_the_border():
 
 
 def test_voxels_of_unknown_label_are_masked_and_carry_no_loss():
-    mask = known_mask([np.array([[10.0, 10.0, 10.0], [40.0, 40.0, 40.0]])], [3.0], (24, 24, 24))
+    mask, other = known_mask([np.array([[10.0, 10.0, 10.0], [40.0, 40.0, 40.0]]), np.zeros((0, 3))], [3.0, 9.0],
+                             (24, 24, 24))
+    assert other.min() == 1  # per class: an unsure pick of one class leaves the others' labels known
     assert mask[10, 10, 10] == 0 and mask[10, 10, 13] == 0 and mask[10, 10, 14] == 1  # a ball of radius 3
     assert mask.sum() == 24 ** 3 - (mask == 0).sum() and (mask == 0).sum() == 123  # lattice points in the ball
     pred, target = torch.zeros(1, 1, 8, 8, 8), torch.zeros(1, 1, 8, 8, 8)
@@ -58,11 +60,12 @@ def test_patches_carry_the_mask_through_flips_and_turns(volumes):
     found = False
     for _ in range(30):
         image, target, known = sampler.sample()
-        assert known.shape == (1, 32, 32, 32) and set(np.unique(known)) <= {0.0, 1.0}
+        assert known.shape == (len(classes), 32, 32, 32) and set(np.unique(known)) <= {0.0, 1.0}
+        assert known[1:].min() == 1  # only class 0 has an unsure point
         found |= known.min() == 0
     assert found
     images, targets, knowns = sampler.batch(2)
-    assert knowns.shape == (2, 1, 32, 32, 32) and targets.shape == (2, len(classes), 32, 32, 32)
+    assert knowns.shape == targets.shape == (2, len(classes), 32, 32, 32)
 
 
 def test_augmentation_moves_image_and_target_together():

@@ -109,11 +109,20 @@ def stream_axis(window, shape) -> int:
 # ---- memory -----------------------------------------------------------------------------------------------------
 
 
+NETWORK_OVERHEAD = 0.2e9  # bytes a forward pass holds whatever the window (oneDNN's scratch and weight copies)
+
+
 def network_bytes(unet, amp: bool) -> float:
-    """Bytes per window voxel one forward pass of a U-Net holds at its peak: a few full-resolution feature maps (the
-    first level's, in the decoder) and the float32 output. Measured with benchmarks/tiling.py (peak RSS of a forward
-    pass) and rounded up; 16-bit autocast keeps instance norms in float32, so it saves less than half."""
+    """Bytes per window voxel one forward pass of a U-Net holds at its peak, beyond NETWORK_OVERHEAD: a few
+    full-resolution feature maps (the first level's, in the decoder) and the float32 output. Measured with
+    benchmarks/tiling.py (peak RSS of a forward pass at two window sizes) and rounded up; 16-bit autocast keeps
+    instance norms in float32, so it saves less than half."""
     return unet.channels[0] * (14 if amp else 24) + unet.n_classes * 8 + 16
+
+
+def forward_memory(unet, amp: bool, voxels: int, batch: int = 1) -> float:
+    """Bytes one network call on `batch` windows of `voxels` holds."""
+    return NETWORK_OVERHEAD + batch * voxels * network_bytes(unet, amp)
 
 
 def tiling_memory(tiling: Tiling, shape, unets, n_members: int = 1, amp: bool = True, batch: int = 1) -> float:
@@ -127,8 +136,8 @@ def _memory(window, axis, shape, unets, n_members, amp, batch):
     slab = math.prod(np.where(axis == k, np.minimum(w, n), np.maximum(w, n))
                      for k, (w, n) in enumerate(zip(window, shape)))
     n_classes = max(u.n_classes for u in unets)
-    network = max(network_bytes(u, amp) for u in unets)
-    return 2.0 * slab * (n_classes + 2 * n_members) + batch * math.prod(window) * network
+    deepest = max(unets, key=lambda u: network_bytes(u, amp))
+    return 2.0 * slab * (n_classes + 2 * n_members) + forward_memory(deepest, amp, math.prod(window), batch)
 
 
 def choose_tiling(shape, unets, max_memory_gb: float, n_members: int = 1, amp: bool = True, batch: int = 1,

@@ -118,7 +118,8 @@ class PatchSampler:
 
     def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """image (1, P, P, P), target (C, P, P, P), and where the volume has points of unknown label, the mask
-        (1, P, P, P) of voxels whose label is known (1) or not (0, within a radius of such a point)."""
+        (C, P, P, P) of voxels whose label of each class is known (1) or not (0, within a radius of such a point
+        of that class)."""
         index = int(self.rng.integers(len(self.volumes)))
         volume = self.volumes[index]
         q = self.patch
@@ -132,19 +133,20 @@ class PatchSampler:
 
         target = gaussian_heatmaps(in_patch(volume.points), [s * factor for s in self.sigmas], (0, 0, 0),
                                    (self.patch,) * 3)
-        if volume.ignore is not None:  # one more channel, so that flips and turns move it with the target
+        n = len(target)
+        if volume.ignore is not None:  # more channels, so that flips and turns move the mask with the target
             known = known_mask(in_patch(volume.ignore), [r * factor for r in self.radii], (self.patch,) * 3)
-            target = np.concatenate([target, known[None]])
+            target = np.concatenate([target, known])
         if self.augment_data:
             image, target = augment(image, target, self.rng, randomisation=self.randomisation)
         if volume.ignore is None:
             return image[None].copy(), target, None
-        return image[None].copy(), np.ascontiguousarray(target[:-1]), np.ascontiguousarray(target[-1:])
+        return image[None].copy(), np.ascontiguousarray(target[:n]), np.ascontiguousarray(target[n:])
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """images, targets and masks of known labels (None when every label is known), stacked."""
         samples = [self.sample() for _ in range(size)]
         known = None
         if any(k is not None for _, _, k in samples):
-            known = np.stack([np.ones_like(t[:1]) if k is None else k for _, t, k in samples])
+            known = np.stack([np.ones_like(t) if k is None else k for _, t, k in samples])
         return np.stack([a for a, _, _ in samples]), np.stack([t for _, t, _ in samples]), known

@@ -10,8 +10,8 @@ import torch
 
 def weighted_mse(pred: torch.Tensor, target: torch.Tensor, fg_weight: float,
                  known: torch.Tensor | None = None) -> torch.Tensor:
-    """pred, target (B, C, D, H, W) -> scalar; `known` (B, 1, D, H, W), 0 where the label is unknown, drops
-    those voxels from the loss."""
+    """pred, target (B, C, D, H, W) -> scalar; `known` (B, C, D, H, W) or (B, 1, D, H, W), 0 where a class's
+    label (or every class's) is unknown, drops those voxels from that class's loss."""
     weight = 1.0 + fg_weight * target
     if known is not None:
         weight = weight * known
