@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--window", nargs="+", default=["auto", "64"], help="auto, or N for N³ Gaussian cubes")
+    parser.add_argument("--margin", type=int, nargs="+", default=[None], help="margins to try with --window auto")
     parser.add_argument("--out", default="/tmp/copick-soup-bench-accuracy")
     args = parser.parse_args()
     shape = FULL_SHAPE if args.shape == "full" else tuple(int(v) for v in args.shape.split(","))
@@ -65,11 +66,13 @@ def main() -> None:
     soup = Ensemble.load(args.soup, device=args.device)
 
     rows = []
-    for amp, tta, window in itertools.product(args.amp, args.tta, args.window):
+    tilings = [(w, m) for w in args.window for m in (args.margin if w == "auto" else [None])]
+    for amp, tta, (window, margin) in itertools.product(args.amp, args.tta, tilings):
         start = time.perf_counter()
         settings = InferenceSettings(tta=tta, amp=amp, device=args.device,
-                                     window=None if window == "auto" else int(window))
-        opts = PickOptions(user_id="accuracy", session_id=f"tta{tta}-{amp}-{window}", overwrite=True)
+                                     window=None if window == "auto" else int(window),
+                                     **({} if margin is None else dict(margin=margin)))
+        opts = PickOptions(user_id="accuracy", session_id=f"tta{tta}-{amp}-{window}-{margin}", overwrite=True)
         pick_runs(root, soup, None, settings, opts, echo=lambda m: None)
         seconds = time.perf_counter() - start
         score = score_project(root, "curation", "accuracy", "0", opts.session_id)

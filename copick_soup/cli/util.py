@@ -58,7 +58,7 @@ overlap_option = click.option("--overlap", default=0.25, show_default=True, type
 # --margin and --max-memory default to InferenceSettings' values (None here: the settings module imports torch).
 margin_option = click.option("--margin", default=None, type=click.IntRange(0),
                              help="Voxels dropped at each window's inner borders, where the network lacks context. "
-                                  "[default: 16]")
+                                  "[default: 8]")
 max_memory_option = click.option("--max-memory", default=None, type=float, metavar="GB",
                                  help="Memory the inference of one run may hold (windows, slabs, activations); "
                                       "larger windows compute fewer voxels twice.  [default: 1]")

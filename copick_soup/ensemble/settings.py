@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from copick_soup.device import AMP_CHOICES, amp_dtype, default_batch_size, is_cpu, resolve_device
-from copick_soup.ensemble.tiling import MARGIN, Tiling, choose_tiling
+from copick_soup.ensemble.tiling import MARGIN, SLOWER_WITH_SIZE, Tiling, choose_tiling
 from copick_soup.ensemble.tta import tta_views
 from copick_soup.errors import SoupError
 from copick_soup.model.registry import model_config
@@ -74,7 +74,7 @@ class InferenceSettings:
         if self.window is not None:  # streamed in z, as before crop tiles: the same sums in the same order
             return Tiling.cube(self.window, self.overlap)
         return choose_tiling(shape, unets, self.max_memory, n_members, self.amp_dtype is not None, self.batch,
-                             self.margin)
+                             self.margin, SLOWER_WITH_SIZE["cpu" if self.on_cpu else "cuda"])
 
     def check_members(self, manifests) -> str | None:
         """Refuse a window some member cannot run (each U-Net level halves it); return a warning for one smaller

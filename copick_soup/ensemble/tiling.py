@@ -25,7 +25,11 @@ import numpy as np
 from copick_soup.errors import SoupError
 
 BLENDS = ("gaussian", "crop")
-MARGIN = 16  # voxels: where the default soup's members' outputs stop changing with more context (tiling.md)
+MARGIN = 8  # voxels: a 64³ window at overlap 0.25 shares 16 with each neighbour, 8 on either side (tiling.md)
+# How much slower per voxel a U-Net runs in larger windows: voxels/s ~ (window voxels)^-exponent. On a CPU the
+# activations of larger windows miss the caches: 3.4 Mvox/s for unet3d_tiny at 64³ against 2.4 at 128³, 1.5 and
+# 1.1 for medium (exponent 0.15, benchmarks/results/tiling.md). A GPU is not measured yet: 0, voxels alone count.
+SLOWER_WITH_SIZE = {"cpu": 0.15, "cuda": 0.0}
 
 
 @dataclass(frozen=True)
@@ -141,18 +145,20 @@ def _memory(window, axis, shape, unets, n_members, amp, batch):
 
 
 def choose_tiling(shape, unets, max_memory_gb: float, n_members: int = 1, amp: bool = True, batch: int = 1,
-                  margin: int = MARGIN) -> Tiling:
-    """The crop tiling that evaluates the fewest voxels (then: the fewest windows) within `max_memory_gb`. Window
-    sides are multiples of the members' largest divisor, at least 2 x margin + divisor, at most the axis rounded
-    up; a budget too small for the smallest is an error naming the minimum. Every window shape is tried at once,
-    as numpy arrays over (z side, y side, x side)."""
+                  margin: int = MARGIN, slower_with_size: float = 0.0) -> Tiling:
+    """The crop tiling that takes the least time within `max_memory_gb`: the voxels it evaluates, times how much
+    slower per voxel its windows run (window voxels / 64³, to the power `slower_with_size`); then the fewest
+    windows. Window sides are multiples of the members' largest divisor, at least 2 x margin + divisor, at most
+    the axis rounded up; a budget too small for the smallest is an error naming the minimum. Every window shape
+    is tried at once, as numpy arrays over (z side, y side, x side)."""
     divisor = max(u.divisor for u in unets)
     smallest = math.ceil((2 * margin + 1) / divisor) * divisor
     sides = [np.arange(min(smallest, _round_up(n, divisor)), _round_up(n, divisor) + 1, divisor) for n in shape]
     counts = [np.array([len(window_starts(n, w, step=w - 2 * margin)) for w in ws]) for n, ws in zip(shape, sides)]
     grid = [a.reshape([-1 if i == k else 1 for i in range(3)]) for k, a in enumerate(sides)]
     count_grid = [a.reshape([-1 if i == k else 1 for i in range(3)]) for k, a in enumerate(counts)]
-    work = np.round(math.prod(c * w / n for c, w, n in zip(count_grid, grid, shape)), 3)
+    work = math.prod(c * w / n for c, w, n in zip(count_grid, grid, shape))
+    cost = np.round(work * (math.prod(grid) / 64**3) ** slower_with_size, 3)
     windows = math.prod(count_grid)
     # the stream axis of each shape (stream_axis), and the memory of streaming along it (_memory)
     ratios = np.stack(np.broadcast_arrays(*[np.minimum(w, n) / n for w, n in zip(grid, shape)]))
@@ -163,7 +169,7 @@ def choose_tiling(shape, unets, max_memory_gb: float, n_members: int = 1, amp: b
         raise SoupError(f"--max-memory {max_memory_gb:g}: too small for the smallest windows these members can run "
                         f"on a {'x'.join(map(str, shape))} tomogram; give at least "
                         f"{math.ceil(memory.min() / 1e7) / 100:g} (GB)")
-    order = np.lexsort((memory[fits], windows[fits], work[fits]))  # the least work, then windows, then memory
+    order = np.lexsort((memory[fits], windows[fits], cost[fits]))  # the least time, then windows, then memory
     best = tuple(int(i[order[0]]) for i in np.nonzero(fits))
     return Tiling(tuple(int(sides[k][best[k]]) for k in range(3)), "crop", margin=margin, axis=int(axis[best]))
 
