@@ -88,7 +88,7 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
     def keep(chunk):  # 0-255 for heat 0-1: a byte per voxel while the run is picked
         heat[chunk.index()] = np.clip(chunk.host() * 255, 0, 255).astype(np.uint8)
 
-    tiling = ensemble.tiling(shape, settings, len(sources))
+    tiling = ensemble.tiling(shape, settings)
     echo(f"run {run.name}: {tiling.describe(shape)}")
     if progress:
         progress(start=tiling.count(shape))

@@ -130,3 +130,38 @@ def test_a_real_unet_is_joined_without_seams_by_the_default_tiling():
                           stats=(0, 1))
     inside = np.abs(crop - whole)[:, :, 12:-12]
     assert inside.max() < 0.05 * np.abs(whole).max()
+
+
+def test_tta_views_turn_windows_that_are_not_square():
+    """rot90 in (y, x) swaps a window's sides when they differ: the views must still be undone exactly."""
+    from copick_soup.ensemble.tta import tta_views
+
+    torch.manual_seed(1)
+    net = torch.nn.Conv3d(1, 2, 1).eval()  # pointwise: every view gives the same heatmap
+    volume = np.random.default_rng(7).normal(size=(24, 40, 56)).astype(np.float32)
+    tiling = Tiling((24, 16, 40), "crop", margin=2, axis=1)
+    one = predict_volume(TorchPredictor(net), volume, 2, tiling, stats=(0, 1))
+    eight = predict_volume(TorchPredictor(net, views=tta_views(8)), volume, 2, tiling, stats=(0, 1))
+    np.testing.assert_allclose(eight, one, atol=1e-5)
+
+
+def test_openvino_runs_the_networks_as_torch_does():
+    pytest.importorskip("openvino")
+    from copick_soup.ensemble.tta import tta_views
+    from copick_soup.ensemble.windows import OpenVinoPredictor
+
+    torch.manual_seed(2)
+    net = create_model("unet3d_test", n_classes=2).eval()
+    volume = np.random.default_rng(8).normal(size=(20, 36, 44)).astype(np.float32)
+    tiling = Tiling((20, 24, 32), "crop", margin=4, axis=1)
+    views = tta_views(4)
+    ours = predict_volume(OpenVinoPredictor(net, None, views), volume, 2, tiling, stats=(0, 1))
+    reference = predict_volume(TorchPredictor(net, views=views), volume, 2, tiling, stats=(0, 1))
+    np.testing.assert_allclose(ours, reference, atol=1e-4)
+
+
+def test_openvino_is_refused_beside_a_gpu():
+    with pytest.raises(SoupError, match="--runtime openvino runs on the CPU"):
+        InferenceSettings(runtime="openvino", device="cuda").resolved()
+    with pytest.raises(SoupError, match="--runtime: choose one of torch, openvino"):
+        InferenceSettings(runtime="tensorrt")

@@ -67,6 +67,8 @@ batch_option = click.option("--batch-size", default=None, type=click.IntRange(1)
 amp_option = click.option("--amp", default="auto", show_default=True, type=click.Choice(AMP_CHOICES),
                           help="Autocast precision; auto: bf16 where the device computes it natively, else float32 "
                                "on CPU.")
+runtime_option = click.option("--runtime", default="torch", show_default=True, type=click.Choice(["torch", "openvino"]),
+                              help="What runs the networks: torch, or OpenVINO on a CPU (pip install openvino).")
 tomo_type_option = click.option("--tomo-type", default=None, help="Read this tomogram type with every member "
                                 "(default: each member's own kind; members whose kind a run lacks are left out).")
 tomo_map_option = click.option("--tomo-map", multiple=True, metavar="TYPE=NAME",
@@ -76,7 +78,8 @@ tomo_map_option = click.option("--tomo-map", multiple=True, metavar="TYPE=NAME",
 
 # How the ensemble runs: `InferenceSettings`' fields, for every command that runs one.
 inference_options = options(tomo_type_option, tomo_map_option, device_option, tta_option, window_option,
-                            overlap_option, margin_option, max_memory_option, batch_option, amp_option)
+                            overlap_option, margin_option, max_memory_option, batch_option, amp_option,
+                            runtime_option)
 
 # `pick` in every form: the CLI, the copick plugin and the Ray driver.
 pick_options = options(
@@ -110,7 +113,7 @@ pick_options = options(
 
 
 def inference_settings(tomo_type=None, device="auto", tta=1, window=None, overlap=0.25, margin=None,
-                       max_memory=None, batch_size=None, amp="auto", voxel_size=None, tomo_map=(),
+                       max_memory=None, batch_size=None, amp="auto", runtime="torch", voxel_size=None, tomo_map=(),
                        resolve: bool = True):
     """The `InferenceSettings` the inference options describe, on a concrete device unless `resolve` is False."""
     from copick_soup.data.kinds import parse_tomo_map
@@ -118,7 +121,7 @@ def inference_settings(tomo_type=None, device="auto", tta=1, window=None, overla
 
     given = {k: v for k, v in dict(margin=margin, max_memory=max_memory).items() if v is not None}
     settings = InferenceSettings(window=window, overlap=overlap, tta=tta, batch_size=batch_size, device=device,
-                                 amp=amp, tomo_type=tomo_type, voxel_size=voxel_size, **given,
+                                 amp=amp, runtime=runtime, tomo_type=tomo_type, voxel_size=voxel_size, **given,
                                  tomo_map=tuple(parse_tomo_map(tomo_map).items()))
     return settings.resolved() if resolve else settings
 

@@ -19,7 +19,7 @@ from copick_soup.ensemble.overlap import cut_picks, suppress_overlaps
 from copick_soup.ensemble.peaks import PeakStream, heatmaps_to_picks
 from copick_soup.ensemble.settings import InferenceSettings
 from copick_soup.ensemble.tiling import Tiling
-from copick_soup.ensemble.windows import Source, TorchPredictor, predict_volume, stream_heatmaps
+from copick_soup.ensemble.windows import OpenVinoPredictor, Source, TorchPredictor, predict_volume, stream_heatmaps
 from copick_soup.errors import SoupError
 from copick_soup.model.checkpoint import load_member
 from copick_soup.model.manifest import MemberManifest, SoupManifest, check_compatible
@@ -98,7 +98,10 @@ class Ensemble:
             return member.manifest.tomo_type
         return match_tomogram(member.manifest.tomo_type, run_tomo_types(run), settings.tomo_mapping)[0]
 
-    def predictor(self, member: Member, settings: InferenceSettings) -> TorchPredictor:
+    def predictor(self, member: Member, settings: InferenceSettings):
+        """What runs a member's network on windows: torch, or OpenVINO (`--runtime`)."""
+        if settings.runtime == "openvino":
+            return OpenVinoPredictor(member.model, settings.amp_dtype, settings.views)
         return TorchPredictor(member.model, settings.device, settings.amp_dtype, settings.views)
 
     # ---- one run, streamed: what pick does -----------------------------------------------------------------
@@ -133,14 +136,17 @@ class Ensemble:
         stats = stats or normalisation_stats(volume, member.manifest.normalisation_method)
         return Source(self.predictor(member, settings), volume, weight, stats)
 
-    def tiling(self, shape, settings: InferenceSettings, n_members: int | None = None) -> Tiling:
-        """How a run of `shape` is cut into windows for `n_members` of these members (all by default)."""
-        return settings.tiling(shape, [m.model.config for m in self.members], n_members or len(self.members))
+    def tiling(self, shape, settings: InferenceSettings) -> Tiling:
+        """How a run of `shape` is cut into windows: for all the soup's members, whichever of them run on it, so
+        that each member's heatmap is the same in the soup search (one member at a time) as in `pick` (all
+        together). It must be: a U-Net's instance norms take their statistics over the window, so its heatmap
+        depends on the window's shape, not only at the borders."""
+        return settings.tiling(shape, [m.model.config for m in self.members], len(self.members))
 
     def stream(self, sources: list[Source], settings: InferenceSettings, progress=None, dtype=np.float16,
                on_device: bool = False):
         """The joined heatmap of `sources` as `Chunk`s (windows.stream_heatmaps)."""
-        tiling = self.tiling(sources[0].volume.shape, settings, len(sources))
+        tiling = self.tiling(sources[0].volume.shape, settings)
         return stream_heatmaps(sources, len(self.classes), tiling, settings.batch_size, progress=progress,
                                dtype=dtype, device=settings.device, on_device=on_device)
 
@@ -195,7 +201,7 @@ class Ensemble:
         (mean, std) to normalise with, or None to take them from the volume."""
         member = member or self.members[0]
         source = self.source(member, volume, settings, stats=stats)
-        tiling = settings.tiling(volume.shape, [member.model.config])
+        tiling = self.tiling(volume.shape, settings)
         return predict_volume(source.predict_batch, volume, len(self.classes), tiling, settings.batch_size,
                               source.stats, settings.device)
 

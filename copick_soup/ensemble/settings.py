@@ -11,6 +11,8 @@ from copick_soup.ensemble.tta import tta_views
 from copick_soup.errors import SoupError
 from copick_soup.model.registry import model_config
 
+RUNTIMES = ("torch", "openvino")
+
 
 @dataclass(frozen=True)
 class InferenceSettings:
@@ -22,6 +24,7 @@ class InferenceSettings:
     batch_size: int | None = None  # windows per network call; None: the device's default
     device: str = "cpu"  # cpu, cuda, cuda:N, or auto (resolved by `resolved()`)
     amp: str = "auto"  # autocast: auto (bf16 where the device has it natively), none, bf16, fp16
+    runtime: str = "torch"  # what runs the networks: torch, or openvino (CPU only)
     tomo_type: str | None = None  # read this tomogram type with every member instead of each member's own
     tomo_map: tuple = ()  # ((member type, tomogram name), ...): --tomo-map, overriding the match by kind
     voxel_size: float | None = None  # read the tomograms at this spacing (Å; resampled to the soup's if not within
@@ -39,6 +42,10 @@ class InferenceSettings:
             raise SoupError(f"--batch-size {self.batch_size}: must be at least 1")
         if self.voxel_size is not None and not self.voxel_size > 0:
             raise SoupError(f"--voxel-size {self.voxel_size:g}: must be a positive size in Å")
+        if self.runtime not in RUNTIMES:
+            raise SoupError(f"--runtime: choose one of {', '.join(RUNTIMES)}, got '{self.runtime}'")
+        if self.device != "auto":
+            self.check_runtime()
         if self.amp not in AMP_CHOICES:
             raise SoupError(f"amp: choose one of {', '.join(AMP_CHOICES)}, got '{self.amp}'")
 
@@ -46,7 +53,17 @@ class InferenceSettings:
         """The settings on a concrete device ('auto' chosen), with the precision checked against it."""
         settings = replace(self, device=resolve_device(self.device))
         amp_dtype(settings.amp, settings.device)  # fp16 on a CPU without native float16 fails here
+        if settings.runtime == "openvino":
+            settings.check_runtime()
+            try:
+                import openvino  # noqa: F401
+            except ImportError:
+                raise SoupError("--runtime openvino: OpenVINO is not installed (pip install openvino)") from None
         return settings
+
+    def check_runtime(self) -> None:
+        if self.runtime == "openvino" and not self.on_cpu:
+            raise SoupError(f"--runtime openvino runs on the CPU; --device {self.device} needs --runtime torch")
 
     @property
     def tomo_mapping(self) -> dict:

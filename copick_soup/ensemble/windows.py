@@ -291,6 +291,46 @@ class TorchPredictor:
         return total
 
 
+class OpenVinoPredictor:
+    """`predict_batch` for one torch model run by OpenVINO on the CPU (`--runtime openvino`): the model is
+    converted once, compiled once per window shape (TTA's turns swap y and x), in bf16 where the CPU computes it
+    natively (OpenVINO's own choice under `amp` auto and bf16), else float32. Takes and returns torch tensors on
+    the CPU, as `TorchPredictor` does."""
+
+    def __init__(self, model, amp_dtype=None, views=None):
+        import openvino as ov
+        import torch
+
+        self.core = ov.Core()
+        shape = ov.PartialShape([-1, 1, -1, -1, -1])
+        self.model = ov.convert_model(model.float().eval(), example_input=torch.zeros(1, 1, 16, 16, 16),
+                                      input=[shape])
+        self.precision = "bf16" if amp_dtype is not None else "f32"
+        self.views = views or tta_views(1)
+        self.compiled = {}
+
+    def run(self, x):
+        import torch
+
+        key = tuple(x.shape)
+        if key not in self.compiled:
+            static = self.model.clone()
+            static.reshape({0: list(key)})
+            self.compiled[key] = self.core.compile_model(static, "CPU", {"INFERENCE_PRECISION_HINT": self.precision})
+        out = self.compiled[key]([np.ascontiguousarray(x.numpy())])[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+    def __call__(self, batch):
+        import torch
+
+        x = torch.as_tensor(batch)
+        total = None
+        for view in self.views:
+            y = undo_view(self.run(apply_view(x, view).contiguous()), view)
+            total = y if total is None else total.add_(y)
+        return total / len(self.views) if len(self.views) > 1 else total
+
+
 def cast_weights(model, dtype):
     """A copy of `model` whose convolution and linear weights are already in `dtype`, as autocast would cast them.
 
