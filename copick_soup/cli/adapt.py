@@ -28,10 +28,11 @@ from copick_soup.cli.util import (
 @inference_options
 @reports_errors
 def adapt(config, run_names, legacy_run_names, soup, out, steps, confidence, settings, resume, **inference):
-    """Fine-tune a soup on your *unannotated* runs from its own confident picks (self-training).
+    """EXPERIMENTAL, measured harmful: fine-tune a soup on *unannotated* runs from its own confident picks.
 
-    Measure before trusting it: score the adapted soup against the original on a few runs you annotate (see
-    benchmarks/results/generalization-adapt.md for what it did on tomograms from another simulator).
+    On tomograms from another simulator, 300 steps of it collapsed the members (benchmarks/results/
+    generalization.md); a flaw behind that is fixed but the fix is not yet measured. Score the adapted soup
+    against the original on runs you annotate before using it.
 
     \b
     Example:
@@ -42,6 +43,8 @@ def adapt(config, run_names, legacy_run_names, soup, out, steps, confidence, set
     from copick_soup.train.adapt import adapt_soup
     from copick_soup.train.config import parse_overrides
 
+    click.echo("warning: copick-soup adapt is experimental; on another simulator's tomograms it made the soup "
+               "worse (benchmarks/results/generalization.md)", err=True)
     path = adapt_soup(config, soup, run_list(run_names, legacy_run_names), out, inference_settings(**inference), steps,
                       confidence, parse_overrides(settings), resume, echo=click.echo)
     click.echo(f"soup: {path}")
