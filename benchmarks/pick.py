@@ -54,7 +54,7 @@ from copick_soup.device import amp_dtype, default_batch_size, precision_name
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.peaks import heatmaps_to_picks
 from copick_soup.ensemble.tta import apply_view, tta_views, undo_view
-from copick_soup.ensemble.windows import Source, TorchPredictor, stream_heatmaps
+from copick_soup.ensemble.windows import OpenVinoPredictor, Source, TorchPredictor, stream_heatmaps
 from copick_soup.model import create_model
 from copick_soup.objects import FULL_SHAPE, VOXEL_SIZE, classes_from_root
 from copick_soup.simulate import simulate_project
@@ -62,7 +62,8 @@ from copick_soup.simulate import simulate_project
 RESULTS = Path(__file__).parent / "results" / "pick.md"
 SOUP = Ensemble.load("default")
 WINDOW, OVERLAP = 64, 0.25  # MONAI's side: the settings a user of the 8th-place code runs
-OURS = dict(window=None, max_memory=1.0)  # ours: pick's defaults unless --ours-window / --max-memory
+COMPILED = {}  # --runtime openvino: one predictor per model, precision and views, as Ensemble.predictor keeps
+OURS = dict(window=None, max_memory=1.0, runtime="torch")  # ours: pick's defaults unless --ours-window ...
 
 
 class NoNetwork(torch.nn.Module):
@@ -105,7 +106,13 @@ def ours_tiling(model, shape, device, amp, batch):
 
 
 def ours(model, volume, classes, views, device, amp, batch):
-    predictor = TorchPredictor(model, device, amp, views=views)
+    if OURS["runtime"] == "openvino" and not isinstance(model, NoNetwork):  # as pick: converted once a process
+        key = (id(model), amp, len(views))
+        if key not in COMPILED:
+            COMPILED[key] = OpenVinoPredictor(model, amp, views)
+        predictor = COMPILED[key]
+    else:
+        predictor = TorchPredictor(model, device, amp, views=views)
     settings = ours_settings(device, amp, batch)
     # The peak search `pick` runs (inline on a CPU, on a worker thread beside a GPU), at the soup's thresholds;
     # the settings only choose that: the predictor above carries the precision and the TTA views.
@@ -207,11 +214,13 @@ def main() -> None:
     parser.add_argument("--ours-window", default="auto", help="ours: auto (pick's default tiling) or N (N³ cubes, "
                         "overlap 0.25, as MONAI)")
     parser.add_argument("--max-memory", type=float, default=1.0, help="ours: pick's --max-memory (GB)")
+    parser.add_argument("--runtime", default="torch", choices=["torch", "openvino"], help="ours: pick's --runtime")
     parser.add_argument("--out", default=None, help="results file name (default pick[-CASES][-gpu].md)")
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "copick-soup-bench-pick"))
     args = parser.parse_args()
     grid_shape = FULL_SHAPE if args.grid_shape == "full" else tuple(int(v) for v in args.grid_shape.split(","))
-    OURS.update(window=None if args.ours_window == "auto" else int(args.ours_window), max_memory=args.max_memory)
+    OURS.update(window=None if args.ours_window == "auto" else int(args.ours_window), max_memory=args.max_memory,
+                runtime=args.runtime)
 
     cases = [(FULL_SHAPE, "unet3d_tiny", 1)] if args.cases in ("all", "full") and grid_shape != FULL_SHAPE else []
     if args.cases in ("all", "grid"):
@@ -250,7 +259,8 @@ def write_table(args, rows) -> str:
     cuda = torch.device(args.device).type == "cuda"
     table = "\n".join([
         f"Pick inference vs MONAI sliding_window_inference ({args.device}: {machine(args.device)}; MONAI: window "
-        f"{WINDOW}, overlap {OVERLAP}, Gaussian; ours: {args.ours_window} tiling, --max-memory {args.max_memory:g}; "
+        f"{WINDOW}, overlap {OVERLAP}, Gaussian; ours: {args.ours_window} tiling, --max-memory {args.max_memory:g}, "
+        f"--runtime {args.runtime}; "
         f"{time.strftime('%Y-%m-%d')})",
         "Targets: ours at least 1.5x as fast (speed-up >= 1.5) at at most half of MONAI's peak memory (ratio <= 0.5).",
         "Both engines run under the same autocast precision in each row ('auto' is what `pick` uses by default).",

@@ -8,7 +8,7 @@ members that can run, their weights renormalised (`run_weights`: the one place t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -54,6 +54,7 @@ class Ensemble:
     nms_scale: float = 0.5
     overlap: float = 0.0  # cross-class suppression (overlap.py); 0: off
     manifest: SoupManifest | None = None
+    compiled: dict = field(default_factory=dict, repr=False, compare=False)  # OpenVINO predictors, made once
 
     @classmethod
     def load(cls, soup, device: str = "cpu") -> Ensemble:
@@ -99,9 +100,13 @@ class Ensemble:
         return match_tomogram(member.manifest.tomo_type, run_tomo_types(run), settings.tomo_mapping)[0]
 
     def predictor(self, member: Member, settings: InferenceSettings):
-        """What runs a member's network on windows: torch, or OpenVINO (`--runtime`)."""
+        """What runs a member's network on windows: torch, or OpenVINO (`--runtime`), converted and compiled once
+        per member and settings for all the runs of a batch."""
         if settings.runtime == "openvino":
-            return OpenVinoPredictor(member.model, settings.amp_dtype, settings.views)
+            key = (id(member.model), settings.amp, settings.tta)
+            if key not in self.compiled:
+                self.compiled[key] = OpenVinoPredictor(member.model, settings.amp_dtype, settings.views)
+            return self.compiled[key]
         return TorchPredictor(member.model, settings.device, settings.amp_dtype, settings.views)
 
     # ---- one run, streamed: what pick does -----------------------------------------------------------------
