@@ -211,8 +211,8 @@ def main() -> None:
                         help="TTA views in the grid (default 1 4 8 for tiny, and for all variants on a GPU)")
     parser.add_argument("--batch", type=int, nargs="+", default=None,
                         help="windows per network call, both engines (default: what `pick` uses on the device)")
-    parser.add_argument("--ours-window", default="auto", help="ours: auto (pick's default tiling) or N (N³ cubes, "
-                        "overlap 0.25, as MONAI)")
+    parser.add_argument("--ours-window", default="auto", help="ours: auto (the crop tiling) or N (N³ cubes, "
+                        "overlap 0.25, as MONAI and pick's default)")
     parser.add_argument("--max-memory", type=float, default=1.0, help="ours: pick's --max-memory (GB)")
     parser.add_argument("--runtime", default="torch", choices=["torch", "openvino"], help="ours: pick's --runtime")
     parser.add_argument("--out", default=None, help="results file name (default pick[-CASES][-gpu].md)")

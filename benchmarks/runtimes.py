@@ -93,7 +93,7 @@ def main() -> None:
     for variant in args.variants:
         torch.manual_seed(0)
         model = create_model(variant, n_classes=6).eval()
-        auto = InferenceSettings().tiling(FULL, [model.config]).window
+        auto = InferenceSettings(window=None).tiling(FULL, [model.config]).window
         for shape in [(64, 64, 64), auto]:
             x = torch.randn(1, 1, *shape)
             with torch.inference_mode():

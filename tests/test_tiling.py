@@ -114,7 +114,7 @@ def test_settings_give_cubes_for_window_and_crop_tiles_otherwise():
     unets = [model_config("unet3d_tiny")]
     cube = InferenceSettings(window=64, overlap=0.25).tiling(FULL, unets)
     assert cube.window == (64, 64, 64) and cube.blend == "gaussian" and cube.count(FULL) == 4 * 13 * 13
-    auto = InferenceSettings(margin=8, amp="none").tiling(FULL, unets)
+    auto = InferenceSettings(window=None, margin=8, amp="none").tiling(FULL, unets)
     assert auto.blend == "crop" and auto.margin == 8
 
 
@@ -165,3 +165,20 @@ def test_openvino_is_refused_beside_a_gpu():
         InferenceSettings(runtime="openvino", device="cuda").resolved()
     with pytest.raises(SoupError, match="--runtime: choose one of torch, openvino"):
         InferenceSettings(runtime="tensorrt")
+
+
+def test_pick_with_auto_windows_and_a_budget_too_small_names_the_minimum(test_soup, project):
+    from click.testing import CliRunner
+
+    from copick_soup.cli import main
+
+    args = ["pick", "-c", str(project), "--soup", test_soup, "--window", "auto", "--device", "cpu"]
+    result = CliRunner().invoke(main, [*args, "--max-memory", "0.001", "-r", "exp_000"])
+    assert result.exit_code != 0
+    assert "--max-memory 0.001: too small for the smallest windows" in result.output
+    assert "give at least" in result.output
+    picked = CliRunner().invoke(main, [*args, "--user-id", "auto", "-r", "exp_000"])
+    assert picked.exit_code == 0, picked.output
+    assert "margins cropped" in picked.output  # the tiling it used, said per run
+    bad = CliRunner().invoke(main, ["pick", "-c", str(project), "--window", "big"])
+    assert bad.exit_code != 0 and "--window big: give a side in voxels (e.g. 64) or auto" in bad.output

@@ -49,10 +49,10 @@ def run_list(run_names=(), legacy_run_names=()) -> list[str]:
 device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 tta_option = click.option("--tta", default=1, show_default=True, type=click.IntRange(1, 8),
                           help="Test-time augmentation views.")
-window_option = click.option("--window", default=None, type=click.IntRange(1),
-                             help="Classic sliding windows: cubes of this side, Gaussian-blended (with --overlap). "
-                                  "[default: windows shaped to each tomogram within --max-memory, each voxel "
-                                  "computed about once]")
+window_option = click.option("--window", default="64", show_default=True, metavar="N|auto",
+                             help="Sliding-window side: N³ cubes, Gaussian-blended with --overlap; or auto: windows "
+                                  "shaped to each tomogram within --max-memory, margins cropped, each voxel computed "
+                                  "about once (faster; soups searched with cubes lose a little F4 with it).")
 overlap_option = click.option("--overlap", default=0.25, show_default=True, type=click.FloatRange(0.0, 0.9),
                               help="With --window: the fraction of a window its neighbours share.")
 # --margin and --max-memory default to InferenceSettings' values (None here: the settings module imports torch).
@@ -112,7 +112,20 @@ pick_options = options(
 )
 
 
-def inference_settings(tomo_type=None, device="auto", tta=1, window=None, overlap=0.25, margin=None,
+def parse_window(window) -> int | None:
+    """--window: 'auto' (None: the crop tiling) or a side in voxels."""
+    if window is None or str(window).lower() == "auto":
+        return None
+    try:
+        side = int(window)
+    except ValueError:
+        raise SoupError(f"--window {window}: give a side in voxels (e.g. 64) or auto") from None
+    if side < 1:
+        raise SoupError(f"--window {window}: must be at least 1 voxel")
+    return side
+
+
+def inference_settings(tomo_type=None, device="auto", tta=1, window="64", overlap=0.25, margin=None,
                        max_memory=None, batch_size=None, amp="auto", runtime="torch", voxel_size=None, tomo_map=(),
                        resolve: bool = True):
     """The `InferenceSettings` the inference options describe, on a concrete device unless `resolve` is False."""
@@ -120,9 +133,9 @@ def inference_settings(tomo_type=None, device="auto", tta=1, window=None, overla
     from copick_soup.ensemble import InferenceSettings  # imports torch: deferred to the command body
 
     given = {k: v for k, v in dict(margin=margin, max_memory=max_memory).items() if v is not None}
-    settings = InferenceSettings(window=window, overlap=overlap, tta=tta, batch_size=batch_size, device=device,
-                                 amp=amp, runtime=runtime, tomo_type=tomo_type, voxel_size=voxel_size, **given,
-                                 tomo_map=tuple(parse_tomo_map(tomo_map).items()))
+    settings = InferenceSettings(window=parse_window(window), overlap=overlap, tta=tta, batch_size=batch_size,
+                                 device=device, amp=amp, runtime=runtime, tomo_type=tomo_type,
+                                 voxel_size=voxel_size, **given, tomo_map=tuple(parse_tomo_map(tomo_map).items()))
     return settings.resolved() if resolve else settings
 
 

@@ -16,8 +16,11 @@ RUNTIMES = ("torch", "openvino")
 
 @dataclass(frozen=True)
 class InferenceSettings:
-    window: int | None = None  # None: windows chosen from the tomogram and max_memory (crop tiling); N: N³ cubes,
-    overlap: float = 0.25  # Gaussian-blended with neighbours that share this fraction of them
+    # N: N³ cubes, Gaussian-blended with neighbours that share `overlap` of them (the default: the default soup's
+    # thresholds were searched so); None (--window auto): windows chosen from the tomogram and max_memory, margins
+    # cropped (ensemble/tiling.py: 1.6x faster for the default soup on a CPU, 0.018 lower F4 so far)
+    window: int | None = 64
+    overlap: float = 0.25
     margin: int = MARGIN  # crop tiling: voxels dropped at each window's inner borders
     max_memory: float = 1.0  # GB the streamed inference of one run may hold (the windows' activations, the slabs)
     tta: int = 1  # test-time augmentation views, 1-8

@@ -19,7 +19,7 @@ PINNED = HERE / "default-soup-picks.json"
 # The demo's runs (copick-soup demo: 2 experimental-profile runs of 96x256x256, seed 7), picked in float32 so
 # the pin does not depend on whether a CPU computes bf16 natively.
 DEMO = dict(runs=2, shape=(96, 256, 256), seed=7, profile="experimental")
-SETTINGS = dict(tta=1, amp="none")  # pick's default tiling (crop windows within --max-memory)
+SETTINGS = dict(tta=1, window=64, overlap=0.25, amp="none")
 
 
 def demo_picks(folder) -> dict:
