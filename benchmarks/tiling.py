@@ -93,7 +93,7 @@ from copick_soup.ensemble.windows import TorchPredictor
 from copick_soup.model import create_model
 torch.manual_seed(0)
 predictor = TorchPredictor(create_model({variant!r}, n_classes=6).eval(), "cpu", {amp})
-predictor(torch.zeros(1, 1, 16, 16, 16))  # kernel set-up, small
+predictor(torch.zeros(1, 1, 32, 32, 32))  # kernel set-up, small
 x = torch.randn(1, 1, *{shape!r})
 with PeakRSS() as rss:
     predictor(x)
