@@ -35,7 +35,7 @@ import torch
 
 from copick_soup.data import open_project, open_tomogram
 from copick_soup.ensemble import Ensemble, InferenceSettings
-from copick_soup.ensemble.tiling import Tiling, choose_tiling, forward_memory
+from copick_soup.ensemble.tiling import Tiling, forward_memory
 from copick_soup.ensemble.windows import predict_volume
 from copick_soup.model import create_model
 from copick_soup.simulate import simulate_project
@@ -152,8 +152,9 @@ def main() -> None:
     margins = margin_rows(soup, volume, args.margins) if args.part != "memory" else kept[0]
     memory = memory_rows([(64, 64, 64), (96, 128, 128)]) if args.part != "margins" else kept[1]
     full = (184, 630, 630)
-    chosen = [f"| {v} | {gb:g} | {choose_tiling(full, [create_model(v).config], gb).describe(full)} |"
-              for v in ("unet3d_tiny", "unet3d_medium", "unet3d_large") for gb in (0.5, 1, 2, 4)]
+    auto = [(v, gb, InferenceSettings(window=None, max_memory=gb).resolved().tiling(full, [create_model(v).config]))
+            for v in ("unet3d_tiny", "unet3d_medium", "unet3d_large") for gb in (0.5, 1, 2, 4)]
+    chosen = [f"| {v} | {gb:g} | {tiling.describe(full)} |" for v, gb, tiling in auto]
     table = "\n".join([
         f"Crop tiling: margins against a borderless reference, and window memory (cpu, {time.strftime('%Y-%m-%d')})",
         "",
@@ -170,7 +171,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
         *memory,
         "",
-        "What `choose_tiling` picks for a 184x630x630 tomogram (bf16, one member):",
+        "What `--window auto` picks on this CPU for a 184x630x630 tomogram (one member, pick's precision):",
         "",
         "| model | --max-memory GB | tiling |",
         "|---|---|---|",
