@@ -146,7 +146,8 @@ class Ensemble:
         that each member's heatmap is the same in the soup search (one member at a time) as in `pick` (all
         together). It must be: a U-Net's instance norms take their statistics over the window, so its heatmap
         depends on the window's shape, not only at the borders."""
-        return settings.tiling(shape, [m.model.config for m in self.members], len(self.members))
+        unets = [m.model.config for m in self.members] if settings.window is None else []  # cubes need none
+        return settings.tiling(shape, unets, len(self.members))
 
     def stream(self, sources: list[Source], settings: InferenceSettings, progress=None, dtype=np.float16,
                on_device: bool = False):
