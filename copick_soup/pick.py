@@ -95,7 +95,7 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
     thresholds = {**ensemble.thresholds, **dict(opts.thresholds)}
     floor = {name: min(CANDIDATE_FLOOR, t) for name, t in thresholds.items()}
     candidates = ensemble.stream_candidates(sources, settings, floor, progress,
-                                            on_chunk=keep if heat is not None else None)
+                                            on_chunk=keep if heat is not None else None, tiling=tiling)
     picks = ensemble.cut(candidates, thresholds)
     if opts.keep_candidates:  # first: the picks, written last, mark the run done
         write_picks(run, {opts.object_name(n): found for n, found in candidates.items()},

@@ -150,9 +150,10 @@ class Ensemble:
         return settings.tiling(shape, unets, len(self.members))
 
     def stream(self, sources: list[Source], settings: InferenceSettings, progress=None, dtype=np.float16,
-               on_device: bool = False):
-        """The joined heatmap of `sources` as `Chunk`s (windows.stream_heatmaps)."""
-        tiling = self.tiling(sources[0].volume.shape, settings)
+               on_device: bool = False, tiling: Tiling | None = None):
+        """The joined heatmap of `sources` as `Chunk`s (windows.stream_heatmaps); `tiling`: the run's, if the
+        caller has it already (`self.tiling`)."""
+        tiling = tiling or self.tiling(sources[0].volume.shape, settings)
         return stream_heatmaps(sources, len(self.classes), tiling, settings.batch_size, progress=progress,
                                dtype=dtype, device=settings.device, on_device=on_device)
 
@@ -168,10 +169,10 @@ class Ensemble:
         return self.cut(self.stream_candidates(sources, settings, self.thresholds, progress, on_chunk))
 
     def stream_candidates(self, sources: list[Source], settings: InferenceSettings, thresholds, progress=None,
-                          on_chunk=None) -> dict:
+                          on_chunk=None, tiling: Tiling | None = None) -> dict:
         """Every peak above `thresholds`, before cross-class suppression (`cut` makes the picks from them)."""
         peaks = self.peak_stream(sources[0].volume.shape, settings, thresholds)
-        for chunk in self.stream(sources, settings, progress, on_device=not settings.on_cpu):
+        for chunk in self.stream(sources, settings, progress, on_device=not settings.on_cpu, tiling=tiling):
             peaks.add(*chunk)
             if on_chunk is not None:
                 on_chunk(chunk)

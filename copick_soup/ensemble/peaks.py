@@ -169,7 +169,8 @@ class PeakStream:
     def picks(self) -> dict:
         """{class name: ((N, 3) Å (x, y, z), (N,) scores)}, strongest first."""
         out = {}
-        axes = [self.axis or 0] + [a for a in range(3) if a != (self.axis or 0)]  # the found positions' axes
+        first = self.axis or 0  # None: no planes came, nothing found
+        axes = [first] + [a for a in range(3) if a != first]  # the found positions' axes, stream axis first
         for name, found in zip(self.names, self.found):
             zyx = (np.concatenate([f[0] for f in found]) if found else np.zeros((0, 3)))[:, np.argsort(axes)]
             scores = np.concatenate([f[1] for f in found]) if found else np.zeros(0)

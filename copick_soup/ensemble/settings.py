@@ -89,8 +89,8 @@ class InferenceSettings:
         return is_cpu(self.device)
 
     def tiling(self, shape, unets, n_members: int = 1) -> Tiling:
-        """How a volume of `shape` is cut into windows for these U-Nets (UNetConfigs): `--window` cubes, or the
-        crop tiling that evaluates the fewest voxels within `--max-memory` (tiling.choose_tiling)."""
+        """How a volume of `shape` is cut into windows for these U-Nets (UNetConfigs): `--window` cubes, or
+        (`--window auto`) the crop tiling that should take least time within `--max-memory` (choose_tiling)."""
         if self.window is not None:  # streamed in z, as before crop tiles: the same sums in the same order
             return Tiling.cube(self.window, self.overlap)
         return choose_tiling(shape, unets, self.max_memory, n_members, self.amp_dtype is not None, self.batch,

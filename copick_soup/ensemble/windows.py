@@ -280,15 +280,20 @@ class TorchPredictor:
 
         x = torch.as_tensor(batch, device=self.device)
         device_type = torch.device(self.device).type
-        total = None
         with torch.inference_mode(), torch.autocast(device_type, dtype=self.amp_dtype or torch.float32,
                                                     enabled=self.amp_dtype is not None):
-            for view in self.views:
-                y = undo_view(self.model(apply_view(x, view)), view).float()
-                total = y if total is None else total.add_(y)
-            if len(self.views) > 1:
-                total /= len(self.views)
-        return total
+            return mean_over_views(lambda v: self.model(v).float(), x, self.views)
+
+
+def mean_over_views(run, x, views):
+    """The mean over TTA `views` of `run` (a network on a torch batch), each view undone before it is added."""
+    total = None
+    for view in views:
+        y = undo_view(run(apply_view(x, view)), view)
+        total = y if total is None else total.add_(y)
+    if len(views) > 1:
+        total /= len(views)
+    return total
 
 
 class OpenVinoPredictor:
@@ -323,12 +328,7 @@ class OpenVinoPredictor:
     def __call__(self, batch):
         import torch
 
-        x = torch.as_tensor(batch)
-        total = None
-        for view in self.views:
-            y = undo_view(self.run(apply_view(x, view).contiguous()), view)
-            total = y if total is None else total.add_(y)
-        return total / len(self.views) if len(self.views) > 1 else total
+        return mean_over_views(lambda v: self.run(v.contiguous()), torch.as_tensor(batch), self.views)
 
 
 def cast_weights(model, dtype):
