@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from table import markdown, publish  # benchmarks/table.py
 
 from copick_soup.device import amp_dtype
 from copick_soup.ensemble import InferenceSettings
@@ -119,19 +120,14 @@ def main() -> None:
     import onnxruntime
     import openvino
 
-    table = "\n".join([
+    publish(RESULTS, [
         f"U-Net runtimes on the CPU ({platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}, "
         f"OpenVINO {openvino.__version__}, ONNX Runtime {onnxruntime.__version__}; {time.strftime('%Y-%m-%d')})",
         f"One window per call; the fastest of {args.repeat} after a warm-up. Random weights (speed does not depend "
         "on them). Error: max |out - torch float32| / max |torch float32|.",
         "",
-        "| model | window | runtime | precision | Mvox/s | ms/call | set-up s | error |",
-        "|---|---|---|---|---|---|---|---|",
-        *rows,
+        *markdown(["model", "window", "runtime", "precision", "Mvox/s", "ms/call", "set-up s", "error"], rows),
     ])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
-    print(table)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from table import markdown, publish  # benchmarks/table.py
+
 RESULTS = Path(__file__).parent / "results" / "pick-thp.md"
 KERNEL_THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
@@ -86,20 +88,15 @@ def main() -> None:
         rows.append(f"| {variant} | {on['precision']} | {off['seconds']:.3f} | {on['seconds']:.3f} | "
                     f"{off['seconds'] / on['seconds']:.2f} | {off['faults']} | {on['faults']} |")
         print(rows[-1], flush=True)
-    table = "\n".join([
+    publish(RESULTS, [
         f"U-Net forward pass on the CPU, batch 4 x 64^3, torch's default allocation vs huge pages "
         f"({platform.machine()}, {os.cpu_count()} cores; kernel THP mode {kernel_thp_mode()}; "
         f"{time.strftime('%Y-%m-%d')})",
         f"Median of {args.calls} calls after a warm-up, each setting in its own process.",
         "",
-        "| model | precision | default s/call | huge pages s/call | speed-up | default faults/call | "
-        "huge pages faults/call |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
+        *markdown(["model", "precision", "default s/call", "huge pages s/call", "speed-up", "default faults/call",
+                   "huge pages faults/call"], rows),
     ])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
-    print(table)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from table import markdown, publish  # benchmarks/table.py
 
 from copick_soup.data import open_project, open_tomogram
 from copick_soup.ensemble import Ensemble, InferenceSettings
@@ -155,31 +156,22 @@ def main() -> None:
     auto = [(v, gb, InferenceSettings(window=None, max_memory=gb).resolved().tiling(full, [create_model(v).config]))
             for v in ("unet3d_tiny", "unet3d_medium", "unet3d_large") for gb in (0.5, 1, 2, 4)]
     chosen = [f"| {v} | {gb:g} | {tiling.describe(full)} |" for v, gb, tiling in auto]
-    table = "\n".join([
+    publish(RESULTS, [
         f"Crop tiling: margins against a borderless reference, and window memory (cpu, {time.strftime('%Y-%m-%d')})",
         "",
         f"Margins: the default soup's denoised members on one simulated {args.shape} tomogram (seed 5150). Reference: "
         "one window over the whole tomogram. Picks changed: reference picks missed or moved by more than a voxel.",
         "",
-        "| member | tiling | windows | max abs diff | 99.9% abs diff | picks changed |",
-        "|---|---|---|---|---|---|",
-        *margins,
+        *markdown(["member", "tiling", "windows", "max abs diff", "99.9% abs diff", "picks changed"], margins),
         "",
         "Network memory: peak RSS of one forward pass (MB, in a fresh process), and `forward_memory`'s estimate.",
         "",
-        "| model | precision | window | measured MB | estimate MB | estimate covers it |",
-        "|---|---|---|---|---|---|",
-        *memory,
+        *markdown(["model", "precision", "window", "measured MB", "estimate MB", "estimate covers it"], memory),
         "",
         "What `--window auto` picks on this CPU for a 184x630x630 tomogram (one member, pick's precision):",
         "",
-        "| model | --max-memory GB | tiling |",
-        "|---|---|---|",
-        *chosen,
+        *markdown(["model", "--max-memory GB", "tiling"], chosen),
     ])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
-    print(table)
 
 
 if __name__ == "__main__":
