@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from copick_soup.data.retry import with_retries
+from copick_soup.data.retry import is_transport_error, with_retries
 from copick_soup.errors import SoupError
 
 
@@ -28,8 +28,18 @@ def open_project(config_path):
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise SoupError(f"{path}: not a valid copick config ({where}: {first['msg']})") from err
-    except (ValueError, KeyError, TypeError, OSError) as err:
-        raise SoupError(f"{path}: cannot open copick project ({err})") from err
+    except Exception as err:  # noqa: BLE001 - copick, s3fs and the portal's GraphQL client each raise their own
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if is_portal_config(path) and is_transport_error(err):  # copick's backend has already retried
+            raise SoupError(f"{path}: cannot reach the CZ cryoET Data Portal ({type(err).__name__}: {reason})") \
+                from err
+        if isinstance(err, (ValueError, KeyError, TypeError, OSError)):
+            raise SoupError(f"{path}: cannot open copick project ({reason})") from err
+        raise
+
+
+def is_portal_config(path: Path) -> bool:
+    return json.loads(path.read_text()).get("config_type") == "cryoet_data_portal"
 
 
 def list_names(names, limit: int = 10) -> str:
