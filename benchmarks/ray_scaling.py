@@ -1,10 +1,13 @@
-"""Ray batch picking: runs per hour with 1 and 2 actors, reading from local disk and from S3.
+"""Ray batch picking: runs per hour with 1 and 2 actors, reading from local disk, from S3 and from the portal.
 
 Each actor holds one CPU and a loaded soup (warmed up before the clock starts, as in a long batch). Scaling
 efficiency = throughput with 2 actors / (2 x throughput with 1). The S3 cases read the same runs from an
 S3-compatible server on 127.0.0.1 (moto, as in the tests): every chunk goes over HTTP, and the read-ahead
-thread overlaps reading with the network, so S3 / disk shows how much I/O is left uncovered. A real S3
-bucket adds network latency that localhost lacks. Prints a table and writes benchmarks/results/ray-scaling.md.
+thread overlaps reading with the network, so S3 / disk shows how much I/O is left uncovered. The portal cases
+read them through copick's own CZ cryoET Data Portal backend from the tests' local stand-in of the portal
+(tests/portal_standin.py: its GraphQL API and S3 layout, runs named by ID, portal tomogram names, 10.000 Å).
+A real S3 bucket adds network latency that localhost lacks. Prints a table and writes
+benchmarks/results/ray-scaling.md.
 
     python benchmarks/ray_scaling.py [--runs 4] [--shape 64,192,192] [--soup default] [--tta 1]
 """
@@ -22,8 +25,10 @@ from pathlib import Path
 
 import ray
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' S3 server helper
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' S3 server and portal
+from portal_standin import PortalData, PortalServer, publish_portal  # noqa: E402
 from s3server import S3Server, publish_project  # noqa: E402
+from table import markdown, publish  # noqa: E402  (benchmarks/table.py)
 
 from copick_soup.data import open_project  # noqa: E402
 from copick_soup.ensemble import InferenceSettings  # noqa: E402
@@ -61,33 +66,34 @@ def main() -> None:
     shape = tuple(int(v) for v in args.shape.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="copick-soup-ray-bench-"))
     local = simulate_project(tmp / "local", runs=args.runs, shape=shape, seed=77)
-    runs = [r.name for r in open_project(local).runs]
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    names = [r.name for r in open_project(local).runs]
     rows, results = [], {}
     with S3Server() as server:
-        remote = publish_project(local, server, "10445", tmp / "s3-overlay")
-        for source, config in (("local disk", local), ("S3 (127.0.0.1)", remote)):
-            for actors in (1, 2):
-                wall, busy = batch(config, args.soup, runs, actors, f"bench-{actors}", args.tta)
-                results[(source, actors)] = wall
-                rows.append((source, actors, wall, busy / len(runs), len(runs) / wall * 3600))
-    ray.shutdown()
+        data = PortalData()
+        sources = {"local disk": local, "S3 (127.0.0.1)": publish_project(local, server, "10445", tmp / "s3-overlay"),
+                   "portal stand-in": publish_portal(local, server, data, {10446: names}, tmp / "portal-overlay")}
+        with PortalServer(data, tmp) as portal:
+            # before ray.init: the workers inherit the environment that routes the portal client to the stand-in
+            os.environ.update({**portal.env, "AWS_ENDPOINT_URL_S3": server.endpoint})
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+            for source, config in sources.items():
+                runs = [r.name for r in open_project(config).runs]
+                for actors in (1, 2):
+                    wall, busy = batch(config, args.soup, runs, actors, f"bench-{actors}", args.tta)
+                    results[(source, actors)] = wall
+                    rows.append(f"| {source} | {actors} | {wall:.1f} | {busy / len(runs):.1f} | "
+                                f"{len(runs) / wall * 3600:.0f} | {results[(source, 1)] / (actors * wall):.2f} |")
+            ray.shutdown()
     lines = [f"Ray batch picking with soup '{args.soup}' (TTA {args.tta}), {args.runs} runs of "
              f"{'x'.join(map(str, shape))} voxels, one CPU per actor; {platform.machine()}, {os.cpu_count()} cores, "
              f"{time.strftime('%Y-%m-%d')}", "",
-             "| source | actors | wall s | s per run (in actor) | runs per hour | scaling efficiency |",
-             "|---|---|---|---|---|---|"]
-    for source, actors, wall, per_run, per_hour in rows:
-        efficiency = results[(source, 1)] / (actors * wall)
-        lines.append(f"| {source} | {actors} | {wall:.1f} | {per_run:.1f} | {per_hour:.0f} | {efficiency:.2f} |")
-    for actors in (1, 2):
-        ratio = results[("S3 (127.0.0.1)", actors)] / results[("local disk", actors)]
-        lines.append(f"\nS3 / local disk wall time with {actors} actor(s): {ratio:.2f}")
-    table = "\n".join(lines)
-    print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
-
+             *markdown(["source", "actors", "wall s", "s per run (in actor)", "runs per hour", "scaling efficiency"],
+                       rows)]
+    for source in ("S3 (127.0.0.1)", "portal stand-in"):
+        for actors in (1, 2):
+            ratio = results[(source, actors)] / results[("local disk", actors)]
+            lines.append(f"\n{source} / local disk wall time with {actors} actor(s): {ratio:.2f}")
+    publish(RESULTS, lines)
 
 if __name__ == "__main__":
     main()

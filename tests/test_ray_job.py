@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,19 +17,37 @@ import pytest
 pytest.importorskip("ray")
 
 from helpers import free_port  # noqa: E402
+from portal_standin import PortalData, PortalServer, publish_portal  # noqa: E402
+from s3server import S3Server  # noqa: E402
 
 from copick_soup.simulate import simulate_project  # noqa: E402
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
 
 
 @pytest.fixture(scope="module")
-def head():
+def portal(tmp_path_factory):
+    """A local stand-in of the CZ cryoET Data Portal holding datasets 10445 and 10446 (one run each); yields the
+    environment that routes copick's portal backend to it, which the Ray head (and so every job) inherits."""
+    pytest.importorskip("moto")
+    pytest.importorskip("trustme")
+    folder = tmp_path_factory.mktemp("portal")
+    local = simulate_project(folder / "local", runs=2, shape=(48, 96, 96), crowding=8.0, seed=43)
+    with S3Server() as s3:
+        data = PortalData()
+        publish_portal(local, s3, data, {10445: ["exp_000"], 10446: ["exp_001"]}, folder / "unused")
+        with PortalServer(data, folder) as server:
+            yield {**server.env, "AWS_ENDPOINT_URL_S3": s3.endpoint}
+
+
+@pytest.fixture(scope="module")
+def head(portal):
     """A Ray head on 127.0.0.1 with the job server; yields the dashboard address. Terminating the `--block`
     process stops every Ray process it started (never `ray stop`: that would kill other clusters too)."""
     port, dashboard = free_port(), free_port()
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # `python` in jobs is this venv's
+    env = {**os.environ, **portal, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # jobs' `python`: this venv's
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     process = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
@@ -109,3 +129,32 @@ def test_a_killed_driver_is_rerun_and_finishes_only_the_remaining_runs(head, tmp
     done = {r["run"] for r in report["done"]}
     assert done | set(report["skipped"]) == set(runs) and not report["failed"]
     assert set(report["skipped"]) <= first and done >= set(runs) - first  # nothing finished is picked again
+
+
+def readme_portal_job() -> list[str]:
+    """The README's `python -m ray_jobs.pick ... --dataset-ids ...` command (submitted with `ray job submit`)."""
+    text = README.read_text()
+    found = re.search(r"^ *(python -m ray_jobs\.pick -c configs/czii_portal\.json --dataset-ids (?:.*\\\n)*.*)$", text,
+                      re.MULTILINE)
+    assert found, "README.md has no `ray_jobs.pick -c configs/czii_portal.json --dataset-ids` example"
+    return shlex.split(found.group(1).replace("\\\n", " "))
+
+
+@pytest.mark.slow
+def test_the_readme_portal_job_picks_every_run_with_every_member(head, tmp_path):
+    """As written, against the portal stand-in: only the config's overlay and the report's path are this test's."""
+    config = json.loads((REPO / "configs" / "czii_portal.json").read_text())
+    config["overlay_root"] = f"local://{tmp_path / 'overlay'}"
+    (tmp_path / "czii_portal.json").write_text(json.dumps(config))
+    command = [str(tmp_path / "czii_portal.json") if a == "configs/czii_portal.json" else
+               str(tmp_path / "report.json") if a == "/mnt/shared/pick-report.json" else a
+               for a in readme_portal_job()]
+    assert command[:3] == ["python", "-m", "ray_jobs.pick"] and "--dataset-ids" in command
+    job = submit(head, *command[3:])
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "left out" not in job.stdout and "reads 'wbp-denoised-denoiset-ctfdeconv'" in job.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert sorted(r["run"] for r in report["done"]) == ["16463", "16464"] and not report["failed"]
+    for run in ("16463", "16464"):  # portal runs are named by their IDs
+        picks = (tmp_path / "overlay" / "ExperimentRuns" / run / "Picks").glob("copick-soup_0_*.json")
+        assert sorted(p.stem.split("_")[2] for p in picks) == sorted(o["name"] for o in config["pickable_objects"])
