@@ -50,12 +50,9 @@ class PickOptions:
 
 def check_voxel_size(voxel_size: float | None, soup) -> str | None:
     """What `--voxel-size` (the spacing to read) means for this soup (`soup`: an Ensemble or a SoupManifest):
-    a line to print when the tomograms will be resampled, None when they are read as they are."""
-    if voxel_size is None:
-        return None
-    if not voxel_size > 0:
-        raise SoupError(f"--voxel-size {voxel_size:g}: must be a positive size in Å")
-    if same_size(voxel_size, soup.voxel_size):
+    a line to print when the tomograms will be resampled, None when they are read as they are (InferenceSettings
+    has refused a size that is not positive)."""
+    if voxel_size is None or same_size(voxel_size, soup.voxel_size):
         return None
     return (f"--voxel-size {voxel_size:g}: soup '{soup.name}' was trained at {soup.voxel_size:g} Å; tomograms at "
             f"{voxel_size:g} Å are resampled to it as they are read")

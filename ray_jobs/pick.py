@@ -87,14 +87,15 @@ class PickActor:
 
 
 def runs_to_pick(config: str, soup: str, run_names, user_id: str, session_id: str, overwrite: bool, echo=print,
-                 class_map: dict | None = None):
+                 class_map: dict | None = None, root=None):
     """(runs to pick, runs skipped because every class already has picks by this user and session, runs to finish).
 
     A run with picks for only some classes was being written when its driver or actor was killed (a finished
     write covers every class): it is picked again and its partial picks are replaced. `class_map`: soup class ->
-    project object (pick.resolve_classes)."""
+    project object (pick.resolve_classes). `root`: the project already open (a portal project's opening queries
+    the portal), else it is opened from `config`."""
     names = [(class_map or {}).get(c.name, c.name) for c in SoupManifest.read(soup).classes]
-    root = open_project(config)
+    root = root or open_project(config)
     todo, skipped, unfinished = [], [], []
     for run in select_runs(root, run_names):
         have = [] if overwrite else existing_picks(run, names, user_id, session_id)
@@ -172,7 +173,7 @@ def plan(config: str, soup: str, run_names, dataset_ids: str, voxel_size, opts: 
     root = open_project(config)
     opts = resolve_classes(root, manifest.classes, opts, print)
     todo, skipped, unfinished = runs_to_pick(config, soup, run_names, opts.user_id, opts.session_id,
-                                             opts.overwrite, class_map=dict(opts.class_map))
+                                             opts.overwrite, class_map=dict(opts.class_map), root=root)
     announce_reading(select_runs(root, todo) if todo else [], members, settings, print)
     return config, opts, todo, skipped, unfinished
 
