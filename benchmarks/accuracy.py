@@ -4,11 +4,13 @@ The seed is one no recipe trains on, so the runs are new to the soup. Prints a t
 benchmarks/results/accuracy.md (accuracy-gpu.md with --device cuda; another --seed N writes accuracy-seedN.md).
 
     python benchmarks/accuracy.py [--soup default] [--runs 3] [--shape full] [--tta 1] [--amp auto] [--device cpu]
-        [--window auto 64]
+        [--window auto 64] [--runtime torch] [--results accuracy.md]
 
 --window: the tilings to score, `auto` (pick's default: windows shaped to the tomogram, margins cropped) and N
 (N³ cubes, Gaussian-blended with overlap 0.25, the classic sliding window); the new tiling must stay within 0.005
-of the classic one, per class too.
+of the classic one, per class too. --runtime: what runs the networks (torch; openvino on a CPU), scored the same
+way, so a runtime is adopted only if it keeps the picks' accuracy:
+    python benchmarks/accuracy.py --window 64 --runtime torch openvino --results accuracy-runtime.md
 
 Full-size runs by default: a 184x630x630 experimental-profile run holds ~100 particles, about a dozen of each rare
 class, so three of them score beta-galactosidase (weight 2) on ~25 particles rather than on a handful. TTA 4 costs
@@ -23,6 +25,8 @@ import os
 import platform
 import time
 from pathlib import Path
+
+from table import markdown  # benchmarks/table.py
 
 from copick_soup.data import open_project
 from copick_soup.device import precision_name
@@ -56,6 +60,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--window", nargs="+", default=["auto", "64"], help="auto, or N for N³ Gaussian cubes")
     parser.add_argument("--margin", type=int, nargs="+", default=[None], help="margins to try with --window auto")
+    parser.add_argument("--runtime", nargs="+", default=["torch"], help="torch, openvino (CPU)")
+    parser.add_argument("--results", default=None, help="results file name (default accuracy[-seedN][-gpu].md)")
     parser.add_argument("--out", default="/tmp/copick-soup-bench-accuracy")
     args = parser.parse_args()
     shape = FULL_SHAPE if args.shape == "full" else tuple(int(v) for v in args.shape.split(","))
@@ -67,18 +73,19 @@ def main() -> None:
 
     rows = []
     tilings = [(w, m) for w in args.window for m in (args.margin if w == "auto" else [None])]
-    for amp, tta, (window, margin) in itertools.product(args.amp, args.tta, tilings):
+    for amp, tta, (window, margin), runtime in itertools.product(args.amp, args.tta, tilings, args.runtime):
         start = time.perf_counter()
-        settings = InferenceSettings(tta=tta, amp=amp, device=args.device,
+        settings = InferenceSettings(tta=tta, amp=amp, device=args.device, runtime=runtime,
                                      window=None if window == "auto" else int(window),
                                      **({} if margin is None else dict(margin=margin)))
-        opts = PickOptions(user_id="accuracy", session_id=f"tta{tta}-{amp}-{window}-{margin}", overwrite=True)
+        opts = PickOptions(user_id="accuracy", session_id=f"tta{tta}-{amp}-{window}-{margin}-{runtime}",
+                           overwrite=True)
         pick_runs(root, soup, None, settings, opts, echo=lambda m: None)
         seconds = time.perf_counter() - start
         score = score_project(root, "curation", "accuracy", "0", opts.session_id)
         truth = {c.name: c.tp + c.fn for c in score.classes}
         tiling = soup.tiling(shape, settings).describe(shape)
-        rows.append(f"| {tiling} | {tta} | {precision_name(settings.amp_dtype)} | "
+        rows.append(f"| {tiling} | {runtime} | {tta} | {precision_name(settings.amp_dtype)} | "
                     f"{score.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in score.classes)
                     + f" | {seconds:.0f} |")
         print(rows[-1], flush=True)
@@ -94,12 +101,10 @@ def write_table(args, soup, shape, truth, rows) -> str:
         + ", ".join(f"{n} {truth[n]}" for n in names) + f"); {device_name(args.device)}, "
         f"{time.strftime('%Y-%m-%d')}",
         "",
-        f"| tiling | TTA | precision | weighted F4 | {' | '.join(names)} | seconds |",
-        "|---|---|---|---|" + "---|" * len(names) + "---|",
-        *rows,
+        *markdown(["tiling", "runtime", "TTA", "precision", "weighted F4", *names, "seconds"], rows),
     ])
     seed = "" if args.seed == DEFAULT_SEED else f"-seed{args.seed}"  # another seed: another table, kept beside
-    results = RESULTS.with_name(f"accuracy{seed}{'-gpu' if args.device.startswith('cuda') else ''}.md")
+    results = RESULTS.with_name(args.results or f"accuracy{seed}{'-gpu' if args.device.startswith('cuda') else ''}.md")
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(table + "\n")
     return table

@@ -15,6 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
+from table import markdown, publish  # benchmarks/table.py
+
 from copick_soup.data import open_project
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.evaluate import score_project
@@ -58,20 +60,15 @@ def main() -> None:
     names = [c.name for c in before.classes]
     rows = [f"| {label} | {s.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in s.classes) + " |"
             for label, s in (("default soup", before), (f"fine-tuned ({args.steps} steps per member)", after))]
-    table = "\n".join([
+    publish(RESULTS, [
         f"Fine-tuning benchmark: default soup, {len(members)} member(s) fine-tuned on {len(TRAIN)} annotated "
         f"experimental-profile runs, thresholds searched on {len(VAL)}, scored on {len(HELD_OUT)} held-out runs; "
         f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
         "",
-        f"| soup | held-out F4 | {' | '.join(names)} |",
-        "|---|---|" + "---|" * len(names),
-        *rows,
+        *markdown(["soup", "held-out F4", *names], rows),
         "",
         f"Fine-tuning and soup search took {wall:.0f} s wall, {cpu:.0f} s CPU.",
     ])
-    print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ import shutil
 import time
 from pathlib import Path
 
+from table import markdown, publish  # benchmarks/table.py
+
 from copick_soup.data import open_project
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.evaluate import score_project
@@ -144,7 +146,7 @@ def main() -> None:
             rows.append(f"| {name} | {engine} ({kind}) | {score.weighted:.3f} | "
                         + " | ".join(f"{c.fbeta():.3f}" for c in score.classes) + f" | {seconds:.0f} |")
             print(rows[-1], flush=True)
-    table = "\n".join([
+    publish(RESULTS.with_name(f"generalization{'-' + args.label if args.label else ''}.md"), [
         f"Cross-engine generalisation: members trained ({args.steps} steps, unet3d_tiny, {TOMO_TYPE}"
         + (f", {', '.join(args.settings)}" if settings else "") + ") on one "
         f"engine's {args.train_runs} runs, thresholds from its {args.val_runs} validation runs, scored on "
@@ -152,14 +154,8 @@ def main() -> None:
         + ", ".join(f"{e}: {truth[e]} particles" for e in ENGINES) + f"); TTA 1, amp auto; "
         f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
         "",
-        f"| model | scored on | weighted F4 | {' | '.join(names)} | seconds |",
-        "|---|---|---|" + "---|" * len(names) + "---|",
-        *rows,
+        *markdown(["model", "scored on", "weighted F4", *names, "seconds"], rows),
     ])
-    print(table)
-    results = RESULTS.with_name(f"generalization{'-' + args.label if args.label else ''}.md")
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(table + "\n")
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from memory import PeakRSS  # benchmarks/memory.py
+from table import markdown, publish
 from thp import huge_pages_line
 
 from copick_soup.data import open_project, open_tomogram
@@ -257,7 +258,7 @@ def machine(device: str) -> str:
 
 def write_table(args, rows) -> str:
     cuda = torch.device(args.device).type == "cuda"
-    table = "\n".join([
+    lines = [
         f"Pick inference vs MONAI sliding_window_inference ({args.device}: {machine(args.device)}; MONAI: window "
         f"{WINDOW}, overlap {OVERLAP}, Gaussian; ours: {args.ours_window} tiling, --max-memory {args.max_memory:g}, "
         f"--runtime {args.runtime}; "
@@ -270,16 +271,12 @@ def write_table(args, rows) -> str:
         "ours / MONAI.",
         huge_pages_line() + " Process-wide: both engines run with it.",
         "",
-        "| tomogram | model | ours: tiling | TTA | batch | precision | ours kvox/s | MONAI kvox/s | speed-up | "
-        "ours host GB | MONAI host GB | ours GPU GB | MONAI GPU GB | memory ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-        *rows,
-    ])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        *markdown(["tomogram", "model", "ours: tiling", "TTA", "batch", "precision", "ours kvox/s", "MONAI kvox/s",
+                   "speed-up", "ours host GB", "MONAI host GB", "ours GPU GB", "MONAI GPU GB", "memory ratio"], rows),
+    ]
     results = RESULTS.with_name(args.out or "pick" + ("" if args.cases == "all" else f"-{args.cases}")
                                 + ("-gpu" if cuda else "") + ".md")
-    results.write_text(table + "\n")
-    return table
+    return publish(results, lines, echo=False)
 
 
 if __name__ == "__main__":

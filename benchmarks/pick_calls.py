@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from pick import WINDOW, bench_model, machine, monai_predictor
+from table import markdown, publish
 from thp import huge_pages_line
 
 from copick_soup.device import amp_dtype, default_batch_size, precision_name
@@ -65,7 +66,7 @@ def compare_calls(variant: str, tta: int, amp, batch: int, args) -> str:
 
 
 def write_table(args, rows) -> str:
-    table = "\n".join([
+    lines = [
         f"Per network call: pick's predictor vs MONAI's side of benchmarks/pick.py ({args.device}: "
         f"{machine(args.device)}; "
         f"window {WINDOW}; {time.strftime('%Y-%m-%d')})",
@@ -73,13 +74,10 @@ def write_table(args, rows) -> str:
         "fastest block. Speed-up: MONAI's time / ours, per block (lowest-highest).",
         huge_pages_line(),
         "",
-        "| model | TTA | batch | precision | ours ms/call | MONAI ms/call | speed-up per block |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-    ])
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.with_name(args.out).write_text(table + "\n")
-    return table
+        *markdown(["model", "TTA", "batch", "precision", "ours ms/call", "MONAI ms/call", "speed-up per block"],
+                  rows),
+    ]
+    return publish(RESULTS.with_name(args.out), lines, echo=False)
 
 
 def main() -> None:

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from table import markdown, publish  # benchmarks/table.py
+
 RESULTS = Path(__file__).parent / "results" / "simulate.md"
 CASES = [
     # (label, engine, shape, write to copick, target seconds, target GB)
@@ -83,17 +85,12 @@ def main() -> None:
                     f"{verdict(result['seconds'], t_target)} | "
                     f"{result['peak_gb']:.2f} | {m_target if m_target else '-'} | "
                     f"{verdict(result['peak_gb'], m_target)} |")
-    table = "\n".join([
+    publish(RESULTS, [
         f"Simulator benchmark ({args.profile} profile), {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
         "",
-        "| engine | case | seconds | target s | met | peak RSS GB | target GB | met |",
-        "|---|---|---|---|---|---|---|---|",
-        *rows,
+        *markdown(["engine", "case", "seconds", "target s", "met", "peak RSS GB", "target GB", "met"], rows),
     ])
-    print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,8 @@ import platform
 import time
 from pathlib import Path
 
+from table import markdown, publish  # benchmarks/table.py
+
 from copick_soup.data import open_project
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.evaluate import score_project
@@ -88,15 +90,14 @@ def main() -> None:
         wins = held[c].weighted > best[c].weighted
         verdicts.append(f"{c}: {held[c].weighted:.3f} vs {best[c].weighted:.3f} ({best_name}; "
                         f"{'soup wins' if wins else 'soup does NOT win'})")
-    table = "\n".join([
+    publish(RESULTS, [
         f"Soup benchmark: members of '{args.soup}', weights (step {args.step}) and thresholds searched on "
         f"{args.val_runs} validation runs of both engines, scored on {args.held_out_runs} held-out "
         f"experimental-profile runs per engine ({'x'.join(map(str, SHAPE))}); {platform.machine()}, "
         f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
         "",
-        f"| model | validation F4 | held-out F4: {' | '.join(columns)} |",
-        "|---|---|" + "---|" * len(columns),
-        *lines,
+        *markdown(["model", "validation F4", *(f"held-out F4: {c}" if i == 0 else c for i, c in enumerate(columns))],
+                  lines),
         "",
         "Soup vs best single member on held-out runs: " + "; ".join(verdicts) + ".",
         "",
@@ -104,9 +105,6 @@ def main() -> None:
         "",
         held["both"].table(),
     ])
-    print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
 
 
 if __name__ == "__main__":

@@ -8,10 +8,12 @@ def markdown(columns: list[str], rows: list[str]) -> list[str]:
     return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns), *rows]
 
 
-def publish(path: Path, lines: list[str]) -> str:
-    """Write the lines to `path` (its folder made if need be), print them, and return them as one text."""
+def publish(path: Path, lines: list[str], echo: bool = True) -> str:
+    """Write the lines to `path` (its folder made if need be), print them unless `echo` is false (a table
+    rewritten after every row), and return them as one text."""
     text = "\n".join(lines)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text + "\n")
-    print(text)
+    if echo:
+        print(text)
     return text

@@ -15,6 +15,8 @@ import platform
 import time
 from pathlib import Path
 
+from table import markdown, publish  # benchmarks/table.py
+
 from copick_soup.data import open_project
 from copick_soup.model.checkpoint import load_member
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
@@ -82,22 +84,17 @@ def main() -> None:
         per_class = " | ".join(f"{c.fbeta():.3f}" for c in score.classes)
         rows.append(f"| {label} | {score.weighted:.3f} | {per_class} |")
 
-    table = "\n".join([
+    publish(RESULTS, [
         f"Pretraining benchmark: unet3d_tiny, denoised, patch 48, {SHAPE} phantoms, held-out = 2 experimental-profile"
         f" runs; {platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
         "",
-        f"| model | held-out F4 | {' | '.join(names)} |",
-        "|---|---|" + "---|" * len(names),
-        *rows,
+        *markdown(["model", "held-out F4", *names], rows),
         "",
         "Wall / CPU seconds per training job: "
         + ", ".join(f"{k} {w:.0f} / {c:.0f}" for k, (w, c) in timings.items()),
         f"Total wall time {sum(w for w, _ in timings.values()):.0f} s (target: 15 minutes for pretrain + fine-tune "
         f"+ scratch); total CPU time {sum(c for _, c in timings.values()):.0f} s",
     ])
-    print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
 
 
 if __name__ == "__main__":

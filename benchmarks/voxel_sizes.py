@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from memory import PeakRSS  # benchmarks/memory.py
+from table import markdown, publish  # benchmarks/table.py
 
 from copick_soup.data import open_project
 from copick_soup.ensemble import Ensemble, InferenceSettings
@@ -58,20 +59,15 @@ def main() -> None:
         rows.append(f"| {size:g} | {'x'.join(map(str, stored))} | {read} | {seconds:.0f} | {peak.gb:.2f} | "
                     f"{peak.gb / base:.2f} |")
         print(rows[-1], flush=True)
-    table = "\n".join([
+    publish(RESULTS, [
         f"Peak memory of pick (unet3d_tiny-denoised of the default soup, TTA 1, 64³ windows) on one run per voxel "
         f"size, each covering the field of a {'x'.join(map(str, shape))} run at {VOXEL_SIZE:g} Å; "
         f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
         "",
-        "| stored at (Å) | stored shape | read | seconds | peak GB | x the 10.012 Å run |",
-        "|---|---|---|---|---|---|",
-        *rows,
+        *markdown(["stored at (Å)", "stored shape", "read", "seconds", "peak GB", "x the 10.012 Å run"], rows),
         "",
         "Target: at most 1.2x the run stored at the soup's own size.",
     ])
-    print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("ray")
 
 from helpers import free_port  # noqa: E402
-from portal_standin import PortalData, PortalServer, publish_portal  # noqa: E402
+from portal_standin import PORTAL_OBJECTS, PortalData, PortalServer, publish_portal  # noqa: E402
 from s3server import S3Server  # noqa: E402
 
 from copick_soup.simulate import simulate_project  # noqa: E402
@@ -142,9 +142,12 @@ def readme_portal_job() -> list[str]:
 
 @pytest.mark.slow
 def test_the_readme_portal_job_picks_every_run_with_every_member(head, tmp_path):
-    """As written, against the portal stand-in: only the config's overlay and the report's path are this test's."""
+    """As written, against the portal stand-in. The test's own: the config's overlay, the report's path, and the
+    config's objects named as a portal-made config names them (ferritin-complex, cytosolic-ribosome, ...)."""
     config = json.loads((REPO / "configs" / "czii_portal.json").read_text())
     config["overlay_root"] = f"local://{tmp_path / 'overlay'}"
+    for obj in config["pickable_objects"]:
+        obj["name"] = PORTAL_OBJECTS[obj["name"]][0]
     (tmp_path / "czii_portal.json").write_text(json.dumps(config))
     command = [str(tmp_path / "czii_portal.json") if a == "configs/czii_portal.json" else
                str(tmp_path / "report.json") if a == "/mnt/shared/pick-report.json" else a
@@ -153,6 +156,7 @@ def test_the_readme_portal_job_picks_every_run_with_every_member(head, tmp_path)
     job = submit(head, *command[3:])
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "left out" not in job.stdout and "reads 'wbp-denoised-denoiset-ctfdeconv'" in job.stdout
+    assert "apo-ferritin -> ferritin-complex (by identifier GO:0070288)" in job.stdout
     report = json.loads((tmp_path / "report.json").read_text())
     assert sorted(r["run"] for r in report["done"]) == ["16463", "16464"] and not report["failed"]
     for run in ("16463", "16464"):  # portal runs are named by their IDs
