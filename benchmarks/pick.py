@@ -1,16 +1,17 @@
 """Speed and memory of `pick`'s inference against MONAI's `sliding_window_inference`, same model and precision.
 
 MONAI runs at the settings a user of the 8th-place code would (64³ windows, overlap 0.25, Gaussian blending); ours
-at `pick`'s defaults: windows shaped to the tomogram within --max-memory, margins cropped, each voxel computed
-about once (`--ours-window 64` compares like for like). Both sides run in this process on the same tomogram with
-the same batch of windows per network call (by default the one `pick` uses: 1 on a CPU, 4 on a GPU) and the same
-TTA views, and end with the same peak extraction. Ours streams the input from zarr and never holds the
-whole C-channel heatmap; MONAI gets the tomogram as one tensor, as its API requires. Peak memory is the peak
-RSS above the RSS before the call, sampled every 5 ms, and on a GPU also the peak of torch's GPU allocations.
+at `pick`'s defaults: the same 64³ cubes, streamed, and on a CPU the networks run by OpenVINO (`--runtime auto`;
+`--runtime torch` runs them as MONAI does). `--ours-window auto` runs the crop tiling instead (windows shaped to the
+tomogram within --max-memory, margins cropped, each voxel computed about once). Both sides run in this process on
+the same tomogram with the same batch of windows per network call (by default the one `pick` uses: 1 on a CPU, 4 on
+a GPU) and the same TTA views, and end with the same peak extraction. Ours streams the input from zarr and never
+holds the whole C-channel heatmap; MONAI gets the tomogram as one tensor, as its API requires. Peak memory is the
+peak RSS above the RSS before the call, sampled every 5 ms, and on a GPU also the peak of torch's GPU allocations.
 Both engines first run once on a small volume (one-time kernel set-up). With --repeat N a case runs each engine N
-times, alternating which goes first, and keeps each engine's fastest run. Order is not neutral on the CPU here:
-in a full-size tiny TTA 4 check the engine that ran second was the faster in both pairs (by 1% and 5%), so
---repeat 1 (ours always first) is biased against ours, and the tables use --repeat 2. Prints a table and writes
+times, alternating which goes first, and keeps each engine's fastest run. Order is not neutral on the CPU here: in a
+full-size tiny TTA 4 check the engine that ran second was the faster in both pairs (by 1% and 5%), so --repeat 1
+(ours always first) is biased against ours, and the tables use --repeat 2. Prints a table and writes
 benchmarks/results/pick.md.
 
 Models: unet3d_tiny is the default soup's trained denoised member, so heatmaps, peak counts and the cost of the
@@ -64,7 +65,7 @@ RESULTS = Path(__file__).parent / "results" / "pick.md"
 SOUP = Ensemble.load("default")
 WINDOW, OVERLAP = 64, 0.25  # MONAI's side: the settings a user of the 8th-place code runs
 COMPILED = {}  # --runtime openvino: one predictor per model, precision and views, as Ensemble.predictor keeps
-OURS = dict(window=None, max_memory=1.0, runtime="torch")  # ours: pick's defaults unless --ours-window ...
+OURS = dict(window=64, max_memory=1.0, runtime="auto")  # ours: pick's defaults unless --ours-window ...
 
 
 class NoNetwork(torch.nn.Module):
@@ -98,7 +99,7 @@ def ours_settings(device, amp, batch) -> InferenceSettings:
     """`pick`'s settings for a case: its default tiling (or --ours-window), the precision and batch compared."""
     amp_name = {None: "none", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
     return InferenceSettings(window=OURS["window"], max_memory=OURS["max_memory"], batch_size=batch, device=device,
-                             amp=amp_name)
+                             amp=amp_name, runtime=OURS["runtime"])
 
 
 def ours_tiling(model, shape, device, amp, batch):
@@ -107,7 +108,8 @@ def ours_tiling(model, shape, device, amp, batch):
 
 
 def ours(model, volume, classes, views, device, amp, batch):
-    if OURS["runtime"] == "openvino" and not isinstance(model, NoNetwork):  # as pick: converted once a process
+    engine = ours_settings(device, amp, batch).engine
+    if engine == "openvino" and not isinstance(model, NoNetwork):  # as pick: converted once a process
         key = (id(model), amp, len(views))
         if key not in COMPILED:
             COMPILED[key] = OpenVinoPredictor(model, amp, views)
@@ -212,10 +214,11 @@ def main() -> None:
                         help="TTA views in the grid (default 1 4 8 for tiny, and for all variants on a GPU)")
     parser.add_argument("--batch", type=int, nargs="+", default=None,
                         help="windows per network call, both engines (default: what `pick` uses on the device)")
-    parser.add_argument("--ours-window", default="auto", help="ours: auto (the crop tiling) or N (N³ cubes, "
-                        "overlap 0.25, as MONAI and pick's default)")
+    parser.add_argument("--ours-window", default="64", help="ours: N (N³ cubes, overlap 0.25, as MONAI; pick's "
+                        "default 64) or auto (the crop tiling)")
     parser.add_argument("--max-memory", type=float, default=1.0, help="ours: pick's --max-memory (GB)")
-    parser.add_argument("--runtime", default="torch", choices=["torch", "openvino"], help="ours: pick's --runtime")
+    parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "openvino"],
+                        help="ours: pick's --runtime (auto: OpenVINO on a CPU)")
     parser.add_argument("--out", default=None, help="results file name (default pick[-CASES][-gpu].md)")
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "copick-soup-bench-pick"))
     args = parser.parse_args()

@@ -16,6 +16,7 @@ from s3server import S3Server  # noqa: E402
 
 from copick_soup.cli import main  # noqa: E402
 from copick_soup.data import open_project, read_picks  # noqa: E402
+from copick_soup.data.kinds import kind_of  # noqa: E402
 from copick_soup.data.tomogram import open_tomogram  # noqa: E402
 from copick_soup.objects import VOXEL_SIZE  # noqa: E402
 from copick_soup.simulate import simulate_project  # noqa: E402
@@ -62,6 +63,24 @@ def test_copicks_portal_backend_reads_the_stand_in_as_the_portal(portal):
     portal_truth = read_picks(run, ["ferritin-complex"], "data-portal", "*")["ferritin-complex"]
     # the portal stores voxel coordinates; copick multiplies them by the portal's spacing (x/y/z order kept)
     np.testing.assert_allclose(portal_truth, local_truth / VOXEL_SIZE * 10.0, atol=1e-6)
+
+
+def kind_from_metadata(meta) -> str | None:
+    """A portal tomogram's kind from its metadata, as the portal describes it."""
+    if meta.reconstruction_method != "WBP":
+        return None
+    if meta.processing == "denoised":
+        return "denoised"
+    return "ctfdeconvolved" if meta.ctf_corrected else "wbp"
+
+
+def test_the_portals_names_alone_give_the_kind_its_metadata_gives(portal):
+    """A portal project synced to disk keeps only the names: they must decide as the metadata would."""
+    _, config, _ = portal
+    tomograms = [t for run in open_project(config).runs for t in run.voxel_spacings[0].tomograms]
+    assert len(tomograms) == 12
+    for tomogram in tomograms:
+        assert kind_of(tomogram.tomo_type) == kind_from_metadata(tomogram.meta.portal_metadata.portal_metadata)
 
 
 def test_pick_reads_every_member_by_the_portals_names_and_writes_under_its_object_names(portal, soup):

@@ -146,7 +146,6 @@ def test_tta_views_turn_windows_that_are_not_square():
 
 
 def test_openvino_runs_the_networks_as_torch_does():
-    pytest.importorskip("openvino")
     from copick_soup.ensemble.tta import tta_views
     from copick_soup.ensemble.windows import OpenVinoPredictor
 
@@ -160,10 +159,40 @@ def test_openvino_runs_the_networks_as_torch_does():
     np.testing.assert_allclose(ours, reference, atol=1e-4)
 
 
+@pytest.mark.parametrize("variant", ["unet3d_tiny", "unet3d_medium", "unet3d_large"])
+def test_openvino_converts_every_shipped_variant(variant):
+    """Conversion traces the network once on an example: it must be deep enough for the deepest level's norms."""
+    from copick_soup.ensemble.windows import OpenVinoPredictor
+
+    torch.manual_seed(3)
+    net = create_model(variant, n_classes=6).eval()
+    x = torch.randn(1, 1, 2 * net.divisor, 2 * net.divisor, 4 * net.divisor)
+    with torch.inference_mode():
+        want = net(x).numpy()
+    np.testing.assert_allclose(OpenVinoPredictor(net)(x).numpy(), want, atol=1e-4 * np.abs(want).max())
+
+
+def test_the_auto_runtime_is_openvino_on_a_cpu_where_installed_else_torch(monkeypatch, test_soup, project):
+    from click.testing import CliRunner
+
+    from copick_soup.cli import main
+    from copick_soup.ensemble import settings
+
+    assert InferenceSettings().engine == "openvino" and InferenceSettings(runtime="torch").engine == "torch"
+    assert InferenceSettings(device="cuda").engine == "torch"  # a GPU runs torch; an explicit openvino is refused
+    args = ["pick", "-c", str(project), "--soup", test_soup, "--window", "32", "--device", "cpu", "-r", "exp_000"]
+    picked = CliRunner().invoke(main, [*args, "--user-id", "ov"])
+    assert picked.exit_code == 0 and "OpenVINO), TTA 1" in picked.output, picked.output
+    monkeypatch.setattr(settings, "openvino_installed", lambda: False)
+    assert InferenceSettings().engine == "torch"
+    picked = CliRunner().invoke(main, [*args, "--user-id", "pt"])
+    assert picked.exit_code == 0 and "torch), TTA 1" in picked.output, picked.output
+
+
 def test_openvino_is_refused_beside_a_gpu():
     with pytest.raises(SoupError, match="--runtime openvino runs on the CPU"):
         InferenceSettings(runtime="openvino", device="cuda").resolved()
-    with pytest.raises(SoupError, match="--runtime: choose one of torch, openvino"):
+    with pytest.raises(SoupError, match="--runtime: choose one of auto, torch, openvino"):
         InferenceSettings(runtime="tensorrt")
 
 

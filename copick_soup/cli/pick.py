@@ -58,6 +58,7 @@ def pick(config, soup, run_names, legacy_run_names, voxel_size, user_id, session
     from copick_soup.data.project import open_project, select_runs
     from copick_soup.device import precision_name
     from copick_soup.ensemble import Ensemble
+    from copick_soup.ensemble.settings import RUNTIME_NAMES
     from copick_soup.errors import SoupError
     from copick_soup.pick import check_voxel_size, pick_runs, summary_table
 
@@ -70,7 +71,7 @@ def pick(config, soup, run_names, legacy_run_names, voxel_size, user_id, session
     opts = pick_opts(ensemble.classes, user_id, session_id, class_map, objects, thresholds, overwrite, save_heatmaps,
                      qc)
     click.echo(f"soup '{ensemble.name}': {len(ensemble.members)} member(s) on {settings.device} "
-               f"({precision_name(settings.amp_dtype)}), TTA {settings.tta}")
+               f"({precision_name(settings.amp_dtype)}, {RUNTIME_NAMES[settings.engine]}), TTA {settings.tta}")
     runs = run_list(run_names, legacy_run_names)
     progress = BatchProgress(len(select_runs(root, runs)))
     try:

@@ -102,7 +102,7 @@ class Ensemble:
     def predictor(self, member: Member, settings: InferenceSettings):
         """What runs a member's network on windows: torch, or OpenVINO (`--runtime`), converted and compiled once
         per member and settings for all the runs of a batch."""
-        if settings.runtime == "openvino":
+        if settings.engine == "openvino":
             key = (id(member.model), settings.amp, settings.tta)
             if key not in self.compiled:
                 self.compiled[key] = OpenVinoPredictor(member.model, settings.amp_dtype, settings.views)

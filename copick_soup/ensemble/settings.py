@@ -11,7 +11,8 @@ from copick_soup.ensemble.tta import tta_views
 from copick_soup.errors import SoupError
 from copick_soup.model.registry import model_config
 
-RUNTIMES = ("torch", "openvino")
+RUNTIMES = ("auto", "torch", "openvino")
+RUNTIME_NAMES = {"torch": "torch", "openvino": "OpenVINO"}
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,8 @@ class InferenceSettings:
     batch_size: int | None = None  # windows per network call; None: the device's default
     device: str = "cpu"  # cpu, cuda, cuda:N, or auto (resolved by `resolved()`)
     amp: str = "auto"  # autocast: auto (bf16 where the device has it natively), none, bf16, fp16
-    runtime: str = "torch"  # what runs the networks: torch, or openvino (CPU only)
+    runtime: str = "auto"  # what runs the networks: torch, openvino (CPU only), or auto: OpenVINO on a CPU where
+    # it is installed (2-2.5x torch's speed per window here, benchmarks/results/runtimes.md), else torch
     tomo_type: str | None = None  # read this tomogram type with every member instead of each member's own
     tomo_map: tuple = ()  # ((member type, tomogram name), ...): --tomo-map, overriding the match by kind
     voxel_size: float | None = None  # read the tomograms at this spacing (Å; resampled to the soup's if not within
@@ -58,15 +60,20 @@ class InferenceSettings:
         amp_dtype(settings.amp, settings.device)  # fp16 on a CPU without native float16 fails here
         if settings.runtime == "openvino":
             settings.check_runtime()
-            try:
-                import openvino  # noqa: F401
-            except ImportError:
-                raise SoupError("--runtime openvino: OpenVINO is not installed (pip install openvino)") from None
+            if not openvino_installed():
+                raise SoupError("--runtime openvino: OpenVINO is not installed (pip install openvino)")
         return settings
 
     def check_runtime(self) -> None:
         if self.runtime == "openvino" and not self.on_cpu:
             raise SoupError(f"--runtime openvino runs on the CPU; --device {self.device} needs --runtime torch")
+
+    @property
+    def engine(self) -> str:
+        """The runtime that runs the networks: `runtime`, with auto decided (OpenVINO on a CPU where installed)."""
+        if self.runtime == "auto":
+            return "openvino" if self.on_cpu and openvino_installed() else "torch"
+        return self.runtime
 
     @property
     def tomo_mapping(self) -> dict:
@@ -112,3 +119,9 @@ class InferenceSettings:
             return (f"warning: --window {self.window} is smaller than the {patch}-voxel patches the members were "
                     f"trained on; particles near window borders lose context and picks suffer")
         return None
+
+
+def openvino_installed() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("openvino") is not None

@@ -308,7 +308,8 @@ class OpenVinoPredictor:
 
         self.core = ov.Core()
         shape = ov.PartialShape([-1, 1, -1, -1, -1])
-        self.model = ov.convert_model(model.float().eval(), example_input=torch.zeros(1, 1, 16, 16, 16),
+        side = 2 * getattr(model, "divisor", 8)  # the example must leave the deepest level more than one voxel
+        self.model = ov.convert_model(model.float().eval(), example_input=torch.zeros(1, 1, side, side, side),
                                       input=[shape])
         self.precision = "bf16" if amp_dtype is not None else "f32"
         self.views = views or tta_views(1)
@@ -321,7 +322,9 @@ class OpenVinoPredictor:
         if key not in self.compiled:
             static = self.model.clone()
             static.reshape({0: list(key)})
-            self.compiled[key] = self.core.compile_model(static, "CPU", {"INFERENCE_PRECISION_HINT": self.precision})
+            # as many threads as torch may use (a Ray actor sets that to its CPUs), not every core of the machine
+            config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+            self.compiled[key] = self.core.compile_model(static, "CPU", config)
         out = self.compiled[key]([np.ascontiguousarray(x.numpy())])[0]
         return torch.from_numpy(np.asarray(out, dtype=np.float32))
 

@@ -12,7 +12,8 @@ from copick_soup.train.dataset import TrainVolume
 
 
 def val_settings(cfg: TrainConfig, device: str) -> InferenceSettings:
-    return InferenceSettings(window=cfg.val_window, device=device, amp=cfg.amp)
+    # torch: the weights change between validations, and OpenVINO would convert the model again for each
+    return InferenceSettings(window=cfg.val_window, device=device, amp=cfg.amp, runtime="torch")
 
 
 def volume_heatmaps(ensemble: Ensemble, volumes: list[TrainVolume], cfg: TrainConfig, device: str):
