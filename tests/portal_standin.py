@@ -22,6 +22,7 @@ import json
 import operator
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -100,7 +101,8 @@ class PortalData:
 class PortalServer:
     """`with PortalServer(data, folder) as portal:` the GraphQL API as https://HOST/graphql behind an HTTPS proxy
     on 127.0.0.1. `portal.env` routes the portal client there (add it to os.environ or a child's environment);
-    `portal.fail_next = n` answers the next n requests with 503 Service Unavailable."""
+    `portal.fail_next = n` answers the next n requests with 503 Service Unavailable, `portal.delay = s` answers
+    each after s seconds."""
 
     def __init__(self, data: PortalData, folder: Path):
         import trustme
@@ -112,6 +114,7 @@ class PortalServer:
         authority.issue_cert(HOST).configure_cert(self.tls)
         self.schema = data.executable_schema()
         self.fail_next = 0
+        self.delay = 0.0  # seconds before each answer (a portal that does not answer in time)
         self.queries = 0
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Proxy", (ProxyHandler,), {"portal": self}))
@@ -126,6 +129,7 @@ class PortalServer:
     def answer(self, body: bytes) -> tuple[int, dict]:
         from graphql import graphql_sync
 
+        time.sleep(self.delay)
         with self.lock:
             self.queries += 1
             if self.fail_next > 0:

@@ -142,3 +142,32 @@ def test_a_portal_answering_503_is_retried_then_a_one_line_error(portal, soup, t
     assert error.startswith(f"Error: {config}: cannot reach the CZ cryoET Data Portal") and "503" in error
     assert 1 < server.queries - before <= 16  # bounded: 4 attempts by copick, each tried 4 times by urllib3
     assert not list((config.parent / config.stem).glob("ExperimentRuns/*/Picks/outage_*"))
+
+
+def test_a_portal_that_does_not_answer_in_time_is_a_one_line_error(portal, soup, monkeypatch):
+    _, config, server = portal
+    monkeypatch.setenv("COPICK_SOUP_PORTAL_TIMEOUT", "2")
+    server.delay = 20
+    try:
+        result = CliRunner().invoke(main, ["pick", "-c", str(config), "--soup", soup, "--user-id", "slow"])
+    finally:
+        server.delay = 0
+    assert result.exit_code == 1
+    assert result.output == (f"Error: {config}: the CZ cryoET Data Portal did not answer within 2 s "
+                             "(COPICK_SOUP_PORTAL_TIMEOUT)\n")
+
+
+def test_dataset_ids_are_looked_up_on_the_portal_within_the_timeout(portal, monkeypatch):
+    from copick_soup.data.portal import portal_dataset_ids
+    from copick_soup.errors import SoupError
+
+    _, _, server = portal
+    assert portal_dataset_ids([10440, 10446, 99999]) == {10440, 10446}
+    monkeypatch.setenv("COPICK_SOUP_PORTAL_TIMEOUT", "1")
+    server.delay = 10
+    try:
+        with pytest.raises(SoupError, match="looking up dataset IDs: the CZ cryoET Data Portal did not answer "
+                                            "within 1 s"):
+            portal_dataset_ids([10440])
+    finally:
+        server.delay = 0

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from copick_soup.data.project import list_names
-from copick_soup.data.retry import with_retries
+from copick_soup.data.retry import with_retries, within_portal_timeout
 from copick_soup.errors import SoupError
 
 PORTAL = "cryoet_data_portal"  # copick's config_type for the portal backend
@@ -34,8 +34,12 @@ def portal_dataset_ids(ids) -> set[int]:
     import cryoet_data_portal as cdp
 
     client = cdp.Client()
-    found = with_retries(lambda: cdp.Dataset.find(client, [cdp.Dataset.id._in(list(ids))]),
-                         "CZ cryoET Data Portal: looking up dataset IDs")
+    what = "CZ cryoET Data Portal: looking up dataset IDs"
+
+    def find():
+        return cdp.Dataset.find(client, [cdp.Dataset.id._in(list(ids))])
+
+    found = with_retries(lambda: within_portal_timeout(find, what), what)
     return {int(d.id) for d in found}
 
 

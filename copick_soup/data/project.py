@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from copick_soup.data.retry import is_transport_error, with_retries
+from copick_soup.data.retry import is_transport_error, with_retries, within_portal_timeout
 from copick_soup.errors import SoupError
 
 
@@ -23,7 +23,7 @@ def open_project(config_path):
     from pydantic import ValidationError
 
     try:
-        return copick.from_file(str(path))
+        return load_project(copick, path)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -36,6 +36,14 @@ def open_project(config_path):
         if isinstance(err, (ValueError, KeyError, TypeError, OSError)):
             raise SoupError(f"{path}: cannot open copick project ({reason})") from err
         raise
+
+
+def load_project(copick, path: Path):
+    """copick.from_file, bounded in time for a portal config: opening one asks the portal for every run's
+    metadata, and its GraphQL client waits for an answer without end."""
+    if not is_portal_config(path):
+        return copick.from_file(str(path))
+    return within_portal_timeout(lambda: copick.from_file(str(path)), str(path))
 
 
 def is_portal_config(path: Path) -> bool:

@@ -10,6 +10,7 @@ so it fails at once.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from copick_soup.errors import SoupError
@@ -47,3 +48,27 @@ def is_transport_error(err: BaseException) -> bool:
         return True
     return any(type(e).__module__.split(".")[0] in TRANSPORT_MODULES for e in (err, err.__cause__, err.__context__)
                if e is not None)
+
+
+def within_portal_timeout(call, what: str):
+    """call() that gives up after COPICK_SOUP_PORTAL_TIMEOUT seconds (600 by default: opening a dataset of hundreds
+    of runs takes minutes): the CZ cryoET Data Portal's GraphQL client waits for an answer without end. The call
+    runs in a daemon thread, so a request that never returns does not keep the process alive."""
+    timeout = float(os.environ.get("COPICK_SOUP_PORTAL_TIMEOUT", 600))
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
+            outcome["error"] = err
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise SoupError(f"{what}: the CZ cryoET Data Portal did not answer within {timeout:g} s "
+                        "(COPICK_SOUP_PORTAL_TIMEOUT)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
