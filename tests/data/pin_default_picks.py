@@ -17,33 +17,38 @@ import copick_soup  # noqa: F401  (before torch: its CPU settings)
 HERE = Path(__file__).resolve().parent
 PINNED = HERE / "default-soup-picks.json"
 # The demo's runs (copick-soup demo: 2 experimental-profile runs of 96x256x256, seed 7), picked in float32 so
-# the pin does not depend on whether a CPU computes bf16 natively.
+# the pin does not depend on whether a CPU computes bf16 natively, by torch: the reference engine (OpenVINO, the
+# default on CPUs, is checked against the pin within a tolerance by tests/test_pinned.py).
 DEMO = dict(runs=2, shape=(96, 256, 256), seed=7, profile="experimental")
-SETTINGS = dict(tta=1, window=64, overlap=0.25, amp="none")
+SETTINGS = dict(tta=1, window=64, overlap=0.25, amp="none", runtime="torch")
 
 
-def demo_picks(folder) -> dict:
-    """{run: {class: [[x, y, z, score], ...]}} of the default soup on the demo's runs, simulated in `folder`."""
+def demo_picks(folder, **overrides) -> dict:
+    """{run: {class: [[x, y, z, score], ...]}} of the default soup on the demo's runs, simulated in `folder` (once),
+    picked with SETTINGS and `overrides`."""
     from copick_soup.data import open_project, read_picks
     from copick_soup.simulate import simulate_project
 
-    config = simulate_project(Path(folder) / "project", **DEMO)
+    config = Path(folder) / "project" / "copick.json"
+    if not config.exists():
+        config = simulate_project(config.parent, **DEMO)
     root = open_project(config)
-    names = pick_with_default_soup(root)
+    user = "pinned-" + "-".join(f"{k}-{v}" for k, v in overrides.items()) if overrides else "pinned"
+    names = pick_with_default_soup(root, user, {**SETTINGS, **overrides})
     out = {}
     for run in root.runs:
-        picks = read_picks(run, names, "pinned", "0", with_scores=True)
+        picks = read_picks(run, names, user, "0", with_scores=True)
         out[run.name] = {n: [[*map(float, p), float(s)] for p, s in zip(*picks[n])] for n in names}
     return out
 
 
-def pick_with_default_soup(root) -> list[str]:
-    """Pick every run of `root` with the default soup as user 'pinned'; returns the class names."""
+def pick_with_default_soup(root, user: str, settings: dict) -> list[str]:
+    """Pick every run of `root` with the default soup as `user`; returns the class names."""
     from copick_soup.ensemble import Ensemble, InferenceSettings
     from copick_soup.pick import PickOptions, pick_runs
 
     ensemble = Ensemble.load("default")
-    pick_runs(root, ensemble, None, InferenceSettings(**SETTINGS), PickOptions(user_id="pinned", session_id="0"),
+    pick_runs(root, ensemble, None, InferenceSettings(**settings), PickOptions(user_id=user, session_id="0"),
               echo=lambda m: None)
     return ensemble.class_names
 
