@@ -23,7 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import ray
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local benchmark cluster: no token prompt, no usage report
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import ray  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' S3 server and portal
 from portal_standin import PortalData, PortalServer, publish_portal  # noqa: E402
@@ -32,6 +35,8 @@ from table import markdown, publish  # noqa: E402  (benchmarks/table.py)
 
 from copick_soup.data import open_project  # noqa: E402
 from copick_soup.ensemble import InferenceSettings  # noqa: E402
+from copick_soup.model.manifest import SoupManifest  # noqa: E402
+from copick_soup.pick import PickOptions, resolve_classes  # noqa: E402
 from copick_soup.simulate import simulate_project  # noqa: E402
 from ray_jobs.pick import PickActor, schedule  # noqa: E402
 
@@ -41,7 +46,10 @@ RESULTS = Path(__file__).parent / "results" / "ray-scaling.md"
 def batch(config, soup: str, runs: list[str], actors: int, user: str, tta: int) -> tuple[float, float]:
     """(wall seconds, summed per-run seconds) for one batch on `actors` warmed-up actors."""
     settings = dataclasses.asdict(InferenceSettings(tta=tta, device="cpu"))
-    options = dict(user_id=user, session_id="0", overwrite=True)
+    # soup classes mapped to the project's objects, as the driver maps them (a portal config names them its way)
+    opts = resolve_classes(open_project(config), SoupManifest.read(soup).classes,
+                           PickOptions(user_id=user, session_id="0", overwrite=True), echo=lambda m: None)
+    options = dataclasses.asdict(opts)
 
     def make():
         return PickActor.options(num_cpus=1).remote(str(config), soup, settings, options, False)
