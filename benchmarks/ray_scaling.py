@@ -103,5 +103,6 @@ def main() -> None:
             lines.append(f"\n{source} / local disk wall time with {actors} actor(s): {ratio:.2f}")
     publish(RESULTS, lines)
 
+
 if __name__ == "__main__":
     main()

@@ -186,13 +186,19 @@ class GraphQLHandler(BaseHTTPRequestHandler):
         pass
 
 
-# How the portal names and describes the CZII targets (portal-made copick configs use these names).
+# How the portal names and describes the CZII targets: (the name portal-made copick configs give the object, the
+# annotations' object name); the identifiers are the same.
 PORTAL_OBJECTS = {"apo-ferritin": ("ferritin-complex", "ferritin complex"),
                   "beta-amylase": ("beta-amylase-1", "beta-amylase"),
                   "beta-galactosidase": ("beta-galactosidase-1", "beta-galactosidase"),
                   "ribosome": ("cytosolic-ribosome", "cytosolic ribosome"),
                   "thyroglobulin": ("thyroglobulin-1", "thyroglobulin"),
                   "virus-like-particle": ("pp7-vlp", "pp7 vlp")}
+
+
+def portal_named(objects: list[dict]) -> list[dict]:
+    """Copies of copick pickable objects (config dicts) named as a portal-made config names them."""
+    return [{**obj, "name": PORTAL_OBJECTS.get(obj["name"], (obj["name"],))[0]} for obj in objects]
 
 # The portal tomograms made from each simulated type: (its metadata, as copick's backend names it from them).
 PORTAL_TOMOGRAMS = {
@@ -208,11 +214,11 @@ PORTAL_TOMOGRAMS = {
 
 
 def publish_portal(config, s3, data: PortalData, datasets: dict[int, list[str]], overlay: Path,
-                   voxel_size: float = 10.0, truth=("curation", "0"), portal_names: bool = True) -> Path:
+                   voxel_size: float = 10.0, truth=("curation", "0")) -> Path:
     """Publish the runs of a simulated local project as portal datasets ({dataset ID: [local run names]}): their
     tomograms and ground truth to the S3 server `s3` at the portal's paths and their metadata to `data`. Writes
-    and returns a portal copick config for those datasets (objects named as the portal names them unless
-    `portal_names` is false) with `overlay` as its overlay."""
+    and returns a portal copick config for those datasets (objects named as the portal names them) with
+    `overlay` as its overlay."""
     from copick_soup.data import open_project
 
     local = open_project(config)
@@ -227,15 +233,18 @@ def publish_portal(config, s3, data: PortalData, datasets: dict[int, list[str]],
         for i, name in enumerate(names):
             publish_run(by_name[name], f"TS_{dataset_id % 100}_{i}", next(run_ids), dataset_id, fs, data,
                         voxel_size, truth)
-    return write_portal_config(config, list(datasets), overlay, portal_names)
+    return write_portal_config(config, list(datasets), overlay)
 
 
 def publish_run(run, portal_name: str, run_id: int, dataset_id: int, fs, data: PortalData, voxel_size: float,
                 truth) -> None:
+    from copick_soup.data import read_picks
+
     prefix = f"{BUCKET}/{dataset_id}/{portal_name}"
+    reconstructions = f"{prefix}/Reconstructions/VoxelSpacing{voxel_size:.3f}"
     data.add("runs", id=run_id, datasetId=dataset_id, name=portal_name, s3Prefix=f"s3://{prefix}/")
     spacing = data.add("tomogramVoxelSpacings", runId=run_id, voxelSpacing=voxel_size,
-                       s3Prefix=f"s3://{prefix}/Reconstructions/VoxelSpacing{voxel_size:.3f}/")
+                       s3Prefix=f"s3://{reconstructions}/")
     local_spacing = run.voxel_spacings[0]
     for tomogram in local_spacing.tomograms:
         for meta in PORTAL_TOMOGRAMS.get(tomogram.tomo_type, []):
@@ -243,20 +252,19 @@ def publish_run(run, portal_name: str, run_id: int, dataset_id: int, fs, data: P
             fields = {k: v for k, v in meta.items() if k != "source"}
             record = data.add("tomograms", runId=run_id, tomogramVoxelSpacingId=spacing["id"], name=portal_name,
                               voxelSpacing=voxel_size, **fields)
-            path = f"{prefix}/Reconstructions/VoxelSpacing{voxel_size:.3f}/Tomograms/{record['id']}/{portal_name}.zarr"
+            path = f"{reconstructions}/Tomograms/{record['id']}/{portal_name}.zarr"
             publish_zarr(source, path, voxel_size, fs)
             record["s3OmezarrDir"] = f"s3://{path}"
     for obj in run.root.pickable_objects:
         if obj.identifier is None or obj.name not in PORTAL_OBJECTS:
             continue
-        picks = run.get_picks(obj.name, user_id=truth[0], session_id=truth[1])
-        points = picks[0].numpy()[0] / local_spacing.voxel_size if picks else np.zeros((0, 3))  # Å -> voxels
+        points = read_picks(run, [obj.name], *truth)[obj.name] / local_spacing.voxel_size  # Å -> voxels
         if not len(points):
             continue  # the portal has no empty annotation files
         annotation = data.add("annotations", runId=run_id, tomogramVoxelSpacingId=spacing["id"],
                               objectId=obj.identifier, objectName=PORTAL_OBJECTS[obj.name][1], groundTruthStatus=True)
         shape = data.add("annotationShapes", annotationId=annotation["id"], shapeType="OrientedPoint")
-        path = (f"{prefix}/Reconstructions/VoxelSpacing{voxel_size:.3f}/Annotations/{annotation['id']}/"
+        path = (f"{reconstructions}/Annotations/{annotation['id']}/"
                 f"{PORTAL_OBJECTS[obj.name][1].replace(' ', '_')}-1.0_orientedpoint.ndjson")
         fs.pipe(path, "\n".join(json.dumps({"type": "orientedpoint", "location": dict(zip("xyz", map(float, p))),
                                             "xyz_rotation_matrix": np.eye(3).tolist()}) for p in points).encode())
@@ -274,13 +282,10 @@ def publish_zarr(tomogram, path: str, voxel_size: float, fs) -> None:
     fs.pipe(f"{path}/.zattrs", json.dumps(attrs).encode())
 
 
-def write_portal_config(config, dataset_ids: list[int], overlay: Path, portal_names: bool) -> Path:
-    """A copick portal config for `dataset_ids` with the local project's objects (renamed as the portal names
-    them if `portal_names`), picks to `overlay`."""
-    local = json.loads(Path(config).read_text())
-    objects = local["pickable_objects"]
-    if portal_names:
-        objects = [{**obj, "name": PORTAL_OBJECTS.get(obj["name"], (obj["name"],))[0]} for obj in objects]
+def write_portal_config(config, dataset_ids: list[int], overlay: Path) -> Path:
+    """A copick portal config for `dataset_ids` with the local project's objects, renamed as the portal names
+    them, picks to `overlay`."""
+    objects = portal_named(json.loads(Path(config).read_text())["pickable_objects"])
     overlay.mkdir(parents=True, exist_ok=True)
     out = overlay.parent / f"{overlay.name}.json"
     out.write_text(json.dumps({"name": "CZ cryoET Data Portal stand-in", "version": "0.2.0",

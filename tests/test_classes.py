@@ -3,6 +3,7 @@
 import pytest
 from click.testing import CliRunner
 from helpers import make_test_soup
+from portal_standin import PORTAL_OBJECTS, portal_named
 
 from copick_soup.cli import main
 from copick_soup.data import open_project, read_picks
@@ -12,18 +13,12 @@ from copick_soup.model.manifest import SoupManifest
 from copick_soup.objects import ParticleClass, classes_from_root, czii_pickable_objects
 
 # how portal-made copick configs name the CZII targets (same identifiers)
-PORTAL = {"apo-ferritin": "ferritin-complex", "ribosome": "cytosolic-ribosome", "beta-amylase": "beta-amylase-1",
-          "beta-galactosidase": "beta-galactosidase-1", "thyroglobulin": "thyroglobulin-1",
-          "virus-like-particle": "pp7-vlp"}
+PORTAL = {name: portal for name, (portal, _) in PORTAL_OBJECTS.items()}
 
 
 def portal_objects(drop_identifier_of=None):
-    objects = czii_pickable_objects()
-    for obj in objects:
-        if obj["name"] == drop_identifier_of:
-            obj["identifier"] = None
-        obj["name"] = PORTAL[obj["name"]]
-    return objects
+    return [{**obj, "identifier": None} if obj["name"] == PORTAL.get(drop_identifier_of) else obj
+            for obj in portal_named(czii_pickable_objects())]
 
 
 def test_classes_map_by_name_then_identifier_then_as_told():

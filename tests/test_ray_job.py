@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("ray")
 
 from helpers import free_port  # noqa: E402
-from portal_standin import PORTAL_OBJECTS, PortalData, PortalServer, publish_portal  # noqa: E402
+from portal_standin import PortalData, PortalServer, portal_named, publish_portal  # noqa: E402
 from s3server import S3Server  # noqa: E402
 
 from copick_soup.simulate import simulate_project  # noqa: E402
@@ -146,8 +146,7 @@ def test_the_readme_portal_job_picks_every_run_with_every_member(head, tmp_path)
     config's objects named as a portal-made config names them (ferritin-complex, cytosolic-ribosome, ...)."""
     config = json.loads((REPO / "configs" / "czii_portal.json").read_text())
     config["overlay_root"] = f"local://{tmp_path / 'overlay'}"
-    for obj in config["pickable_objects"]:
-        obj["name"] = PORTAL_OBJECTS[obj["name"]][0]
+    config["pickable_objects"] = portal_named(config["pickable_objects"])
     (tmp_path / "czii_portal.json").write_text(json.dumps(config))
     command = [str(tmp_path / "czii_portal.json") if a == "configs/czii_portal.json" else
                str(tmp_path / "report.json") if a == "/mnt/shared/pick-report.json" else a

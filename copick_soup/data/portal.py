@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from copick_soup.data.project import list_names
+from copick_soup.data.project import PORTAL, list_names
 from copick_soup.data.retry import with_retries, within_portal_timeout
 from copick_soup.errors import SoupError
-
-PORTAL = "cryoet_data_portal"  # copick's config_type for the portal backend
 
 
 def parse_dataset_ids(text: str) -> list[int]:

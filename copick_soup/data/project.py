@@ -8,6 +8,8 @@ from pathlib import Path
 from copick_soup.data.retry import is_transport_error, with_retries, within_portal_timeout
 from copick_soup.errors import SoupError
 
+PORTAL = "cryoet_data_portal"  # copick's config_type for the CZ cryoET Data Portal backend
+
 
 def open_project(config_path):
     """Open a copick project from its config file, turning every failure into a one-line `SoupError`."""
@@ -15,7 +17,7 @@ def open_project(config_path):
     if not path.is_file():
         raise SoupError(f"{path}: no such copick config file")
     try:
-        json.loads(path.read_text())
+        portal = json.loads(path.read_text()).get("config_type") == PORTAL
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise SoupError(f"{path}: not valid JSON ({err})") from err
 
@@ -23,31 +25,22 @@ def open_project(config_path):
     from pydantic import ValidationError
 
     try:
-        return load_project(copick, path)
+        if not portal:
+            return copick.from_file(str(path))
+        # opening a portal project asks the portal for every run's metadata; its GraphQL client waits without end
+        return within_portal_timeout(lambda: copick.from_file(str(path)), str(path))
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise SoupError(f"{path}: not a valid copick config ({where}: {first['msg']})") from err
     except Exception as err:  # noqa: BLE001 - copick, s3fs and the portal's GraphQL client each raise their own
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if is_portal_config(path) and is_transport_error(err):  # copick's backend has already retried
+        if portal and is_transport_error(err):  # copick's backend has already retried
             raise SoupError(f"{path}: cannot reach the CZ cryoET Data Portal ({type(err).__name__}: {reason})") \
                 from err
         if isinstance(err, (ValueError, KeyError, TypeError, OSError)):
             raise SoupError(f"{path}: cannot open copick project ({reason})") from err
         raise
-
-
-def load_project(copick, path: Path):
-    """copick.from_file, bounded in time for a portal config: opening one asks the portal for every run's
-    metadata, and its GraphQL client waits for an answer without end."""
-    if not is_portal_config(path):
-        return copick.from_file(str(path))
-    return within_portal_timeout(lambda: copick.from_file(str(path)), str(path))
-
-
-def is_portal_config(path: Path) -> bool:
-    return json.loads(path.read_text()).get("config_type") == "cryoet_data_portal"
 
 
 def list_names(names, limit: int = 10) -> str:
