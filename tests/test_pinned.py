@@ -1,4 +1,4 @@
-"""The default soup's picks on the demo's runs are those pinned in tests/data/default-soup-picks.json: a change
+"""The default soup's picks on two small simulated runs are those pinned in tests/data/default-soup-picks.json: a change
 that is not meant to change picks (a restructuring, a faster engine) must leave every pick where it was.
 A change meant to move picks re-pins with `python tests/data/pin_default_picks.py` and says so in its commit."""
 
@@ -12,29 +12,31 @@ import pytest
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(DATA))
 
-from pin_default_picks import DEMO, PINNED, SETTINGS, demo_picks  # noqa: E402
+from pin_default_picks import PINNED, PROJECT, SETTINGS, default_soup_picks  # noqa: E402
 
 
 @pytest.mark.slow
 def test_the_default_soup_picks_what_it_was_pinned_to(tmp_path):
+    from copick_soup.model.manifest import SoupManifest
+
     pinned = json.loads(PINNED.read_text())
-    assert (pinned["demo"], pinned["settings"]) == (json.loads(json.dumps(DEMO)), SETTINGS)
+    assert (pinned["project"], pinned["settings"]) == (json.loads(json.dumps(PROJECT)), SETTINGS)
+    soup = SoupManifest.read("default")
     # torch, the reference engine: x, y, z in Å and the score; float32, so only summation order could move them
-    assert_same_picks(demo_picks(tmp_path), pinned["picks"], position=1e-3, score=1e-3)
+    assert_same_picks(default_soup_picks(tmp_path), pinned["picks"], soup.thresholds, position=1e-3, score=1e-3)
     # OpenVINO, pick's runtime on a CPU: the same particles. Another library's float32 kernels move most picks by
     # hundredths of an Å, but on a flat or double-topped peak the maximum can land a voxel away (12 Å once when this
     # was written): within a fifth of the class radius, where the metric accepts half of it.
-    from copick_soup.model.manifest import SoupManifest
-
-    radii = {c.name: c.radius for c in SoupManifest.read("default").classes}
-    assert_same_picks(demo_picks(tmp_path, runtime="openvino"), pinned["picks"],
+    radii = {c.name: c.radius for c in soup.classes}
+    assert_same_picks(default_soup_picks(tmp_path, runtime="openvino"), pinned["picks"], soup.thresholds,
                       position={name: 0.2 * radius for name, radius in radii.items()}, score=0.01)
     assert sum(len(v) for classes in pinned["picks"].values() for v in classes.values()) > 50
 
 
-def assert_same_picks(picks: dict, pinned: dict, position, score: float) -> None:
-    """Every run and class has as many picks as pinned, each within `position` Å ({class: Å} or one for all) and
-    `score` of its own pinned pick (paired one to one by distance: near-equal scores may come in another order)."""
+def assert_same_picks(picks: dict, pinned: dict, thresholds: dict, position, score: float) -> None:
+    """Every run and class has the pinned picks, each within `position` Å ({class: Å} or one for all) and `score`
+    of its own pinned pick (paired one to one by distance: near-equal scores may come in another order). A pick
+    within `score` of its class threshold may be on one side only: the same small difference takes it across."""
     from scipy.optimize import linear_sum_assignment
     from scipy.spatial.distance import cdist
 
@@ -43,9 +45,28 @@ def assert_same_picks(picks: dict, pinned: dict, position, score: float) -> None
         for name, expected in classes.items():
             got = np.asarray(picks[run][name]).reshape(-1, 4)
             expected = np.asarray(expected).reshape(-1, 4)
-            assert got.shape == expected.shape, f"{run} {name}: {len(got)} picks, pinned {len(expected)}"
+            limit = position[name] if isinstance(position, dict) else position
             distance = cdist(got[:, :3], expected[:, :3])
             rows, cols = linear_sum_assignment(distance)
-            limit = position[name] if isinstance(position, dict) else position
-            assert distance[rows, cols].max(initial=0) <= limit, f"{run} {name}: a pick moved"
+            paired = distance[rows, cols] <= limit
+            rows, cols = rows[paired], cols[paired]
+            for side, points, used in (("new", got, rows), ("pinned", expected, cols)):
+                alone = np.delete(points[:, 3], used)
+                assert np.all(alone < thresholds[name] + score), \
+                    f"{run} {name}: {len(alone)} {side} pick(s) with no counterpart within {limit:g} Å, scores {alone}"
             np.testing.assert_allclose(got[rows, 3], expected[cols, 3], atol=score, err_msg=f"{run} {name} scores")
+
+
+def test_the_pin_check_catches_a_moved_a_lost_or_a_new_pick_but_not_one_at_the_threshold():
+    pinned = {"run": {"a": [[0, 0, 0, 0.9], [100, 0, 0, 0.5], [200, 0, 0, 0.305]]}}
+    assert_same_picks(pinned, pinned, {"a": 0.3}, position=1e-3, score=0.01)
+    at_threshold = {"run": {"a": pinned["run"]["a"][:2]}}
+    assert_same_picks(at_threshold, pinned, {"a": 0.3}, position=1e-3, score=0.01)
+    assert_same_picks(pinned, at_threshold, {"a": 0.3}, position=1e-3, score=0.01)
+    moved = {"run": {"a": [[0, 0, 0.01, 0.9], *pinned["run"]["a"][1:]]}}
+    lost = {"run": {"a": pinned["run"]["a"][1:]}}
+    rescored = {"run": {"a": [[0, 0, 0, 0.85], *pinned["run"]["a"][1:]]}}
+    for changed in (moved, lost, rescored):
+        for a, b in ((changed, pinned), (pinned, changed)):
+            with pytest.raises(AssertionError):
+                assert_same_picks(a, b, {"a": 0.3}, position=1e-3, score=0.01)

@@ -1,4 +1,4 @@
-"""Write tests/data/default-soup-picks.json: the default soup's picks on the demo's runs, which
+"""Write tests/data/default-soup-picks.json: the default soup's picks on two small simulated runs, which
 tests/test_pinned.py checks every later version against (a restructuring must change no pick).
 
 Run it only when a change is meant to change picks (a new default soup, a new peak rule), and say so in the
@@ -16,22 +16,23 @@ import copick_soup  # noqa: F401  (before torch: its CPU settings)
 
 HERE = Path(__file__).resolve().parent
 PINNED = HERE / "default-soup-picks.json"
-# The demo's runs (copick-soup demo: 2 experimental-profile runs of 96x256x256, seed 7), picked in float32 so
-# the pin does not depend on whether a CPU computes bf16 natively, by torch: the reference engine (OpenVINO, the
-# default on CPUs, is checked against the pin within a tolerance by tests/test_pinned.py).
-DEMO = dict(runs=2, shape=(96, 256, 256), seed=7, profile="experimental")
+# Two experimental-profile runs, one per phantom engine, crowded and small (64x160x160: 9 windows of 64³ each) so
+# that the test takes about a minute, not the 5 that the demo's runs took; seed 1 gives every class picks in both.
+# Picked in float32 so the pin does not depend on whether a CPU computes bf16 natively, by torch: the reference
+# engine (OpenVINO, the default on CPUs, is checked against the pin within a tolerance by tests/test_pinned.py).
+PROJECT = dict(runs=2, shape=(64, 160, 160), seed=1, profile="experimental", crowding=4.0, engine="mixed")
 SETTINGS = dict(tta=1, window=64, overlap=0.25, amp="none", runtime="torch")
 
 
-def demo_picks(folder, **overrides) -> dict:
-    """{run: {class: [[x, y, z, score], ...]}} of the default soup on the demo's runs, simulated in `folder` (once),
+def default_soup_picks(folder, **overrides) -> dict:
+    """{run: {class: [[x, y, z, score], ...]}} of the default soup on PROJECT's runs, simulated in `folder` (once),
     picked with SETTINGS and `overrides`."""
     from copick_soup.data import open_project, read_picks
     from copick_soup.simulate import simulate_project
 
     config = Path(folder) / "project" / "copick.json"
     if not config.exists():
-        config = simulate_project(config.parent, **DEMO)
+        config = simulate_project(config.parent, **PROJECT)
     root = open_project(config)
     user = "pinned-" + "-".join(f"{k}-{v}" for k, v in overrides.items()) if overrides else "pinned"
     names = pick_with_default_soup(root, user, {**SETTINGS, **overrides})
@@ -55,7 +56,7 @@ def pick_with_default_soup(root, user: str, settings: dict) -> list[str]:
 
 if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
-        picks = demo_picks(tmp)
-    PINNED.write_text(json.dumps(dict(demo=DEMO, settings=SETTINGS, picks=picks), indent=1))
+        picks = default_soup_picks(tmp)
+    PINNED.write_text(json.dumps(dict(project=PROJECT, settings=SETTINGS, picks=picks), indent=1))
     counts = {run: sum(len(v) for v in classes.values()) for run, classes in picks.items()}
     print(f"wrote {PINNED}: {counts}", file=sys.stderr)
