@@ -218,7 +218,8 @@ def test_patches_centre_on_hard_negatives_once_they_are_mined(volumes):
 
 def test_training_mines_hard_negatives_every_hard_every_steps(volumes, tmp_path, capsys):
     classes, train, val = volumes
-    cfg = TrainConfig(patch=32, steps=6, val_every=6, val_window=32, p_hard=0.5, hard_every=3, hard_threshold=0.1)
+    cfg = TrainConfig(variant="unet3d_test", patch=16, steps=6, val_every=6, val_window=32, p_hard=0.5, hard_every=3,
+                      hard_threshold=0.1)
     train_member(cfg, classes, train, val, tmp_path / "m", VOXEL_SIZE, "denoised")
     mined = [line for line in capsys.readouterr().out.splitlines() if line.startswith("hard negatives:")]
     assert len(mined) == 2 and "in 1 training volume(s)" in mined[0]
