@@ -118,3 +118,35 @@ def test_a_file_that_is_not_a_member(tmp_path):
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(SoupError, match="x.json: not a copick-soup member"):
         load_member(tmp_path / "x.json")
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_batch_norm_heatmaps_do_not_depend_on_the_window_and_instance_norm_ones_do(norm):
+    """The same voxels, 12 or more from either window's border (beyond unet3d_test's reach), in a 64³ window and in
+    a 48³ one inside it: equal under batch norms (statistics learnt in training), not under instance norms."""
+    torch.manual_seed(0)
+    model = create_model("unet3d_test", n_classes=2, norm=norm)
+    for layer in model.modules():
+        if isinstance(layer, torch.nn.BatchNorm3d):  # learnt-looking statistics, not the identity's 0 and 1
+            layer.running_mean.uniform_(-0.5, 0.5)
+            layer.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(1, 1, 64, 64, 64)
+    with torch.inference_mode():
+        whole = model.eval()(x)[..., 20:44, 20:44, 20:44]
+        inside = model(x[..., 8:56, 8:56, 8:56])[..., 12:36, 12:36, 12:36]
+    same = torch.allclose(whole, inside, atol=1e-5)
+    assert same if norm == "batch" else not same and (whole - inside).abs().max() > 1e-3
+
+
+def test_a_norm_it_does_not_know_is_refused_and_a_member_names_its_file(tmp_path):
+    with pytest.raises(SoupError, match="^norm: choose one of instance, batch, got 'group'$"):
+        create_model("unet3d_test", norm="group")
+    model = create_model("unet3d_test", n_classes=1, norm="batch")
+    path = save_member(tmp_path / "m", model, manifest())
+    loaded, _ = load_member(path)
+    assert loaded.config.norm == "batch" and any(isinstance(m, torch.nn.BatchNorm3d) for m in loaded.modules())
+    meta = json.loads(path.read_text())
+    meta["architecture"]["config"]["norm"] = "group"
+    path.write_text(json.dumps(meta))
+    with pytest.raises(SoupError, match=f"^{path}: norm: choose one of instance, batch, got 'group'$"):
+        load_member(path)

@@ -265,7 +265,7 @@ def test_resume_continues_from_the_saved_step(volumes, tmp_path):
     assert messages == ["resuming m at step 6"]
     history = json.loads((tmp_path / "m" / "state.json").read_text())["history"]
     assert [h["step"] for h in history] == [3, 6, 9]
-    with pytest.raises(SoupError, match="saved for other classes or another variant"):
+    with pytest.raises(SoupError, match="saved for other classes or another variant or norm"):
         train_member(override(longer, {"steps": 12}), classes[:2], train, [], tmp_path / "m", VOXEL_SIZE,
                      "denoised", resume=True)
 
@@ -289,3 +289,23 @@ def test_validation_cuts_each_class_at_its_best_threshold(tmp_path):
     assert fixed.weighted == 0.0 and swept.weighted == 1.0 and 0.05 <= thresholds["a"] < 0.1
     held_out, used = validate(model, volume, [cls], cfg, VOXEL_SIZE, "cpu", thresholds={"a": 0.2})
     assert held_out.weighted == 0.0 and used == {"a": 0.2}
+
+
+def test_a_batch_norm_member_trains_keeps_its_statistics_and_is_not_mixed_with_instance_norms(volumes, tmp_path):
+    from copick_soup.model.checkpoint import load_member
+
+    classes, train, _ = volumes
+    cfg = TrainConfig(variant="unet3d_test", patch=16, steps=4, val_every=4, ema=0.5, norm="batch", seed=4)
+    best = train_member(cfg, classes, train, [], tmp_path / "m", VOXEL_SIZE, "denoised")
+    model, manifest = load_member(best)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert manifest.unet["norm"] == "batch" and manifest.training["config"]["norm"] == "batch" and norms
+    assert all(not torch.allclose(n.running_var, torch.ones_like(n.running_var)) for n in norms)  # learnt, EMA'd
+    with pytest.raises(SoupError, match="its U-Net has batch norms, the model being trained instance norms"):
+        train_member(override(cfg, {"norm": "instance"}), classes, train, [], tmp_path / "i", VOXEL_SIZE,
+                     "denoised", init=best)
+    with pytest.raises(SoupError, match="saved for other classes or another variant or norm"):
+        train_member(override(cfg, {"norm": "instance", "steps": 8}), classes, train, [], tmp_path / "m",
+                     VOXEL_SIZE, "denoised", resume=True)
+    with pytest.raises(SoupError, match="^norm: choose one of instance, batch, got 'group'$"):
+        TrainConfig(norm="group")

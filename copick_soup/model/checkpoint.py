@@ -47,7 +47,10 @@ def load_member(path, device="cpu"):
         raise SoupError(f"{weights}: weights file missing for member {manifest.label}")
     if sha256(weights) != manifest.sha256:
         raise SoupError(f"{weights}: corrupt checkpoint (SHA-256 does not match its manifest)")
-    model = create_model(manifest.variant, **manifest.unet)
+    try:
+        model = create_model(manifest.variant, **manifest.unet)
+    except SoupError as err:
+        raise SoupError(f"{manifest.path}: {err}") from err
     try:
         state = load_file(str(weights))
     except SafetensorError as err:

@@ -6,6 +6,8 @@ deliberately tiny variant so tests can run every code path on a CPU in seconds.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from copick_soup.errors import SoupError
 from copick_soup.model.unet import UNet3D, UNetConfig
 
@@ -42,15 +44,16 @@ def list_models() -> list[str]:
 
 
 def model_config(name: str, **overrides) -> UNetConfig:
-    """The registered config of `name`, with fields overridden (`n_classes`, `in_channels`, `channels`)."""
+    """The registered config of `name`, with fields overridden (`n_classes`, `in_channels`, `channels`, `norm`)."""
     if name not in _REGISTRY:
         raise SoupError(f"unknown model '{name}'; known models: {', '.join(list_models())}")
     config = _REGISTRY[name]()
-    for key, value in overrides.items():
+    for key in overrides:
         if not hasattr(config, key):
             raise SoupError(f"model '{name}' has no setting '{key}'")
-        setattr(config, key, tuple(value) if key == "channels" else value)
-    return config
+    if "channels" in overrides:
+        overrides["channels"] = tuple(overrides["channels"])
+    return replace(config, **overrides)  # checked again, as a new config
 
 
 def create_model(name: str, **overrides) -> UNet3D:

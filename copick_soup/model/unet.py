@@ -1,8 +1,12 @@
 """One 3D U-Net. Variants (tiny, medium, large) are named configs of it, registered in `model/__init__.py`.
 
-Encoder: per level two 3x3x3 convolutions (instance norm, LeakyReLU), then a strided 2x2x2 convolution down.
+Encoder: per level two 3x3x3 convolutions (norm, LeakyReLU), then a strided 2x2x2 convolution down.
 Decoder: a 2x2x2 transposed convolution up, concatenation with the skip, two convolutions. A 1x1x1 head
 gives one heatmap channel per class. Input sides must be divisible by 2**(levels-1).
+
+The norm: `instance` (every shipped member) takes its statistics over the window it is given, so a window's
+shape changes the heatmap everywhere in it; `batch` uses statistics learnt in training at inference, so a voxel's
+heatmap depends only on the voxels it sees and any tiling gives the same heatmap away from window borders.
 """
 
 from __future__ import annotations
@@ -12,12 +16,21 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from copick_soup.errors import SoupError
+
+NORMS = {"instance": lambda c: nn.InstanceNorm3d(c, affine=True), "batch": nn.BatchNorm3d}
+
 
 @dataclass
 class UNetConfig:
     channels: tuple = (16, 32, 64)  # features per level; len(channels) = number of levels
     in_channels: int = 1
     n_classes: int = 6
+    norm: str = "instance"  # instance or batch (see the module's docstring)
+
+    def __post_init__(self):
+        if self.norm not in NORMS:
+            raise SoupError(f"norm: choose one of {', '.join(NORMS)}, got '{self.norm}'")
 
     @property
     def divisor(self) -> int:
@@ -35,13 +48,13 @@ class UNetConfig:
         return d
 
 
-def conv_block(cin: int, cout: int) -> nn.Sequential:
+def conv_block(cin: int, cout: int, norm: str) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv3d(cin, cout, 3, padding=1, bias=False),
-        nn.InstanceNorm3d(cout, affine=True),
+        NORMS[norm](cout),
         nn.LeakyReLU(0.01, inplace=True),
         nn.Conv3d(cout, cout, 3, padding=1, bias=False),
-        nn.InstanceNorm3d(cout, affine=True),
+        NORMS[norm](cout),
         nn.LeakyReLU(0.01, inplace=True),
     )
 
@@ -55,7 +68,7 @@ class UNet3D(nn.Module):
         self.downs = nn.ModuleList()
         cin = config.in_channels
         for i, c in enumerate(ch):
-            self.encoders.append(conv_block(cin, c))
+            self.encoders.append(conv_block(cin, c, config.norm))
             if i < len(ch) - 1:
                 self.downs.append(nn.Conv3d(c, c, 2, stride=2))
             cin = c
@@ -63,7 +76,7 @@ class UNet3D(nn.Module):
         self.decoders = nn.ModuleList()
         for c_deep, c in zip(ch[::-1][:-1], ch[::-1][1:]):
             self.ups.append(nn.ConvTranspose3d(c_deep, c, 2, stride=2))
-            self.decoders.append(conv_block(2 * c, c))
+            self.decoders.append(conv_block(2 * c, c, config.norm))
         self.head = nn.Conv3d(ch[0], config.n_classes, 1)
 
     @property

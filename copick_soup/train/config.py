@@ -33,6 +33,7 @@ class TrainConfig:
     hard_threshold: float = 0.15  # heatmap peaks above this that match no particle are hard negatives
     seed: int = 0
     normalisation: str = "zscore"  # zscore, or robust (median and MAD: see data/tomogram.py); pick does the same
+    norm: str = "instance"  # the U-Net's: instance, or batch (heatmaps that do not depend on the window: model/unet.py)
     # Randomisation beyond the simulator's (train/augment.py), each off at 0: particle size ± aug_scale, blur up to
     # aug_blur voxels, noise smoothed up to aug_noise_colour voxels, intensity non-linearity, contrast field.
     aug_scale: float = 0.0
@@ -58,7 +59,7 @@ class TrainConfig:
                     raise SoupError(f"'{key}' must be {rule}, got {getattr(self, key)}")
         if self.normalisation not in NORMALISATIONS:
             raise SoupError(f"'normalisation' must be one of {', '.join(NORMALISATIONS)}, got {self.normalisation!r}")
-        unet = model_config(self.variant)  # an unknown variant fails here too
+        unet = model_config(self.variant, norm=self.norm)  # an unknown variant or norm fails here too
         for key in ("patch", "val_window"):
             side = getattr(self, key)
             if side % unet.divisor:

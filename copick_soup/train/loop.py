@@ -48,6 +48,9 @@ def load_init(model, manifest_or_path, classes, warn=print) -> None:
     if list(manifest.unet.get("channels", ())) != list(model.config.channels):
         raise SoupError(f"{manifest.path}: architecture {manifest.variant} does not match the "
                         f"{len(model.config.channels)}-level model being trained")
+    if init.config.norm != model.config.norm:
+        raise SoupError(f"{manifest.path}: its U-Net has {init.config.norm} norms, the model being trained "
+                        f"{model.config.norm} norms (set norm: {init.config.norm})")
     state = init.state_dict()
     if manifest.class_names != [c.name for c in classes]:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
@@ -76,7 +79,7 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     rng = np.random.default_rng(cfg.seed)
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg.amp, device)
-    model = create_model(cfg.variant, n_classes=len(classes)).to(device)
+    model = create_model(cfg.variant, n_classes=len(classes), norm=cfg.norm).to(device)
     if init is not None:
         load_init(model, init, classes, warn=echo)
     ema = copy.deepcopy(model).eval() if cfg.ema > 0 else None
@@ -88,8 +91,9 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     if resume and (out_dir / "state.json").exists():
         saved = json.loads((out_dir / "state.json").read_text())
         if ([ParticleClass.from_dict(c) for c in saved["classes"]] != list(classes)
-                or saved["config"]["variant"] != cfg.variant):
-            raise SoupError(f"{out_dir / 'state.json'}: saved for other classes or another variant; cannot resume")
+                or saved["config"]["variant"] != cfg.variant or saved["config"].get("norm", "instance") != cfg.norm):
+            raise SoupError(f"{out_dir / 'state.json'}: saved for other classes or another variant or norm; "
+                            "cannot resume")
         meta = load_state(out_dir / "state", model, ema, optimizer)
         step, best, history = meta["step"], meta["best"], meta["history"]
         rng.bit_generator.state = meta["numpy_rng"]
