@@ -34,3 +34,18 @@ def make_test_soup(folder, tomo_types=("denoised",), weights=None, seed=9):
     soup = SoupManifest("test-soup", [SoupMember(p, w) for p, w in zip(paths, weights)], classes, VOXEL_SIZE,
                         {c.name: 0.0 for c in classes}).write(folder / "soup" / "soup.json")
     return paths, soup
+
+
+def batch_norm_unet(seed: int, n_classes: int = 2):
+    """unet3d_test with batch norms holding learnt-looking statistics (not the identity's 0 and 1), in eval mode."""
+    import torch
+
+    from copick_soup.model import create_model
+
+    torch.manual_seed(seed)
+    net = create_model("unet3d_test", n_classes=n_classes, norm="batch")
+    for layer in net.modules():
+        if isinstance(layer, torch.nn.BatchNorm3d):
+            layer.running_mean.uniform_(-0.5, 0.5)
+            layer.running_var.uniform_(0.5, 2.0)
+    return net.eval()

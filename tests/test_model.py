@@ -124,15 +124,13 @@ def test_a_file_that_is_not_a_member(tmp_path):
 def test_batch_norm_heatmaps_do_not_depend_on_the_window_and_instance_norm_ones_do(norm):
     """The same voxels, 12 or more from either window's border (beyond unet3d_test's reach), in a 64³ window and in
     a 48³ one inside it: equal under batch norms (statistics learnt in training), not under instance norms."""
+    from helpers import batch_norm_unet
+
     torch.manual_seed(0)
-    model = create_model("unet3d_test", n_classes=2, norm=norm)
-    for layer in model.modules():
-        if isinstance(layer, torch.nn.BatchNorm3d):  # learnt-looking statistics, not the identity's 0 and 1
-            layer.running_mean.uniform_(-0.5, 0.5)
-            layer.running_var.uniform_(0.5, 2.0)
+    model = batch_norm_unet(0) if norm == "batch" else create_model("unet3d_test", n_classes=2).eval()
     x = torch.randn(1, 1, 64, 64, 64)
     with torch.inference_mode():
-        whole = model.eval()(x)[..., 20:44, 20:44, 20:44]
+        whole = model(x)[..., 20:44, 20:44, 20:44]
         inside = model(x[..., 8:56, 8:56, 8:56])[..., 12:36, 12:36, 12:36]
     same = torch.allclose(whole, inside, atol=1e-5)
     assert same if norm == "batch" else not same and (whole - inside).abs().max() > 1e-3

@@ -4,6 +4,7 @@ whole volume on a network whose receptive field the margin covers; chosen within
 import numpy as np
 import pytest
 import torch
+from helpers import batch_norm_unet
 
 from copick_soup.ensemble import InferenceSettings
 from copick_soup.ensemble.peaks import PeakStream, heatmaps_to_picks
@@ -143,17 +144,6 @@ def test_tta_views_turn_windows_that_are_not_square():
     one = predict_volume(TorchPredictor(net), volume, 2, tiling, stats=(0, 1))
     eight = predict_volume(TorchPredictor(net, views=tta_views(8)), volume, 2, tiling, stats=(0, 1))
     np.testing.assert_allclose(eight, one, atol=1e-5)
-
-
-def batch_norm_unet(seed: int):
-    """unet3d_test with batch norms holding learnt-looking statistics (not the identity's 0 and 1), in eval mode."""
-    torch.manual_seed(seed)
-    net = create_model("unet3d_test", n_classes=2, norm="batch")
-    for layer in net.modules():
-        if isinstance(layer, torch.nn.BatchNorm3d):
-            layer.running_mean.uniform_(-0.5, 0.5)
-            layer.running_var.uniform_(0.5, 2.0)
-    return net.eval()
 
 
 def test_the_crop_tiling_of_a_batch_norm_unet_equals_one_window_over_the_whole_volume():
