@@ -121,15 +121,20 @@ def main() -> None:
     made = projects(out, shape, dict(train=args.train_runs, val=args.val_runs, test=args.test_runs))
     settings = parse_overrides(args.settings)
     label = args.label or ("base" if not settings else "-".join(f"{k}{v}" for k, v in settings.items()))
+    def wanted(name: str) -> bool:  # a row --only asks for, or one an asked-for adapted row starts from
+        adapted = [f"{name}, adapted on {e}" for e in ENGINES] if args.adapt else []
+        return any(args.only is None or args.only in row for row in [name, *adapted])
+
     models = {f"trained on {engine}": (str(train_on(engine, made, out, args.steps, settings, label)), engine)
-              for engine in ENGINES}
+              for engine in ENGINES if wanted(f"trained on {engine}")}  # trained only when scored or adapted
     models[f"soup '{args.soup}'"] = (args.soup, args.soup_engine)
     if args.adapt:
         for name, (soup, trained_on) in list(models.items()):
             for engine in [e for e in ENGINES if trained_on not in (e, MIXED)]:  # adapted to a foreign engine
                 folder = out / "adapted" / label / f"{name}-on-{engine}".replace(" ", "_").replace("'", "")
-                models[f"{name}, adapted on {engine}"] = (adapt_on(soup, engine, made, folder, args.adapt,
-                                                                   args.confidence), trained_on)
+                if wanted(f"{name}, adapted on {engine}"):
+                    models[f"{name}, adapted on {engine}"] = (adapt_on(soup, engine, made, folder, args.adapt,
+                                                                       args.confidence), trained_on)
     if args.before:  # scored, not adapted
         models["soup before (blobs only)"] = (args.before, "blobs")
     inference = InferenceSettings()  # pick's defaults: its tiling, TTA 1, amp auto, on the CPU
