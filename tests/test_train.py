@@ -50,6 +50,23 @@ def test_voxels_of_unknown_label_are_masked_and_carry_no_loss():
     assert weighted_mse(pred, target, 1.0, known) == 0
 
 
+def test_fg_scope_any_makes_naming_a_particle_wrong_cost_like_missing_it():
+    target = torch.zeros(1, 2, 4, 4, 4)
+    target[0, 0, 2, 2, 2] = 1.0  # one particle of class 0
+    missed = torch.zeros_like(target)  # class 0 silent at its particle
+    misnamed = target.clone()
+    misnamed[0, 1, 2, 2, 2] = 1.0  # class 0 right, and class 1 fires there too
+    own = [weighted_mse(p, target, 10.0, fg_scope="own") for p in (missed, misnamed)]
+    any_ = [weighted_mse(p, target, 10.0, fg_scope="any") for p in (missed, misnamed)]
+    assert own[1] * 10 < own[0]  # own: the wrong channel there weighs like background
+    assert any_[1] == pytest.approx(any_[0])  # any: as much as the miss
+    known = torch.ones(1, 2, 4, 4, 4)
+    known[0, 1] = 0.0  # class 1's labels unknown here: its error drops out under either scope
+    assert weighted_mse(misnamed, target, 10.0, known, fg_scope="any") == 0
+    with pytest.raises(SoupError, match="fg_scope"):
+        TrainConfig(fg_scope="every")
+
+
 def test_patches_carry_the_mask_through_flips_and_turns(volumes):
     classes, train, _ = volumes
     volume = train[0]

@@ -9,6 +9,7 @@ from copick_soup.data.tomogram import NORMALISATIONS
 from copick_soup.errors import SoupError
 from copick_soup.model.registry import model_config
 from copick_soup.train.augment import Randomisation
+from copick_soup.train.loss import FG_SCOPES
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class TrainConfig:
     val_window: int = 64
     sigma_scale: float = 0.3  # target Gaussian sigma, x particle radius
     fg_weight: float = 10.0  # loss weight on foreground voxels (see loss.py)
+    fg_scope: str = "own"  # whose particles weigh a channel's errors: own (its class's) or any class's (loss.py)
     p_particle: float = 0.8  # chance a patch is centred near a particle
     p_hard: float = 0.0  # chance a patch is centred on a hard negative (see negatives.py)
     hard_every: int = 500  # steps between minings of hard negatives (~4 s per 96x192x192 volume on 2 cores)
@@ -57,6 +59,8 @@ class TrainConfig:
             for key in keys:
                 if not ok(getattr(self, key)):
                     raise SoupError(f"'{key}' must be {rule}, got {getattr(self, key)}")
+        if self.fg_scope not in FG_SCOPES:
+            raise SoupError(f"'fg_scope' must be one of {', '.join(FG_SCOPES)}, got {self.fg_scope!r}")
         if self.normalisation not in NORMALISATIONS:
             raise SoupError(f"'normalisation' must be one of {', '.join(NORMALISATIONS)}, got {self.normalisation!r}")
         unet = model_config(self.variant, norm=self.norm)  # an unknown variant or norm fails here too

@@ -115,7 +115,7 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
             group["lr"] = learning_rate(cfg, step)
         model.train()
         with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = weighted_mse(model(image), target, cfg.fg_weight, known)
+            loss = weighted_mse(model(image), target, cfg.fg_weight, known, cfg.fg_scope)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
