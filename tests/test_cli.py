@@ -52,6 +52,24 @@ def test_simulate_then_score_truth_against_itself(tmp_path):
     assert "weighted F4" in table and "ribosome" in table
 
 
+def test_score_confusion_shows_particles_picked_as_another_class(project):
+    from copick_soup.data import open_project, read_picks, write_picks
+
+    root = open_project(project)
+    for run in root.runs:  # every ribosome picked as thyroglobulin, nothing else picked
+        truth = read_picks(run, ["ribosome"], "curation", "0", with_scores=True)
+        write_picks(run, {"thyroglobulin": truth["ribosome"]}, "someone", "0")
+    result = invoke("score", "-c", project, "--candidate-user", "someone", "--confusion", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)["confusion"]["truth"]
+    assert rows["ribosome"]["particles"] > 0
+    assert rows["ribosome"]["picked_as"]["thyroglobulin"] == rows["ribosome"]["particles"]
+    assert rows["ribosome"]["picked_as"]["ribosome"] == 0 and rows["ribosome"]["missed"] == 0
+    assert all(row["missed"] == row["particles"] for name, row in rows.items() if name != "ribosome")
+    table = invoke("score", "-c", project, "--candidate-user", "someone", "--confusion").output
+    assert "weighted F4" in table and "truth / picked as" in table
+
+
 def test_score_on_one_class(project):
     result = invoke("score", "-c", project, "--candidate-user", "curation", "--objects", "ribosome", "--json")
     assert list(json.loads(result.output)["classes"]) == ["ribosome"]

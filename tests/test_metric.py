@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from copick_soup.metric import Score, count_matches, score_picks
+from copick_soup.metric.czii import confusion
 from copick_soup.objects import ParticleClass
 
 A = ParticleClass("a", 1, radius=100.0, score_weight=1.0)  # match threshold 50 Å
@@ -106,3 +107,28 @@ def test_table_says_why_a_class_without_ground_truth_scores_zero():
     assert "(no ground truth for b in these runs: the CZII metric scores it 0 whatever is picked)" in lines
     assert not any("no ground truth" in line for line in score_picks([({"a": pts([0, 0, 0])}, {})], [A]).table()
                    .splitlines())
+
+
+def test_confusion_tells_misnamed_from_missed_and_stray_picks():
+    truth = {"a": pts([0, 0, 0], [1000, 0, 0], [2000, 0, 0]), "b": pts([0, 500, 0])}
+    picks = {"a": pts([10, 0, 0], [0, 520, 0]),  # right; and on the b particle, within half b's radius (30 Å)
+             "b": pts([1040, 0, 0], [0, 0, 900])}  # on the second a (within half a's radius, 50 Å); and on nothing
+    mixed = confusion([(truth, picks)], [A, B])
+    assert mixed.particles.tolist() == [3, 1]
+    assert mixed.counts.tolist() == [[1, 1], [1, 0]]  # a picked as a once, as b once; b picked as a
+    assert mixed.missed.tolist() == [1, 0]  # the third a has no pick of any class in range
+    assert mixed.stray.tolist() == [0, 1]
+    rows = mixed.as_dict()["truth"]
+    assert rows["a"] == dict(particles=3, picked_as=dict(a=1, b=1), missed=1)
+    lines = mixed.table().splitlines()
+    assert lines[2].split() == ["a", "3", "1", "1", "1"] and lines[-1].split()[-2:] == ["0", "1"]
+
+
+def test_confusion_diagonal_is_the_metric_tp_and_ranges_use_the_particle_radius():
+    truth = {"a": pts([0, 0, 0]), "b": pts([0, 500, 0])}
+    picks = {"a": pts([0, 545, 0]), "b": pts([45, 0, 0])}  # 45 Å: in a's range (50), not in b's (30)
+    mixed = confusion([(truth, picks), (truth, {})], [A, B])
+    score = score_picks([(truth, picks), (truth, {})], [A, B])
+    assert mixed.counts.diagonal().tolist() == [c.tp for c in score.classes] == [0, 0]
+    assert mixed.counts.tolist() == [[0, 1], [0, 0]] and mixed.missed.tolist() == [1, 2]
+    assert mixed.stray.tolist() == [1, 0] and mixed.particles.tolist() == [2, 2]

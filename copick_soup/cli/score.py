@@ -18,13 +18,14 @@ from copick_soup.cli.util import config_option, reports_errors, run_list, runs_o
               help="Score only these classes (repeat or comma-separate). Default: every particle class.")
 @click.option("--beta", default=4.0, show_default=True, type=click.FloatRange(0, min_open=True),
               help="F-beta's beta (the CZII metric uses 4).")
+@click.option("--confusion", is_flag=True,
+              help="Also show what each class's particles were picked as (misnamed, missed) and stray picks.")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON instead of a table.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Also draw per-class precision, recall and F4, and F4 against threshold, into this PNG.")
 @reports_errors
 def score(config, reference_user, reference_session, candidate_user, candidate_session, run_names, legacy_run_names,
-          object_names,
-          beta, as_json, plot):
+          object_names, beta, confusion, as_json, plot):
     """Score picks against ground truth with the CZII metric (per-class TP/FP/FN, F-beta, weighted mean).
 
     \b
@@ -35,13 +36,20 @@ def score(config, reference_user, reference_session, candidate_user, candidate_s
 
     # deferred: the pipeline (and torch) loads only when the command runs, not when copick lists its plugins
     from copick_soup.data.project import open_project
-    from copick_soup.ensemble.evaluate import score_project
+    from copick_soup.ensemble.evaluate import project_pairs
+    from copick_soup.metric.czii import confusion as confusion_of
+    from copick_soup.metric.czii import score_picks
 
     root = open_project(config)
-    result = score_project(root, reference_user, candidate_user, reference_session, candidate_session,
-                           run_names=run_list(run_names, legacy_run_names), object_names=split_names(object_names),
-                           beta=beta)
-    click.echo(json.dumps(result.as_dict(), indent=2) if as_json else result.table())
+    classes, pairs = project_pairs(root, reference_user, candidate_user, reference_session, candidate_session,
+                                   run_names=run_list(run_names, legacy_run_names),
+                                   object_names=split_names(object_names))
+    result = score_picks(pairs, classes, beta=beta)
+    mixed = confusion_of(pairs, classes) if confusion else None
+    if as_json:
+        click.echo(json.dumps({**result.as_dict(), **({"confusion": mixed.as_dict()} if mixed else {})}, indent=2))
+    else:
+        click.echo(result.table() + (f"\n\n{mixed.table()}" if mixed else ""))
     if plot:
         from copick_soup.ensemble.evaluate import threshold_curves
         from copick_soup.ensemble.thresholds import THRESHOLDS

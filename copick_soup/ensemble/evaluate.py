@@ -87,6 +87,15 @@ def score_project(root, reference_user: str, candidate_user: str, reference_sess
 
     `object_names` limits the classes scored (default: every particle class of the project).
     """
+    classes, pairs = project_pairs(root, reference_user, candidate_user, reference_session, candidate_session,
+                                   run_names, object_names)
+    return score_picks(pairs, classes, beta=beta)
+
+
+def project_pairs(root, reference_user: str, candidate_user: str, reference_session: str | None = "0",
+                  candidate_session: str | None = None, run_names=None, object_names=None) -> tuple[list, list]:
+    """(classes, [(truth, picks) per run]) as `score_picks` and `confusion` take them; no picks by either user
+    in the chosen runs is an error naming who has picks there (a typo would score 0 silently)."""
     classes = classes_from_root(root)
     if object_names:
         check_object_names(root, object_names)
@@ -95,12 +104,11 @@ def score_project(root, reference_user: str, candidate_user: str, reference_sess
     runs = select_runs(root, run_names)
     for role, user, session in (("ground truth", reference_user, reference_session),
                                 ("picks", candidate_user, candidate_session)):
-        if not any(existing_picks(run, names, user, session) for run in runs):  # a typo would score 0 silently
+        if not any(existing_picks(run, names, user, session) for run in runs):
             raise SoupError(f"no {role} by user '{user}' {f'session {session!r}' if session else 'in any session'} in "
                             f"{'these runs' if run_names else 'this project'}; {pick_owners(runs)}")
-    pairs = [(read_picks(run, names, reference_user, reference_session),
-              read_picks(run, names, candidate_user, candidate_session)) for run in runs]
-    return score_picks(pairs, classes, beta=beta)
+    return classes, [(read_picks(run, names, reference_user, reference_session),
+                      read_picks(run, names, candidate_user, candidate_session)) for run in runs]
 
 
 def pick_owners(runs, most: int = 8) -> str:

@@ -111,3 +111,65 @@ def score_picks(runs: list[tuple[dict, dict]], classes, beta: float = BETA,
                                        distance_multiplier * cls.radius)
             acc.tp, acc.fp, acc.fn = acc.tp + tp, acc.fp + fp, acc.fn + fn
     return Score(scores, beta)
+
+
+
+@dataclass
+class Confusion:
+    """What each ground-truth particle was picked as: `counts[t, c]` particles of class t with a pick of class c
+    within half *their* radius (a particle picked as two classes counts in both), `missed[t]` those with no pick
+    of any class in range, `stray[c]` picks of class c in range of no particle of any class. It tells a picker
+    that names particles wrong (off the diagonal) from one that misses them or fires on nothing."""
+
+    names: list[str]
+    particles: np.ndarray  # (C,) ground-truth particles per class
+    counts: np.ndarray  # (C, C)
+    missed: np.ndarray  # (C,)
+    stray: np.ndarray  # (C,)
+
+    def as_dict(self) -> dict:
+        rows = {t: dict(particles=int(n), picked_as=dict(zip(self.names, map(int, row))), missed=int(miss))
+                for t, n, row, miss in zip(self.names, self.particles, self.counts, self.missed)}
+        return dict(truth=rows, stray=dict(zip(self.names, map(int, self.stray))))
+
+    def table(self) -> str:
+        """Rows: ground truth; columns: the class a pick in range names (heads cut to 11 characters)."""
+        head = (f"{'truth / picked as':<22}{'particles':>10}" + "".join(f"{n[:11]:>12}" for n in self.names)
+                + f"{'nothing':>9}")
+        lines = [head, "-" * len(head)]
+        for name, n, row, miss in zip(self.names, self.particles, self.counts, self.missed):
+            lines.append(f"{name:<22}{n:>10}" + "".join(f"{v:>12}" for v in row) + f"{miss:>9}")
+        lines.append(f"{'no particle (stray)':<22}{'':>10}" + "".join(f"{v:>12}" for v in self.stray))
+        return "\n".join(lines)
+
+
+def confusion(runs: list[tuple[dict, dict]], classes, distance_multiplier: float = DISTANCE_MULTIPLIER) -> Confusion:
+    """The confusion of runs given as (truth, picks) pairs of {class name: (N, 3) Å arrays}, as `score_picks`
+    takes them; a pick is in range of a particle within `distance_multiplier` x the particle's radius."""
+    from scipy.spatial import cKDTree
+
+    n = len(classes)
+    particles, counts = np.zeros(n, dtype=int), np.zeros((n, n), dtype=int)
+    missed, stray = np.zeros(n, dtype=int), np.zeros(n, dtype=int)
+    for truth, picks in runs:
+        points = [np.asarray(picks.get(c.name, np.zeros((0, 3))), dtype=float).reshape(-1, 3) for c in classes]
+        trees = [cKDTree(p) if len(p) else None for p in points]
+        used = [np.zeros(len(p), dtype=bool) for p in points]
+        for t, cls in enumerate(classes):
+            centres = np.asarray(truth.get(cls.name, np.zeros((0, 3))), dtype=float).reshape(-1, 3)
+            particles[t] += len(centres)
+            if not len(centres):
+                continue
+            hit_any = np.zeros(len(centres), dtype=bool)
+            for c, tree in enumerate(trees):
+                if tree is None:
+                    continue
+                hits = tree.query_ball_point(centres, r=distance_multiplier * cls.radius)
+                found = np.array([bool(h) for h in hits])
+                counts[t, c] += int(found.sum())
+                hit_any |= found
+                for h in hits:
+                    used[c][h] = True
+            missed[t] += int((~hit_any).sum())
+        stray += [int((~u).sum()) for u in used]
+    return Confusion([c.name for c in classes], particles, counts, missed, stray)
