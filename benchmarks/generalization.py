@@ -32,7 +32,8 @@ from table import markdown, publish  # benchmarks/table.py
 
 from copick_soup.data import open_project
 from copick_soup.ensemble import Ensemble, InferenceSettings
-from copick_soup.ensemble.evaluate import score_project
+from copick_soup.ensemble.evaluate import project_pairs
+from copick_soup.metric.czii import confusion, score_picks
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.pick import PickOptions, pick_runs
 from copick_soup.simulate import ENGINES, MIXED, simulate_project
@@ -91,7 +92,8 @@ def score_on(soup: str, name: str, config: Path, settings: InferenceSettings):
     start = time.perf_counter()
     pick_runs(root, ensemble, None, settings, opts, echo=lambda m: None)
     seconds = time.perf_counter() - start
-    return score_project(root, "curation", "generalization", "0", name), seconds
+    classes, pairs = project_pairs(root, "curation", "generalization", "0", name)
+    return score_picks(pairs, classes), confusion(pairs, classes), seconds
 
 
 def main() -> None:
@@ -140,11 +142,12 @@ def main() -> None:
     inference = InferenceSettings()  # pick's defaults: its tiling, TTA 1, amp auto, on the CPU
     models = {name: model for name, model in models.items() if args.only is None or args.only in name}
 
-    rows, names, truth = [], None, {}
+    rows, names, truth, confusions = [], None, {}, []
     for name, (soup, trained_on) in models.items():
         for engine in ENGINES:
             session = f"{label}-{name}-{engine}".replace(" ", "_").replace("'", "")
-            score, seconds = score_on(soup, session, made[engine, "test"], inference)
+            score, mixed, seconds = score_on(soup, session, made[engine, "test"], inference)
+            confusions += ["", f"{name}, scored on {engine}:", "", "```", mixed.table(), "```"]
             names = [c.name for c in score.classes]
             truth[engine] = sum(c.tp + c.fn for c in score.classes)
             kind = "in-engine" if trained_on in (engine, MIXED) else "cross-engine"
@@ -160,6 +163,11 @@ def main() -> None:
         f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
         "",
         *markdown(["model", "scored on", "weighted F4", *names, "seconds"], rows),
+        "",
+        "What each class's held-out particles were picked as (a pick of that class within half the particle's "
+        "radius; `copick-soup score --confusion`): off the diagonal, particles named wrong; `nothing`, missed; the "
+        "last row, picks on no particle.",
+        *confusions,
     ])
 
 
