@@ -13,7 +13,9 @@ the in-engine sanity check, the off-diagonal the result. Held-out runs are never
     python benchmarks/generalization.py --adapt 300 --label adapt
 
 Prints a table and writes benchmarks/results/generalization.md (generalization-LABEL.md with --label: training
-settings given with --set are tried on the same runs, and the rows show whether they close the gap). With
+settings given with --set are tried on the same runs, and the rows show whether they close the gap), with each
+row's confusion below it: what each class's held-out particles were picked as, so a model that names particles
+wrong is told from one that misses them. With
 --adapt STEPS, each model is also adapted without labels (`copick-soup adapt`) on the *training* runs of the
 engine it was not trained on, their labels unread, and scored again: trained on A, adapted on B, scored on
 held-out B.
