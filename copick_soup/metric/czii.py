@@ -113,7 +113,6 @@ def score_picks(runs: list[tuple[dict, dict]], classes, beta: float = BETA,
     return Score(scores, beta)
 
 
-
 @dataclass
 class Confusion:
     """What each ground-truth particle was picked as: `counts[t, c]` particles of class t with a pick of class c
