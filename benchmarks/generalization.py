@@ -125,6 +125,7 @@ def main() -> None:
     made = projects(out, shape, dict(train=args.train_runs, val=args.val_runs, test=args.test_runs))
     settings = parse_overrides(args.settings)
     label = args.label or ("base" if not settings else "-".join(f"{k}{v}" for k, v in settings.items()))
+
     def wanted(name: str) -> bool:  # a row --only asks for, or one an asked-for adapted row starts from
         adapted = [f"{name}, adapted on {e}" for e in ENGINES] if args.adapt else []
         return any(args.only is None or args.only in row for row in [name, *adapted])

@@ -41,9 +41,9 @@ def score(config, reference_user, reference_session, candidate_user, candidate_s
     from copick_soup.metric.czii import score_picks
 
     root = open_project(config)
+    runs, objects = run_list(run_names, legacy_run_names), split_names(object_names)
     classes, pairs = project_pairs(root, reference_user, candidate_user, reference_session, candidate_session,
-                                   run_names=run_list(run_names, legacy_run_names),
-                                   object_names=split_names(object_names))
+                                   run_names=runs, object_names=objects)
     result = score_picks(pairs, classes, beta=beta)
     mixed = confusion_of(pairs, classes) if confusion else None
     if as_json:
@@ -56,7 +56,7 @@ def score(config, reference_user, reference_session, candidate_user, candidate_s
         from copick_soup.viz import save_score_plot
 
         curves = threshold_curves(root, reference_user, candidate_user, reference_session, candidate_session,
-                                  run_list(run_names, legacy_run_names), split_names(object_names), beta)
+                                  runs, objects, beta)
         title = f"{candidate_user}/{candidate_session or '*'} against {reference_user}/{reference_session or '*'}"
         click.echo(f"plot: {save_score_plot(result, curves, THRESHOLDS, plot, title)}")
 

@@ -59,10 +59,9 @@ class TrainConfig:
             for key in keys:
                 if not ok(getattr(self, key)):
                     raise SoupError(f"'{key}' must be {rule}, got {getattr(self, key)}")
-        if self.fg_scope not in FG_SCOPES:
-            raise SoupError(f"'fg_scope' must be one of {', '.join(FG_SCOPES)}, got {self.fg_scope!r}")
-        if self.normalisation not in NORMALISATIONS:
-            raise SoupError(f"'normalisation' must be one of {', '.join(NORMALISATIONS)}, got {self.normalisation!r}")
+        for key, choices in (("fg_scope", FG_SCOPES), ("normalisation", NORMALISATIONS)):
+            if getattr(self, key) not in choices:
+                raise SoupError(f"'{key}' must be one of {', '.join(choices)}, got {getattr(self, key)!r}")
         unet = model_config(self.variant, norm=self.norm)  # an unknown variant or norm fails here too
         for key in ("patch", "val_window"):
             side = getattr(self, key)
