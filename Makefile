@@ -42,7 +42,7 @@ bench: install
 	$(BIN)/python benchmarks/soup.py
 	$(BIN)/python benchmarks/ray_scaling.py
 	$(BIN)/python benchmarks/voxel_sizes.py
-	$(BIN)/python benchmarks/generalization.py --test-runs 8 --adapt 300
+	$(BIN)/python benchmarks/generalization.py --test-runs 8
 
 # The checks that need a GPU, in one go: the CUDA tests, the full-size pick grid
 # against MONAI (pick-grid-gpu.md) and held-out accuracy with TTA 1, 4 and 8 (accuracy-gpu.md). Bring a CUDA

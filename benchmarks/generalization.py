@@ -10,15 +10,11 @@ the in-engine sanity check, the off-diagonal the result. Held-out runs are never
 
     python benchmarks/generalization.py [--steps 1000] [--shape 96,256,256] [--test-runs 3] [--soup default]
     python benchmarks/generalization.py --set aug_scale=0.1 --set normalisation=robust --label randomised
-    python benchmarks/generalization.py --adapt 300 --label adapt
 
 Prints a table and writes benchmarks/results/generalization.md (generalization-LABEL.md with --label: training
 settings given with --set are tried on the same runs, and the rows show whether they close the gap), with each
 row's confusion below it: what each class's held-out particles were picked as, so a model that names particles
-wrong is told from one that misses them. With
---adapt STEPS, each model is also adapted without labels (`copick-soup adapt`) on the *training* runs of the
-engine it was not trained on, their labels unread, and scored again: trained on A, adapted on B, scored on
-held-out B.
+wrong is told from one that misses them.
 """
 
 from __future__ import annotations
@@ -26,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import time
 from pathlib import Path
 
@@ -39,7 +34,6 @@ from copick_soup.metric.czii import confusion, score_picks
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.pick import PickOptions, pick_runs
 from copick_soup.simulate import ENGINES, MIXED, simulate_project
-from copick_soup.train.adapt import adapt_soup
 from copick_soup.train.config import TrainConfig, override, parse_overrides
 from copick_soup.train.dataset import load_volumes
 from copick_soup.train.loop import train_member
@@ -79,14 +73,6 @@ def train_on(engine: str, made: dict, out: Path, steps: int, settings: dict, lab
                         provenance=dict(benchmark="generalization", engine=engine), echo=print)
 
 
-def adapt_on(soup: str, engine: str, made: dict, folder: Path, steps: int, confidence: float) -> str:
-    """`soup` adapted without labels on `engine`'s training runs (their picks are never read)."""
-    if not (folder / "soup.json").exists():
-        shutil.rmtree(folder, ignore_errors=True)  # an interrupted adaptation starts again
-        adapt_soup(made[engine, "train"], soup, None, folder, InferenceSettings(), steps, confidence, echo=print)
-    return str(folder / "soup.json")
-
-
 def score_on(soup: str, name: str, config: Path, settings: InferenceSettings):
     root = open_project(config)
     ensemble = Ensemble.load(soup, settings.device)
@@ -113,11 +99,8 @@ def main() -> None:
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting for both members (see TrainConfig), e.g. aug_scale=0.1")
     parser.add_argument("--label", default="", help="names the members and the table of a --set experiment")
-    parser.add_argument("--adapt", type=int, default=0, metavar="STEPS",
-                        help="also adapt every model on the other engine's runs without their labels")
-    parser.add_argument("--confidence", type=float, default=0.5, help="pseudo-label confidence for --adapt")
     parser.add_argument("--only", default=None, metavar="TEXT",
-                        help="score only the models whose row name holds TEXT (e.g. 'adapted'); with --label")
+                        help="score only the models whose row name holds TEXT (e.g. 'soup'); with --label")
     parser.add_argument("--out", default="/tmp/copick-soup-bench-generalization")
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
@@ -126,24 +109,16 @@ def main() -> None:
     settings = parse_overrides(args.settings)
     label = args.label or ("base" if not settings else "-".join(f"{k}{v}" for k, v in settings.items()))
 
-    def wanted(name: str) -> bool:  # a row --only asks for, or one an asked-for adapted row starts from
-        adapted = [f"{name}, adapted on {e}" for e in ENGINES] if args.adapt else []
-        return any(args.only is None or args.only in row for row in [name, *adapted])
+    def wanted(name: str) -> bool:  # a row --only asks for
+        return args.only is None or args.only in name
 
     models = {f"trained on {engine}": (str(train_on(engine, made, out, args.steps, settings, label)), engine)
-              for engine in ENGINES if wanted(f"trained on {engine}")}  # trained only when scored or adapted
+              for engine in ENGINES if wanted(f"trained on {engine}")}  # trained only when scored
     models[f"soup '{args.soup}'"] = (args.soup, args.soup_engine)
-    if args.adapt:
-        for name, (soup, trained_on) in list(models.items()):
-            for engine in [e for e in ENGINES if trained_on not in (e, MIXED)]:  # adapted to a foreign engine
-                folder = out / "adapted" / label / f"{name}-on-{engine}".replace(" ", "_").replace("'", "")
-                if wanted(f"{name}, adapted on {engine}"):
-                    models[f"{name}, adapted on {engine}"] = (adapt_on(soup, engine, made, folder, args.adapt,
-                                                                       args.confidence), trained_on)
-    if args.before:  # scored, not adapted
+    if args.before:
         models["soup before (blobs only)"] = (args.before, "blobs")
     inference = InferenceSettings()  # pick's defaults: its tiling, TTA 1, amp auto, on the CPU
-    models = {name: model for name, model in models.items() if args.only is None or args.only in name}
+    models = {name: model for name, model in models.items() if wanted(name)}
 
     rows, names, truth, confusions = [], None, {}, []
     for name, (soup, trained_on) in models.items():

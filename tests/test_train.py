@@ -16,7 +16,7 @@ from copick_soup.train.dataset import PatchSampler, TrainVolume, load_volumes
 from copick_soup.train.loop import train_member
 from copick_soup.train.loss import weighted_mse
 from copick_soup.train.negatives import false_peaks, mine_negatives
-from copick_soup.train.targets import gaussian_heatmaps, known_mask
+from copick_soup.train.targets import gaussian_heatmaps
 from copick_soup.train.validation import validate
 
 
@@ -36,20 +36,6 @@ def test_heatmap_uses_patch_coordinates_and_keeps_particles_cut_by_the_border():
     assert heat[0, :, 19, 19].max() < 1e-6  # the one at 60 is far away
 
 
-def test_voxels_of_unknown_label_are_masked_and_carry_no_loss():
-    mask, other = known_mask([np.array([[10.0, 10.0, 10.0], [40.0, 40.0, 40.0]]), np.zeros((0, 3))], [3.0, 9.0],
-                             (24, 24, 24))
-    assert other.min() == 1  # per class: an unsure pick of one class leaves the others' labels known
-    assert mask[10, 10, 10] == 0 and mask[10, 10, 13] == 0 and mask[10, 10, 14] == 1  # a ball of radius 3
-    assert mask.sum() == 24 ** 3 - (mask == 0).sum() and (mask == 0).sum() == 123  # lattice points in the ball
-    pred, target = torch.zeros(1, 1, 8, 8, 8), torch.zeros(1, 1, 8, 8, 8)
-    pred[..., :4] = 1.0  # wrong only in the masked half
-    known = torch.ones(1, 1, 8, 8, 8)
-    assert weighted_mse(pred, target, 1.0, known) > 0
-    known[..., :4] = 0.0
-    assert weighted_mse(pred, target, 1.0, known) == 0
-
-
 def test_fg_scope_any_makes_naming_a_particle_wrong_cost_like_missing_it():
     target = torch.zeros(1, 2, 4, 4, 4)
     target[0, 0, 2, 2, 2] = 1.0  # one particle of class 0
@@ -60,29 +46,8 @@ def test_fg_scope_any_makes_naming_a_particle_wrong_cost_like_missing_it():
     any_ = [weighted_mse(p, target, 10.0, fg_scope="any") for p in (missed, misnamed)]
     assert own[1] * 10 < own[0]  # own: the wrong channel there weighs like background
     assert any_[1] == pytest.approx(any_[0])  # any: as much as the miss
-    known = torch.ones(1, 2, 4, 4, 4)
-    known[0, 1] = 0.0  # class 1's labels unknown here: its error drops out under either scope
-    assert weighted_mse(misnamed, target, 10.0, known, fg_scope="any") == 0
     with pytest.raises(SoupError, match="fg_scope"):
         TrainConfig(fg_scope="every")
-
-
-def test_patches_carry_the_mask_through_flips_and_turns(volumes):
-    classes, train, _ = volumes
-    volume = train[0]
-    ignore = [np.zeros((0, 3)) for _ in classes]
-    ignore[0] = volume.points[0][:1] if len(volume.points[0]) else np.array([[20.0, 40.0, 40.0]])
-    masked = TrainVolume(volume.run, volume.tomo_type, volume.image, volume.points, ignore)
-    sampler = PatchSampler([masked], classes, 32, VOXEL_SIZE, 0.3, np.random.default_rng(1), p_particle=1.0)
-    found = False
-    for _ in range(30):
-        image, target, known = sampler.sample()
-        assert known.shape == (len(classes), 32, 32, 32) and set(np.unique(known)) <= {0.0, 1.0}
-        assert known[1:].min() == 1  # only class 0 has an unsure point
-        found |= known.min() == 0
-    assert found
-    images, targets, knowns = sampler.batch(2)
-    assert knowns.shape == targets.shape == (2, len(classes), 32, 32, 32)
 
 
 def test_augmentation_moves_image_and_target_together():
@@ -100,13 +65,12 @@ def test_randomisation_changes_nothing_when_off_and_zooms_particles_with_their_t
     plain = PatchSampler(train, classes, 32, VOXEL_SIZE, 0.3, np.random.default_rng(5))
     off = PatchSampler(train, classes, 32, VOXEL_SIZE, 0.3, np.random.default_rng(5), randomisation=Randomisation())
     for _ in range(3):  # the same draws, the same patches: recipes without randomisation train as before
-        (a, t, k), (b, u, _) = plain.sample(), off.sample()
-        assert k is None  # every label known
+        (a, t), (b, u) = plain.sample(), off.sample()
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(t, u)
     wide = Randomisation(scale=0.2, blur=1.0, noise_colour=2.0, gamma=0.3, contrast=0.3)
     sampler = PatchSampler(train, classes, 32, VOXEL_SIZE, 0.3, np.random.default_rng(6), randomisation=wide)
-    image, target, _ = sampler.sample()
+    image, target = sampler.sample()
     assert image.shape == (1, 32, 32, 32) and target.shape == (len(classes), 32, 32, 32)
     assert np.isfinite(image).all() and target.max() <= 1.0 + 1e-6
     crop = np.zeros((16, 16, 16), np.float32)

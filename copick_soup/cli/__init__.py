@@ -3,7 +3,6 @@
 import click
 
 from copick_soup import __version__
-from copick_soup.cli.adapt import adapt
 from copick_soup.cli.demo import demo
 from copick_soup.cli.pick import pick
 from copick_soup.cli.score import score
@@ -25,5 +24,4 @@ main.add_command(threshold)
 main.add_command(score)
 main.add_command(train)
 main.add_command(soup)
-main.add_command(adapt)
 main.add_command(demo)

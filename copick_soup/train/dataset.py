@@ -17,7 +17,7 @@ from copick_soup.data.kinds import match_tomogram
 from copick_soup.data.tomogram import available_tomo_types, normalisation_stats
 from copick_soup.errors import SoupError
 from copick_soup.train.augment import Randomisation, augment, crop_side, zoom_to
-from copick_soup.train.targets import class_sigmas, gaussian_heatmaps, known_mask
+from copick_soup.train.targets import class_sigmas, gaussian_heatmaps
 
 log = logging.getLogger("copick_soup.train")
 
@@ -28,7 +28,6 @@ class TrainVolume:
     tomo_type: str
     image: np.ndarray  # (Z, Y, X) float32, z-scored
     points: list  # per class, (N, 3) voxel (z, y, x)
-    ignore: list | None = None  # per class, (N, 3) voxel centres whose label is unknown (see adapt.py): no loss
 
     @property
     def n_points(self) -> int:
@@ -92,7 +91,6 @@ class PatchSampler:
                                 f"use a smaller --patch")
         self.volumes, self.patch, self.rng = volumes, patch, rng
         self.sigmas = class_sigmas(classes, voxel_size, sigma_scale)
-        self.radii = [c.radius / voxel_size for c in classes]
         self.p_particle, self.augment_data, self.p_hard = p_particle, augment_data, p_hard
         self.randomisation = randomisation or Randomisation()
         self.negatives = [np.zeros((0, 3))] * len(volumes)
@@ -116,10 +114,8 @@ class PatchSampler:
         centre = points[int(self.rng.integers(len(points)))] + self.rng.uniform(-0.3, 0.3, 3) * side
         return np.round(centre - side / 2).astype(int)
 
-    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """image (1, P, P, P), target (C, P, P, P), and where the volume has points of unknown label, the mask
-        (C, P, P, P) of voxels whose label of each class is known (1) or not (0, within a radius of such a point
-        of that class)."""
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """image (1, P, P, P), target (C, P, P, P)."""
         index = int(self.rng.integers(len(self.volumes)))
         volume = self.volumes[index]
         q = self.patch
@@ -127,26 +123,13 @@ class PatchSampler:
             q = min(crop_side(self.patch, self.randomisation, self.rng), *volume.image.shape)
         z, y, x = self.origin(index, q)
         image, factor = zoom_to(volume.image[z:z + q, y:y + q, x:x + q], self.patch)
-
-        def in_patch(points):
-            return [(np.asarray(p, dtype=np.float64).reshape(-1, 3) - (z, y, x)) * factor for p in points]
-
-        target = gaussian_heatmaps(in_patch(volume.points), [s * factor for s in self.sigmas], (0, 0, 0),
-                                   (self.patch,) * 3)
-        n = len(target)
-        if volume.ignore is not None:  # more channels, so that flips and turns move the mask with the target
-            known = known_mask(in_patch(volume.ignore), [r * factor for r in self.radii], (self.patch,) * 3)
-            target = np.concatenate([target, known])
+        points = [(np.asarray(p, dtype=np.float64).reshape(-1, 3) - (z, y, x)) * factor for p in volume.points]
+        target = gaussian_heatmaps(points, [s * factor for s in self.sigmas], (0, 0, 0), (self.patch,) * 3)
         if self.augment_data:
             image, target = augment(image, target, self.rng, randomisation=self.randomisation)
-        if volume.ignore is None:
-            return image[None].copy(), target, None
-        return image[None].copy(), np.ascontiguousarray(target[:n]), np.ascontiguousarray(target[n:])
+        return image[None].copy(), target
 
-    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """images, targets and masks of known labels (None when every label is known), stacked."""
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """images and targets, stacked."""
         samples = [self.sample() for _ in range(size)]
-        known = None
-        if any(k is not None for _, _, k in samples):
-            known = np.stack([np.ones_like(t) if k is None else k for _, t, k in samples])
-        return np.stack([a for a, _, _ in samples]), np.stack([t for _, t, _ in samples]), known
+        return np.stack([a for a, _ in samples]), np.stack([t for _, t in samples])

@@ -109,13 +109,12 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
         if cfg.p_hard > 0 and (mined_at is None or step - mined_at >= cfg.hard_every):
             sampler.negatives = mine(net, train_volumes, classes, cfg, voxel_size, device, bar.write)
             mined_at = step
-        image, target, known = (None if a is None else torch.from_numpy(a).to(device)
-                                for a in sampler.batch(cfg.batch_size))
+        image, target = (torch.from_numpy(a).to(device) for a in sampler.batch(cfg.batch_size))
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
         model.train()
         with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = weighted_mse(model(image), target, cfg.fg_weight, known, cfg.fg_scope)
+            loss = weighted_mse(model(image), target, cfg.fg_weight, cfg.fg_scope)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -14,13 +14,8 @@ import torch
 FG_SCOPES = ("own", "any")
 
 
-def weighted_mse(pred: torch.Tensor, target: torch.Tensor, fg_weight: float,
-                 known: torch.Tensor | None = None, fg_scope: str = "own") -> torch.Tensor:
-    """pred, target (B, C, D, H, W) -> scalar; `known` (B, C, D, H, W) or (B, 1, D, H, W), 0 where a class's
-    label (or every class's) is unknown, drops those voxels from that class's loss."""
+def weighted_mse(pred: torch.Tensor, target: torch.Tensor, fg_weight: float, fg_scope: str = "own") -> torch.Tensor:
+    """pred, target (B, C, D, H, W) -> scalar."""
     foreground = target if fg_scope == "own" else target.amax(dim=1, keepdim=True)
-    weight = 1.0 + fg_weight * foreground
-    if known is not None:
-        weight = weight * known
-    weight = weight.expand_as(target)
+    weight = (1.0 + fg_weight * foreground).expand_as(target)
     return (weight * (pred.float() - target) ** 2).sum() / weight.sum().clamp_min(1e-6)

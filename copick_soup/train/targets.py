@@ -34,16 +34,3 @@ def gaussian_heatmaps(points: list[np.ndarray], sigmas: list[float], origin, sha
             np.maximum(view, blob, out=view)
     return out
 
-
-def known_mask(points: list[np.ndarray], radii: list[float], shape) -> np.ndarray:
-    """(C, D, H, W) float32, per class c: 0 within `radii[c]` voxels of any of `points[c]` (patch coordinates,
-    (N, 3) z, y, x), 1 elsewhere. Per class: an unsure pick of one class on a particle another class is sure of
-    must not hide that class's label."""
-    mask = np.ones((len(points), *shape), dtype=np.float32)
-    grid = np.ogrid[tuple(slice(0, s) for s in shape)]
-    for c, (pts, radius) in enumerate(zip(points, radii)):
-        for p in np.asarray(pts, dtype=np.float64).reshape(-1, 3):
-            if np.all(p > -radius) and np.all(p < np.asarray(shape) - 1 + radius):
-                inside = sum((g - c0) ** 2 for g, c0 in zip(grid, p)) <= radius ** 2
-                mask[c][inside] = 0.0
-    return mask
