@@ -1,8 +1,8 @@
 """Picking copick runs with a loaded ensemble: the one function the CLI, the copick plugin and Ray actors call.
 
 For each run: refuse early if its picks exist (unless overwrite); run the ensemble over it (`Ensemble.inputs`: the
-members that can run; `Ensemble.stream_picks`: streamed windows, peaks, cross-class suppression); write all
-classes' picks at once.
+members that can run; `Ensemble.stream_candidates`: streamed windows and peaks; `Ensemble.cut`: thresholds and
+cross-class suppression); write all classes' picks at once.
 A bad run raises `SoupError`; `pick_runs` records it and goes on.
 """
 

@@ -163,14 +163,11 @@ class Ensemble:
         return PeakStream(self.classes, self.voxel_size, self.thresholds if thresholds is None else thresholds,
                           shape, self.nms_scale)
 
-    def stream_picks(self, sources: list[Source], settings: InferenceSettings, progress=None, on_chunk=None) -> dict:
-        """{class: ((N, 3) Å (x, y, z), (N,) scores)} of a run's `inputs`, streamed in z so that neither the
-        tomogram nor the heatmap is ever held whole; `on_chunk(chunk)` sees every heatmap chunk too."""
-        return self.cut(self.stream_candidates(sources, settings, self.thresholds, progress, on_chunk))
-
     def stream_candidates(self, sources: list[Source], settings: InferenceSettings, thresholds, progress=None,
                           on_chunk=None, tiling: Tiling | None = None) -> dict:
-        """Every peak above `thresholds`, before cross-class suppression (`cut` makes the picks from them)."""
+        """Every peak above `thresholds` of a run's `inputs`, {class: ((N, 3) Å (x, y, z), (N,) scores)}, before
+        cross-class suppression (`cut` makes the picks from them). Streamed in z so that neither the tomogram nor
+        the heatmap is ever held whole; `on_chunk(chunk)` sees every heatmap chunk too."""
         peaks = self.peak_stream(sources[0].volume.shape, settings, thresholds)
         for chunk in self.stream(sources, settings, progress, on_device=not settings.on_cpu, tiling=tiling):
             peaks.add(*chunk)
@@ -213,7 +210,7 @@ class Ensemble:
                               source.stats, settings.device)
 
     def picks(self, heatmap: np.ndarray, thresholds=None, overlap: float | None = None) -> dict:
-        """Picks from a whole blended heatmap, cut and suppressed as `stream_picks` cuts and suppresses."""
+        """Picks from a whole blended heatmap, cut and suppressed as `cut` cuts and suppresses streamed candidates."""
         picks = heatmaps_to_picks(heatmap, self.classes, self.voxel_size,
                                   self.thresholds if thresholds is None else thresholds, self.nms_scale)
         return suppress_overlaps(picks, self.classes, self.overlap if overlap is None else overlap)
