@@ -57,7 +57,7 @@ bench-gpu: install
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
 
-# Rebuild the shipped default soup with the cpu-default recipe (about an hour on 2 cores): members trained on both
+# Rebuild the shipped default soup with the cpu-default recipe (about 100 minutes on 2 cores): members trained on both
 # phantom engines, stored in float16 (half the package size), weights and thresholds searched on validation runs of
 # both engines.
 default-soup: install

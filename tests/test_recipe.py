@@ -115,6 +115,9 @@ def test_bad_recipes_are_one_line_errors(tmp_path):
     bad.write_text(yaml.safe_dump(dict(RECIPE, pretrian={})))
     result = invoke("train", "--recipe", bad, "--out", tmp_path / "o")
     assert result.exit_code != 0 and "unknown recipe key(s) pretrian" in result.output
+    bad.write_text(yaml.safe_dump(dict(RECIPE, finetune=dict(RECIPE["finetune"], by_variant=dict(unet3d_tinny={})))))
+    result = invoke("train", "--recipe", bad, "--out", tmp_path / "o")
+    assert result.exit_code != 0 and "unknown recipe key(s) finetune.by_variant.unet3d_tinny" in result.output
     result = invoke("train", "--recipe", tmp_path / "none.yaml", "--out", tmp_path / "o")
     assert result.exit_code != 0 and "none.yaml: no such recipe" in result.output
     result = invoke("train", "--out", tmp_path / "o", "--init", "default")
@@ -125,7 +128,9 @@ def test_bad_recipes_are_one_line_errors(tmp_path):
             (dict(pretrain=dict(RECIPE["pretrain"], simulate=dict(RECIPE["pretrain"]["simulate"], crowding=-1))),
              "--crowding -1: must be >= 0"),
             (dict(train=dict(RECIPE["train"], patch=15)),
-             "recipe train: 'patch' 15: unet3d_test needs a multiple of 2")):
+             "recipe train: 'patch' 15: unet3d_test needs a multiple of 2"),
+            (dict(finetune=dict(RECIPE["finetune"], by_variant=dict(unet3d_test=dict(stepz=3)))),
+             "recipe stage by_variant unet3d_test: unknown setting 'stepz'")):
         bad.write_text(yaml.safe_dump(dict(RECIPE, **edit)))
         result = invoke("train", "--recipe", bad, "--out", tmp_path / "refused")
         assert result.exit_code != 0 and result.output.strip().splitlines()[-1].startswith(f"Error: {error}")
@@ -153,6 +158,16 @@ def test_each_variant_can_have_its_own_tomo_types():
     crossed = dict(variants=["unet3d_tiny", "unet3d_medium"], tomo_types=["wbp", "denoised"])
     assert recipe_members(crossed) == [("unet3d_tiny", "wbp"), ("unet3d_tiny", "denoised"),
                                        ("unet3d_medium", "wbp"), ("unet3d_medium", "denoised")]
+
+
+def test_a_stage_can_set_one_variant_apart():
+    from copick_soup.train.recipe import stage_config
+
+    recipe = dict(train=dict(patch=48), finetune=dict(train=dict(steps=1000, lr=0.001),
+                                                      by_variant=dict(unet3d_medium=dict(steps=2500))))
+    medium, tiny = (stage_config(recipe, recipe["finetune"], v, {}) for v in ("unet3d_medium", "unet3d_tiny"))
+    assert (medium.steps, tiny.steps) == (2500, 1000) and medium.lr == tiny.lr == 0.001 and medium.patch == 48
+    assert stage_config(recipe, recipe["finetune"], "unet3d_medium", dict(steps=10)).steps == 10  # --set wins
 
 
 def test_copick_discovers_the_training_plugin():

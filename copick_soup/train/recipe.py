@@ -30,7 +30,7 @@ from copick_soup.train.loop import train_member
 
 log = logging.getLogger("copick_soup.train")
 RECIPE_KEYS = {"name", "variants", "tomo_types", "voxel_size", "picks", "train", "pretrain", "finetune"}
-STAGE_KEYS = {"simulate", "config", "val_runs", "train", "train_runs", "folds"}
+STAGE_KEYS = {"simulate", "config", "val_runs", "train", "by_variant", "train_runs", "folds"}
 
 
 def load_recipe(path) -> dict:
@@ -42,8 +42,11 @@ def load_recipe(path) -> dict:
     except yaml.YAMLError as err:
         raise SoupError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
     unknown = set(recipe) - RECIPE_KEYS
+    variants = {v for v, _ in recipe_members(recipe)}
     for stage in ("pretrain", "finetune"):
-        unknown |= {f"{stage}.{k}" for k in set(recipe.get(stage) or {}) - STAGE_KEYS}
+        given = recipe.get(stage) or {}
+        unknown |= {f"{stage}.{k}" for k in set(given) - STAGE_KEYS}
+        unknown |= {f"{stage}.by_variant.{v}" for v in set(given.get("by_variant") or {}) - variants}
     if unknown:
         raise SoupError(f"{path}: unknown recipe key(s) {', '.join(sorted(unknown))}")
     if not recipe.get("pretrain") and not recipe.get("finetune"):
@@ -113,8 +116,11 @@ def fold_splits(stage: dict, train_runs, val_runs) -> list[tuple[list[str], list
 
 
 def stage_config(recipe: dict, stage: dict, variant: str, overrides: dict) -> TrainConfig:
+    """A member's settings: the recipe's, then its stage's, then the stage's for its variant (`by_variant`: a
+    larger U-Net may need more steps), then the command line's."""
     cfg = override(TrainConfig(variant=variant), recipe.get("train") or {}, where="recipe train")
     cfg = override(cfg, stage.get("train") or {}, where="recipe stage train")
+    cfg = override(cfg, (stage.get("by_variant") or {}).get(variant) or {}, where=f"recipe stage by_variant {variant}")
     return override(cfg, overrides)
 
 
