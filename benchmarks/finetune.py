@@ -1,5 +1,7 @@
 """A lab's path: the default soup on held-out experimental-profile runs before and after fine-tuning its members
-on three annotated runs (and rebuilding the soup's thresholds on one more), with the time it took.
+on three annotated runs (and rebuilding the soup's thresholds on one more), with the time it took. A middle row,
+the default members with weights and thresholds searched on that one run, separates what the search does from what
+the fine-tuning does.
 
     python benchmarks/finetune.py [--steps 100] [--out /tmp/copick-soup-bench-finetune]
 
@@ -50,6 +52,9 @@ def main() -> None:
 
     shutil.rmtree(out / "members", ignore_errors=True)  # the members of an earlier run of this benchmark
     before = score_soup(config, "default", "before")
+    searched = build_soup(config, [str(p) for p in member_paths("default")], VAL, out / "soup-searched",
+                          echo=lambda m: None)
+    searched = score_soup(config, searched, "searched")
     wall, cpu = time.perf_counter(), time.process_time()
     members = finetune_members(config, member_paths("default"), out / "members", TRAIN, VAL,
                                overrides=dict(steps=args.steps), echo=lambda m: None)
@@ -59,7 +64,9 @@ def main() -> None:
 
     names = [c.name for c in before.classes]
     rows = [f"| {label} | {s.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in s.classes) + " |"
-            for label, s in (("default soup", before), (f"fine-tuned ({args.steps} steps per member)", after))]
+            for label, s in (("default soup", before),
+                             (f"default members, weights and thresholds searched on {len(VAL)} lab run", searched),
+                             (f"fine-tuned ({args.steps} steps per member), searched likewise", after))]
     publish(RESULTS, [
         f"Fine-tuning benchmark: default soup, {len(members)} member(s) fine-tuned on {len(TRAIN)} annotated "
         f"experimental-profile runs, thresholds searched on {len(VAL)}, scored on {len(HELD_OUT)} held-out runs; "
