@@ -3,8 +3,10 @@
 A recipe is a YAML file (see configs/recipes/). Each stage names its project, either an existing copick
 config (`config: path`, or `--pretrain-config` / `--finetune-config`) or phantoms to simulate
 (`simulate: {...}`, written once under OUT/data/STAGE and reused), plus how many runs to hold out for
-validation and its training settings. A stage with `folds: leave-one-run-out` trains one model per run held
-out, all from the same start, then averages them into a uniform weight-space soup (the seed's recipe).
+validation and its training settings (`train: {...}`, and `by_variant: {unet3d_medium: {...}}` for settings of
+one variant only, such as more steps for a larger U-Net). A stage with `folds: leave-one-run-out` trains one
+model per run held out, all from the same start, then averages them into a uniform weight-space soup (the seed's
+recipe).
 `finetune_members` is the lab path: fine-tune existing members on a lab's own annotated runs.
 """
 
