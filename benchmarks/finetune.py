@@ -51,12 +51,12 @@ def main() -> None:
                          crowding=2.0)
 
     shutil.rmtree(out / "members", ignore_errors=True)  # the members of an earlier run of this benchmark
+    defaults = member_paths("default")
     before = score_soup(config, "default", "before")
-    searched = build_soup(config, [str(p) for p in member_paths("default")], VAL, out / "soup-searched",
-                          echo=lambda m: None)
+    searched = build_soup(config, [str(p) for p in defaults], VAL, out / "soup-searched", echo=lambda m: None)
     searched = score_soup(config, searched, "searched")
     wall, cpu = time.perf_counter(), time.process_time()
-    members = finetune_members(config, member_paths("default"), out / "members", TRAIN, VAL,
+    members = finetune_members(config, defaults, out / "members", TRAIN, VAL,
                                overrides=dict(steps=args.steps), echo=lambda m: None)
     soup = build_soup(config, [str(p) for p in members], VAL, out / "soup", echo=lambda m: None)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
