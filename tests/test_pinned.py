@@ -70,3 +70,12 @@ def test_the_pin_check_catches_a_moved_a_lost_or_a_new_pick_but_not_one_at_the_t
         for a, b in ((changed, pinned), (pinned, changed)):
             with pytest.raises(AssertionError):
                 assert_same_picks(a, b, {"a": 0.3}, position=1e-3, score=0.01)
+
+
+def test_the_default_soup_fits_the_package_budget():
+    """The shipped soup travels inside the package: its files stay within 25 MB (issue 20's budget), so that a
+    bigger soup is a decision, not an accident."""
+    folder = Path(__file__).resolve().parents[1] / "copick_soup" / "soups" / "default"
+    files = list(folder.iterdir())
+    assert any(f.suffix == ".safetensors" for f in files)
+    assert sum(f.stat().st_size for f in files) <= 25_000_000
