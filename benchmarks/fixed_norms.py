@@ -1,0 +1,162 @@
+"""Instance norms fixed per tomogram: would they let the crop tiling keep the cubes' accuracy? (They do not.)
+
+The crop tiling (`--window auto`) scores below 64³ cubes (`accuracy.md`) because an instance norm takes its
+statistics over the window it is given: a voxel's heatmap changes with the window's shape. Fixing each norm's
+statistics per tomogram (AdaBN-style) makes the heatmap independent of the window: measure them on sample 64³
+windows of the tomogram (the typical window's: mean of the windows' means and of their variances; a second pass
+measures again with every norm fixed, so that each sees the inputs it will get), fold them into the
+convolution before each norm, and tile as you like. This benchmark scores the default soup on fresh simulated runs
+with and without it, under both tilings, at the soup's thresholds.
+
+    python benchmarks/fixed_norms.py [--runs 3] [--shape 184,256,256] [--samples 16] [--passes 2]
+
+Prints the table and writes benchmarks/results/fixed-norms.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from table import markdown, publish  # benchmarks/table.py
+from torch import nn
+
+from copick_soup.data import open_project
+from copick_soup.data.picks import read_picks
+from copick_soup.data.tomogram import normalisation_stats
+from copick_soup.ensemble import Ensemble, InferenceSettings
+from copick_soup.ensemble.ensemble import Member, blend
+from copick_soup.ensemble.tiling import Tiling
+from copick_soup.metric.czii import score_picks
+from copick_soup.simulate import simulate_project
+
+RESULTS = Path(__file__).parent / "results" / "fixed-norms.md"
+
+
+class FixedNorm(nn.Module):
+    """x * scale + shift per channel: an instance norm with its statistics (and affine) fixed in advance."""
+
+    def __init__(self, scale, shift):
+        super().__init__()
+        self.register_buffer("scale", scale.reshape(1, -1, 1, 1, 1))
+        self.register_buffer("shift", shift.reshape(1, -1, 1, 1, 1))
+
+    def forward(self, x):
+        return x * self.scale + self.shift
+
+
+def fix_norms(model, windows, passes: int = 2):
+    """A copy of `model` whose instance norms use the statistics measured on `windows`, folded into the
+    convolutions before them (convolutions and activations only: no window-dependent step is left)."""
+    fixed = copy.deepcopy(model).float().eval()
+    for _ in range(passes):
+        for name, (mean, var) in measure(fixed, windows).items():
+            original = model.get_submodule(name)
+            scale = original.weight.detach().float() * torch.rsqrt(var + original.eps)
+            parent, _, child = name.rpartition(".")
+            setattr(fixed.get_submodule(parent), child, FixedNorm(scale, original.bias.detach().float() - mean * scale))
+    return fold(fixed)
+
+
+def measure(model, windows) -> dict:
+    """{norm's name: (mean, variance)} per channel of each norm's input, averaged over the windows."""
+    stats, handles = {}, []
+
+    def record(name):
+        def hook(module, args):
+            x = args[0].float()
+            m, v, n = stats.get(name, (0, 0, 0))
+            stats[name] = (m + x.mean(dim=(2, 3, 4)).sum(0), v + x.var(dim=(2, 3, 4), unbiased=False).sum(0),
+                           n + x.shape[0])
+        return hook
+
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.InstanceNorm3d, FixedNorm)):
+            handles.append(module.register_forward_pre_hook(record(name)))
+    with torch.inference_mode():
+        for batch in windows:
+            model(batch)
+    for h in handles:
+        h.remove()
+    return {name: (m / n, v / n) for name, (m, v, n) in stats.items()}
+
+
+def fold(model):
+    """Each FixedNorm that follows a bias-free convolution folded into it (the U-Net's conv blocks)."""
+    for block in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(1, len(block)):
+            conv, norm = block[i - 1], block[i]
+            if isinstance(norm, FixedNorm) and isinstance(conv, nn.Conv3d) and conv.bias is None:
+                folded = nn.Conv3d(conv.in_channels, conv.out_channels, conv.kernel_size, padding=conv.padding)
+                with torch.no_grad():
+                    folded.weight.copy_(conv.weight * norm.scale.reshape(-1, 1, 1, 1, 1))
+                    folded.bias.copy_(norm.shift.reshape(-1))
+                block[i - 1], block[i] = folded, nn.Identity()
+    return model
+
+
+def sample_windows(volume, method: str, count: int, side: int = 64) -> list:
+    """`count` normalised side³ windows of the volume, drawn (seeded) from the cube tiling's windows."""
+    mean, std = normalisation_stats(volume, method)
+    starts = [Tiling.cube(side).starts(n, a) for a, n in enumerate(volume.shape)]
+    corners = [(z, y, x) for z in starts[0] for y in starts[1] for x in starts[2]]
+    chosen = np.random.default_rng(0).choice(len(corners), min(count, len(corners)), replace=False)
+    windows = []
+    for i in chosen:
+        z, y, x = corners[i]
+        block = np.asarray(volume[z:z + side, y:y + side, x:x + side], dtype=np.float32)
+        windows.append(torch.from_numpy((block - mean) / std)[None, None])
+    return windows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--soup", default="default")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--shape", default="184,256,256")
+    parser.add_argument("--seed", type=int, default=777)
+    parser.add_argument("--samples", type=int, default=16, help="64³ windows to measure the norms on, per run")
+    parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument("--out", default="/tmp/copick-soup-bench-fixed-norms")
+    args = parser.parse_args()
+    shape = tuple(int(v) for v in args.shape.split(","))
+    config = Path(args.out) / f"{args.seed}-{args.runs}-{'x'.join(map(str, shape))}" / "copick.json"
+    if not config.exists():
+        simulate_project(config.parent, runs=args.runs, shape=shape, profile="experimental", seed=args.seed)
+    root, soup = open_project(config), Ensemble.load(args.soup)
+    variants = [(window, norms) for norms in ("window", "tomogram") for window in (64, None)]
+    pairs = {v: [] for v in variants}
+    for run in root.runs:
+        truth = read_picks(run, soup.class_names, "curation", "0")
+        for window, norms in variants:
+            settings = InferenceSettings(window=window, runtime="torch")
+            heatmaps = []
+            for m in soup.members:
+                volume = soup.volume(run, m, settings, echo=lambda _: None)
+                if norms == "tomogram":
+                    windows = sample_windows(volume, m.manifest.normalisation_method, args.samples)
+                    m = Member(fix_norms(m.model, windows, args.passes), m.manifest, m.weight)
+                heatmaps.append(soup.heatmap(volume, settings, member=m))
+            picks = soup.picks(blend(heatmaps, [m.weight for m in soup.members]))
+            pairs[window, norms].append((truth, {name: p for name, (p, _) in picks.items()}))
+    rows = []
+    for (window, norms), runs in pairs.items():
+        score = score_picks(runs, soup.classes)
+        tiling = soup.tiling(shape, InferenceSettings(window=window, runtime="torch")).describe(shape)
+        rows.append(f"| {tiling} | {norms} | {score.weighted:.3f} | "
+                    + " | ".join(f"{c.fbeta():.3f}" for c in score.classes) + " |")
+    publish(RESULTS, [
+        f"Norm statistics per window (as trained) or fixed per tomogram ({args.samples} sample 64³ windows, "
+        f"{args.passes} passes), soup '{soup.name}' at its thresholds, torch, TTA 1, on {args.runs} fresh "
+        f"experimental-profile runs of {args.shape} (seed {args.seed}); {time.strftime('%Y-%m-%d')}",
+        "",
+        *markdown(["tiling", "norm statistics", "weighted F4", *soup.class_names], rows),
+    ])
+
+
+if __name__ == "__main__":
+    main()
