@@ -1,16 +1,19 @@
-"""Instance norms fixed per tomogram: would they let the crop tiling keep the cubes' accuracy? (They do not.)
+"""Where the U-Nets' instance norms take their statistics, and what that does to each tiling's accuracy.
 
 The crop tiling (`--window auto`) scores below 64³ cubes (`accuracy.md`) because an instance norm takes its
-statistics over the window it is given: a voxel's heatmap changes with the window's shape. Fixing each norm's
-statistics per tomogram (AdaBN-style) makes the heatmap independent of the window: measure them on sample 64³
-windows of the tomogram (the typical window's: mean of the windows' means and of their variances; a second pass
-measures again with every norm fixed, so that each sees the inputs it will get), fold them into the
-convolution before each norm, and tile as you like. This benchmark scores the default soup on fresh simulated runs
-with and without it, under both tilings, at the soup's thresholds.
+statistics over the window it is given: a voxel's heatmap changes with the window's shape. Three choices, scored
+with the default soup on fresh simulated runs under both tilings, at the soup's thresholds (`--norms`):
+- `window`: over each window, as trained (the package's behaviour);
+- `tomogram`: fixed per tomogram (AdaBN-style): measured on sample 64³ windows of the tomogram (the typical
+  window's: mean of the windows' means and of their variances; a second pass measures again with every norm fixed,
+  so that each sees the inputs it will get) and folded into the convolution before each norm;
+- `local`: over the 64³ neighbourhood each voxel would have had in a cube tiling (model/local_norm.py): box
+  statistics every quarter side, interpolated between box centres; in windows of at most 64³, the instance norm.
 
-    python benchmarks/fixed_norms.py [--runs 3] [--shape 184,256,256] [--samples 16] [--passes 2]
+    python benchmarks/norms.py [--norms window tomogram local] [--runs 3] [--shape 184,256,256] [--samples 16]
 
-Prints the table and writes benchmarks/results/fixed-norms.md.
+Prints the table and writes benchmarks/results/norms.md (fixed-norms.md: the first run, `window` and `tomogram`
+only, with the previous default soup).
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ from copick_soup.data.tomogram import normalisation_stats
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.ensemble import Member, blend
 from copick_soup.ensemble.tiling import Tiling
+from copick_soup.ensemble.windows import normalised
 from copick_soup.metric.czii import score_picks
+from copick_soup.model.local_norm import localise
 from copick_soup.simulate import simulate_project
 
-RESULTS = Path(__file__).parent / "results" / "fixed-norms.md"
+RESULTS = Path(__file__).parent / "results" / "norms.md"
 
 
 class FixedNorm(nn.Module):
@@ -108,9 +113,18 @@ def sample_windows(volume, method: str, count: int, side: int = 64) -> list:
     windows = []
     for i in chosen:
         z, y, x = corners[i]
-        block = np.asarray(volume[z:z + side, y:y + side, x:x + side], dtype=np.float32)
-        windows.append(torch.from_numpy((block - mean) / std)[None, None])
+        windows.append(normalised(volume[z:z + side, y:y + side, x:x + side], mean, std, np.float32)[None, None])
     return windows
+
+
+NORMS = {"window": "per window", "tomogram": "fixed per tomogram", "local": "local, 64³"}
+
+
+def with_norms(model, norms: str, volume, manifest, args):
+    """The model with its norms' statistics taken as `norms` says (see the module's docstring)."""
+    if norms == "tomogram":
+        return fix_norms(model, sample_windows(volume, manifest.normalisation_method, args.samples), args.passes)
+    return localise(model, 64) if norms == "local" else model
 
 
 def main() -> None:
@@ -121,6 +135,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=777)
     parser.add_argument("--samples", type=int, default=16, help="64³ windows to measure the norms on, per run")
     parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument("--norms", nargs="+", default=list(NORMS), choices=list(NORMS))
     parser.add_argument("--out", default="/tmp/copick-soup-bench-fixed-norms")
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
@@ -128,33 +143,34 @@ def main() -> None:
     if not config.exists():
         simulate_project(config.parent, runs=args.runs, shape=shape, profile="experimental", seed=args.seed)
     root, soup = open_project(config), Ensemble.load(args.soup)
-    variants = [(window, norms) for norms in ("window", "tomogram") for window in (64, None)]
-    pairs = {v: [] for v in variants}
+    variants = [(window, norms) for norms in args.norms for window in (64, None)]
+    pairs, seconds = {v: [] for v in variants}, dict.fromkeys(variants, 0.0)
+    members = [m for m in soup.members if m.weight > 0]  # a weight-0 member changes no pick
     for run in root.runs:
         truth = read_picks(run, soup.class_names, "curation", "0")
         for window, norms in variants:
-            settings = InferenceSettings(window=window, runtime="torch")
+            settings, start = InferenceSettings(window=window, runtime="torch"), time.perf_counter()
             heatmaps = []
-            for m in soup.members:
+            for m in members:
                 volume = soup.volume(run, m, settings, echo=lambda _: None)
-                if norms == "tomogram":
-                    windows = sample_windows(volume, m.manifest.normalisation_method, args.samples)
-                    m = Member(fix_norms(m.model, windows, args.passes), m.manifest, m.weight)
+                m = Member(with_norms(m.model, norms, volume, m.manifest, args), m.manifest, m.weight)
                 heatmaps.append(soup.heatmap(volume, settings, member=m))
-            picks = soup.picks(blend(heatmaps, [m.weight for m in soup.members]))
+            picks = soup.picks(blend(heatmaps, [m.weight for m in members]))
+            seconds[window, norms] += time.perf_counter() - start
             pairs[window, norms].append((truth, {name: p for name, (p, _) in picks.items()}))
     rows = []
     for (window, norms), runs in pairs.items():
         score = score_picks(runs, soup.classes)
         tiling = soup.tiling(shape, InferenceSettings(window=window, runtime="torch")).describe(shape)
-        rows.append(f"| {tiling} | {norms} | {score.weighted:.3f} | "
-                    + " | ".join(f"{c.fbeta():.3f}" for c in score.classes) + " |")
+        rows.append(f"| {tiling} | {NORMS[norms]} | {score.weighted:.3f} | "
+                    + " | ".join(f"{c.fbeta():.3f}" for c in score.classes) + f" | {seconds[window, norms]:.0f} |")
     publish(RESULTS, [
-        f"Norm statistics per window (as trained) or fixed per tomogram ({args.samples} sample 64³ windows, "
-        f"{args.passes} passes), soup '{soup.name}' at its thresholds, torch, TTA 1, on {args.runs} fresh "
-        f"experimental-profile runs of {args.shape} (seed {args.seed}); {time.strftime('%Y-%m-%d')}",
+        f"Norm statistics per window (as trained), fixed per tomogram ({args.samples} sample 64³ windows, "
+        f"{args.passes} passes) or local (64³ neighbourhoods), soup '{soup.name}' at its thresholds, torch, TTA 1, "
+        f"on {args.runs} fresh experimental-profile runs of {args.shape} (seed {args.seed}); "
+        f"{time.strftime('%Y-%m-%d')}",
         "",
-        *markdown(["tiling", "norm statistics", "weighted F4", *soup.class_names], rows),
+        *markdown(["tiling", "norm statistics", "weighted F4", *soup.class_names, "seconds"], rows),
     ])
 
 
