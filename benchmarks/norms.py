@@ -7,7 +7,7 @@ with the default soup on fresh simulated runs under both tilings, at the soup's 
 - `tomogram`: fixed per tomogram (AdaBN-style): measured on sample 64³ windows of the tomogram (the typical
   window's: mean of the windows' means and of their variances; a second pass measures again with every norm fixed,
   so that each sees the inputs it will get) and folded into the convolution before each norm;
-- `local`: over the 64³ neighbourhood each voxel would have had in a cube tiling (model/local_norm.py): box
+- `local`: over the 64³ neighbourhood each voxel would have had in a cube tiling (benchmarks/local_norm.py): box
   statistics every quarter side, interpolated between box centres; in windows of at most 64³, the instance norm.
 
     python benchmarks/norms.py [--norms window tomogram local] [--runs 3] [--shape 184,256,256] [--samples 16]
@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from local_norm import localise  # benchmarks/local_norm.py
 from table import markdown, publish  # benchmarks/table.py
 from torch import nn
 
@@ -36,7 +37,6 @@ from copick_soup.ensemble.ensemble import Member, blend
 from copick_soup.ensemble.tiling import Tiling
 from copick_soup.ensemble.windows import normalised
 from copick_soup.metric.czii import score_picks
-from copick_soup.model.local_norm import localise
 from copick_soup.simulate import simulate_project
 
 RESULTS = Path(__file__).parent / "results" / "norms.md"

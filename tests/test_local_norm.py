@@ -1,11 +1,17 @@
-"""Instance norms with local statistics (model/local_norm.py): what a cube tiling's window would have given."""
+"""Instance norms with local statistics (benchmarks/local_norm.py): what a cube tiling's window would have given.
+Not part of the package (benchmarks/results/norms.md), but benchmarks/norms.py's table rests on them being right."""
+
+import sys
+from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from copick_soup.model import create_model
-from copick_soup.model.local_norm import LocalInstanceNorm3d, box_starts, localise
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+from local_norm import LocalInstanceNorm3d, box_starts, localise  # noqa: E402
 
 
 def affine_norm(channels: int) -> nn.InstanceNorm3d:

@@ -1,5 +1,8 @@
 """Instance norms with local statistics: a member's heatmap in a large window as in the windows it was tuned on.
 
+Measured by benchmarks/norms.py (`--norms local`) and not adopted: it does not close the crop tiling's gap
+(benchmarks/results/norms.md) and it doubles the networks' time. Kept so the measurement can be repeated.
+
 An instance norm takes its statistics over the whole window it is given, so a U-Net's heatmap depends on the
 window's size: the default soup, searched with 64³ cubes, loses F4 in larger windows (benchmarks/results/
 accuracy.md). `LocalInstanceNorm3d` takes each voxel's statistics over the `side`³ neighbourhood that a cube
@@ -16,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
+
+from copick_soup.ensemble.tiling import window_starts
 
 PLANES = 8
 
@@ -43,10 +48,7 @@ class LocalInstanceNorm3d(nn.Module):
 
 def box_starts(length: int, side: int) -> list[int]:
     """Starts of `side`-wide boxes every quarter side, the last one ending at `length`."""
-    side = min(side, length)
-    step = max(side // 4, 1)
-    starts = list(range(0, length - side + 1, step))
-    return starts if starts[-1] == length - side else [*starts, length - side]
+    return window_starts(length, side, step=max(side // 4, 1))
 
 
 def box_moments(x: torch.Tensor, side: int):
