@@ -1,7 +1,7 @@
 """Instance norms with local statistics: a member's heatmap in a large window as in the windows it was tuned on.
 
 Measured by benchmarks/norms.py (`--norms local`) and not adopted: it does not close the crop tiling's gap
-(benchmarks/results/norms.md) and it doubles the networks' time. Kept so the measurement can be repeated.
+(benchmarks/results/norms.md) and it more than doubles the networks' time. Kept so the measurement can be repeated.
 
 An instance norm takes its statistics over the whole window it is given, so a U-Net's heatmap depends on the
 window's size: the default soup, searched with 64³ cubes, loses F4 in larger windows (benchmarks/results/

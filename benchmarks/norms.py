@@ -164,9 +164,11 @@ def main() -> None:
         tiling = soup.tiling(shape, InferenceSettings(window=window, runtime="torch")).describe(shape)
         rows.append(f"| {tiling} | {NORMS[norms]} | {score.weighted:.3f} | "
                     + " | ".join(f"{c.fbeta():.3f}" for c in score.classes) + f" | {seconds[window, norms]:.0f} |")
+    described = {"window": "per window (as trained)", "local": "local (64³ neighbourhoods)",
+                 "tomogram": f"fixed per tomogram ({args.samples} sample 64³ windows, {args.passes} passes)"}
     publish(RESULTS, [
-        f"Norm statistics per window (as trained), fixed per tomogram ({args.samples} sample 64³ windows, "
-        f"{args.passes} passes) or local (64³ neighbourhoods), soup '{soup.name}' at its thresholds, torch, TTA 1, "
+        "Norm statistics " + " or ".join(described[n] for n in args.norms)
+        + f", soup '{soup.name}' at its thresholds, torch, TTA 1, "
         f"on {args.runs} fresh experimental-profile runs of {args.shape} (seed {args.seed}); "
         f"{time.strftime('%Y-%m-%d')}",
         "",
