@@ -134,6 +134,25 @@ def test_patch_larger_than_the_tomogram_names_the_run(volumes):
         PatchSampler(train, classes, 96, VOXEL_SIZE, 0.3, np.random.default_rng(0))
 
 
+def test_varied_patch_sides_draw_each_side_with_fewer_larger_patches(volumes):
+    classes, train, _ = volumes
+    assert TrainConfig(variant="unet3d_medium", patch=48, patch_max=72).patch_sides == (48, 56, 64, 72)
+    assert TrainConfig(variant="unet3d_medium", patch=48).patch_sides == (48,)  # off by default
+    sampler = PatchSampler(train, classes, 16, VOXEL_SIZE, 0.3, np.random.default_rng(1), sides=(16, 32))
+    seen = {}
+    for _ in range(12):
+        images, targets = sampler.batch(4)
+        seen[images.shape[-1]] = images.shape[0]
+        assert images.shape[2:] == targets.shape[2:] == (images.shape[-1],) * 3
+    assert seen == {16: 4, 32: 1}  # 32³ holds 8x the voxels of 16³: one patch in place of four
+    with pytest.raises(SoupError, match="run exp_000: patch 96 is larger than its tomogram"):
+        PatchSampler(train, classes, 16, VOXEL_SIZE, 0.3, np.random.default_rng(0), sides=(16, 96))
+    with pytest.raises(SoupError, match="'patch_max' 40 is below 'patch' 48"):
+        TrainConfig(variant="unet3d_medium", patch=48, patch_max=40)
+    with pytest.raises(SoupError, match="'patch_max' 90: unet3d_medium needs a multiple of 8"):
+        TrainConfig(variant="unet3d_medium", patch=48, patch_max=90)
+
+
 def test_runs_without_picks_or_with_nan_are_skipped_with_a_warning(root):
     classes = classes_from_root(root)
     warnings = []

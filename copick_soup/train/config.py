@@ -16,6 +16,7 @@ from copick_soup.train.loss import FG_SCOPES
 class TrainConfig:
     variant: str = "unet3d_tiny"
     patch: int = 64  # cube side in voxels; 128 on a GPU
+    patch_max: int = 0  # above `patch`: each batch draws its side from patch..patch_max (see dataset.PatchSampler)
     batch_size: int = 2
     steps: int = 300
     lr: float = 2e-3
@@ -63,7 +64,9 @@ class TrainConfig:
             if getattr(self, key) not in choices:
                 raise SoupError(f"'{key}' must be one of {', '.join(choices)}, got {getattr(self, key)!r}")
         unet = model_config(self.variant, norm=self.norm)  # an unknown variant or norm fails here too
-        for key in ("patch", "val_window"):
+        if self.patch_max and self.patch_max < self.patch:
+            raise SoupError(f"'patch_max' {self.patch_max} is below 'patch' {self.patch}; 0 turns it off")
+        for key in ("patch", "val_window", "patch_max"):
             side = getattr(self, key)
             if side % unet.divisor:
                 raise SoupError(f"'{key}' {side}: {self.variant} needs a multiple of {unet.divisor}; "
@@ -71,6 +74,11 @@ class TrainConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def patch_sides(self) -> tuple[int, ...]:
+        """The patch sides batches draw from: `patch`, or every multiple of the divisor up to `patch_max`."""
+        return tuple(range(self.patch, max(self.patch, self.patch_max) + 1, model_config(self.variant).divisor))
 
     @property
     def randomisation(self) -> Randomisation:

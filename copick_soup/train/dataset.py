@@ -78,17 +78,22 @@ class PatchSampler:
     """Random (image, target) patches; with probability `p_particle` a patch is centred near a particle of a
     class drawn uniformly (so rare classes are seen as often as common ones). Once `negatives` are set (per
     volume, (N, 3) voxel centres of the model's false peaks, see negatives.py), a `p_hard` share of patches is
-    centred near one of them first."""
+    centred near one of them first.
+
+    With several `sides`, each batch draws its side from them and holds about the voxels of `size` patches of
+    `patch` (at least one): a network that only ever saw small patches learns that every deep feature is near the
+    zero padding, and does worse in `pick`'s larger windows (benchmarks/results/tiling-diagnosis.md)."""
 
     def __init__(self, volumes: list[TrainVolume], classes, patch: int, voxel_size: float, sigma_scale: float,
                  rng: np.random.Generator, p_particle: float = 0.8, augment_data: bool = True,
-                 p_hard: float = 0.0, randomisation: Randomisation | None = None):
+                 p_hard: float = 0.0, randomisation: Randomisation | None = None, sides: tuple[int, ...] = ()):
         if not volumes:
             raise SoupError("no training data: every run was skipped or none was given")
+        self.sides = tuple(sides) or (patch,)
         for v in volumes:
-            if min(v.image.shape) < patch:
-                raise SoupError(f"run {v.run}: patch {patch} is larger than its tomogram {v.image.shape}; "
-                                f"use a smaller --patch")
+            if min(v.image.shape) < max(self.sides):
+                raise SoupError(f"run {v.run}: patch {max(self.sides)} is larger than its tomogram "
+                                f"{v.image.shape}; use a smaller --patch (or patch_max)")
         self.volumes, self.patch, self.rng = volumes, patch, rng
         self.sigmas = class_sigmas(classes, voxel_size, sigma_scale)
         self.p_particle, self.augment_data, self.p_hard = p_particle, augment_data, p_hard
@@ -114,22 +119,27 @@ class PatchSampler:
         centre = points[int(self.rng.integers(len(points)))] + self.rng.uniform(-0.3, 0.3, 3) * side
         return np.round(centre - side / 2).astype(int)
 
-    def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        """image (1, P, P, P), target (C, P, P, P)."""
+    def sample(self, side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """image (1, P, P, P), target (C, P, P, P), P = `side` (the patch by default)."""
+        side = side or self.patch
         index = int(self.rng.integers(len(self.volumes)))
         volume = self.volumes[index]
-        q = self.patch
+        q = side
         if self.augment_data:  # a crop that, zoomed to the patch, makes particles larger or smaller
-            q = min(crop_side(self.patch, self.randomisation, self.rng), *volume.image.shape)
+            q = min(crop_side(side, self.randomisation, self.rng), *volume.image.shape)
         z, y, x = self.origin(index, q)
-        image, factor = zoom_to(volume.image[z:z + q, y:y + q, x:x + q], self.patch)
+        image, factor = zoom_to(volume.image[z:z + q, y:y + q, x:x + q], side)
         points = [(np.asarray(p, dtype=np.float64).reshape(-1, 3) - (z, y, x)) * factor for p in volume.points]
-        target = gaussian_heatmaps(points, [s * factor for s in self.sigmas], (0, 0, 0), (self.patch,) * 3)
+        target = gaussian_heatmaps(points, [s * factor for s in self.sigmas], (0, 0, 0), (side,) * 3)
         if self.augment_data:
             image, target = augment(image, target, self.rng, randomisation=self.randomisation)
         return image[None].copy(), target
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """images and targets, stacked."""
-        samples = [self.sample() for _ in range(size)]
+        """images and targets, stacked: `size` patches, or fewer larger ones (see the class's docstring)."""
+        side = self.patch
+        if len(self.sides) > 1:  # only then a draw, so that one side keeps the random stream it always had
+            side = int(self.rng.choice(self.sides))
+            size = max(1, round(size * (self.patch / side) ** 3))
+        samples = [self.sample(side) for _ in range(size)]
         return np.stack([a for a, _ in samples]), np.stack([t for _, t in samples])

@@ -85,7 +85,7 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     ema = copy.deepcopy(model).eval() if cfg.ema > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = PatchSampler(train_volumes, classes, cfg.patch, voxel_size, cfg.sigma_scale, rng, cfg.p_particle,
-                           p_hard=cfg.p_hard, randomisation=cfg.randomisation)
+                           p_hard=cfg.p_hard, randomisation=cfg.randomisation, sides=cfg.patch_sides)
     manifest = member_manifest(cfg, classes, voxel_size, tomo_type, provenance or {})
     step, best, history = 0, -1.0, []
     if resume and (out_dir / "state.json").exists():
