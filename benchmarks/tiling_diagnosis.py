@@ -7,7 +7,7 @@ how much of a gap re-searching the thresholds could close).
 
 Runs are simulated as benchmarks/norms.py simulates them (and shared with it, under --out). `--cache DIR` keeps each
 tiling's blended heatmaps there, so that a re-run only re-scores. Prints the table and writes
-benchmarks/results/tiling-diagnosis.md.
+benchmarks/results/tiling-diagnosis.md (tiling-diagnosis-NAME.md for a soup folder NAME other than the default).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from copick_soup.ensemble.windows import predict_volume
 from copick_soup.metric.czii import score_picks
 from copick_soup.simulate import simulate_project
 
-RESULTS = Path(__file__).parent / "results" / "tiling-diagnosis.md"
+RESULTS = Path(__file__).parent / "results"
 
 
 def tilings(soup: Ensemble, shape) -> dict:
@@ -106,7 +106,8 @@ def main() -> None:
                     + f" | {oracle.weighted:.3f} | {' '.join(f'{t:g}' for t in thresholds.values())} | "
                     f"{time.perf_counter() - start:.0f} |")
         print(rows[-1], flush=True)
-    publish(RESULTS, [
+    name = "" if args.soup == "default" else "-" + Path(args.soup).name
+    publish(RESULTS / f"tiling-diagnosis{name}.md", [
         f"Tilings of soup '{args.soup}' ({args.runtime}, TTA 1) on {args.runs} fresh experimental-profile runs of "
         f"{args.shape} (seed {args.seed}): F4 at the soup's thresholds, and the weighted F4 at the best thresholds "
         f"for these runs (oracle, a diagnosis only; its thresholds in class order); seconds include cached "
