@@ -127,21 +127,32 @@ def with_norms(model, norms: str, volume, manifest, args):
     return localise(model, 64) if norms == "local" else model
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--soup", default="default")
+def add_run_arguments(parser) -> None:
+    """The options of the runs both this and tiling_diagnosis.py score on."""
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--shape", default="184,256,256")
     parser.add_argument("--seed", type=int, default=777)
-    parser.add_argument("--samples", type=int, default=16, help="64³ windows to measure the norms on, per run")
-    parser.add_argument("--passes", type=int, default=2)
-    parser.add_argument("--norms", nargs="+", default=list(NORMS), choices=list(NORMS))
-    parser.add_argument("--out", default="/tmp/copick-soup-bench-fixed-norms")
-    args = parser.parse_args()
+    parser.add_argument("--out", default="/tmp/copick-soup-bench-fixed-norms", help="where the runs are simulated")
+
+
+def fresh_runs(args) -> tuple[Path, tuple]:
+    """(copick config, shape) of `args.runs` experimental-profile runs, simulated when they are not there yet."""
     shape = tuple(int(v) for v in args.shape.split(","))
     config = Path(args.out) / f"{args.seed}-{args.runs}-{'x'.join(map(str, shape))}" / "copick.json"
     if not config.exists():
         simulate_project(config.parent, runs=args.runs, shape=shape, profile="experimental", seed=args.seed)
+    return config, shape
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--soup", default="default")
+    add_run_arguments(parser)
+    parser.add_argument("--samples", type=int, default=16, help="64³ windows to measure the norms on, per run")
+    parser.add_argument("--passes", type=int, default=2)
+    parser.add_argument("--norms", nargs="+", default=list(NORMS), choices=list(NORMS))
+    args = parser.parse_args()
+    config, shape = fresh_runs(args)
     root, soup = open_project(config), Ensemble.load(args.soup)
     variants = [(window, norms) for norms in args.norms for window in (64, None)]
     pairs, seconds = {v: [] for v in variants}, dict.fromkeys(variants, 0.0)

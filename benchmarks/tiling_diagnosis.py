@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from norms import add_run_arguments, fresh_runs  # benchmarks/norms.py: the same runs
 from table import markdown, publish  # benchmarks/table.py
 
 from copick_soup.data import open_project
@@ -28,7 +29,6 @@ from copick_soup.ensemble.thresholds import FLOOR, best_thresholds, threshold_co
 from copick_soup.ensemble.tiling import Tiling
 from copick_soup.ensemble.windows import predict_volume
 from copick_soup.metric.czii import score_picks
-from copick_soup.simulate import simulate_project
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -81,16 +81,10 @@ def main() -> None:
     parser.add_argument("--soup", default="default")
     parser.add_argument("--runtime", default="openvino")
     parser.add_argument("--tilings", nargs="+", default=["gauss64", "crop64", "auto", "gauss-auto", "crop96"])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--shape", default="184,256,256")
-    parser.add_argument("--seed", type=int, default=777)
-    parser.add_argument("--out", default="/tmp/copick-soup-bench-fixed-norms", help="where the runs are simulated")
+    add_run_arguments(parser)
     parser.add_argument("--cache", default=None, help="a folder for the heatmaps (one per soup and runtime)")
     args = parser.parse_args()
-    shape = tuple(int(v) for v in args.shape.split(","))
-    config = Path(args.out) / f"{args.seed}-{args.runs}-{'x'.join(map(str, shape))}" / "copick.json"
-    if not config.exists():
-        simulate_project(config.parent, runs=args.runs, shape=shape, profile="experimental", seed=args.seed)
+    config, shape = fresh_runs(args)
     root, soup = open_project(config), Ensemble.load(args.soup)
     settings = InferenceSettings(window=64, runtime=args.runtime).resolved()  # the runtime; tilings are set apart
     known = tilings(soup, shape)
