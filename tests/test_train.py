@@ -8,6 +8,7 @@ import torch
 
 from copick_soup.data import open_project
 from copick_soup.data.tomogram import normalisation_stats
+from copick_soup.ensemble.tiling import Tiling
 from copick_soup.errors import SoupError
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.train.augment import Randomisation, augment, zoom_to
@@ -289,6 +290,22 @@ def test_validation_cuts_each_class_at_its_best_threshold(tmp_path):
     assert fixed.weighted == 0.0 and swept.weighted == 1.0 and 0.05 <= thresholds["a"] < 0.1
     held_out, used = validate(model, volume, [cls], cfg, VOXEL_SIZE, "cpu", thresholds={"a": 0.2})
     assert held_out.weighted == 0.0 and used == {"a": 0.2}
+
+
+def test_validation_with_val_window_0_uses_the_crop_tiling_pick_chooses(volumes):
+    from copick_soup.model.registry import create_model
+    from copick_soup.train.validation import val_settings
+
+    classes, _, val = volumes
+    cfg = TrainConfig(variant="unet3d_test", val_window=0)
+    model = create_model("unet3d_test", n_classes=len(classes))
+    assert val_settings(cfg, "cpu").tiling(val[0].image.shape, [model.config]).blend == "crop"
+    assert val_settings(TrainConfig(variant="unet3d_test", val_window=32), "cpu").tiling(
+        val[0].image.shape, [model.config]) == Tiling.cube(32)
+    score, thresholds = validate(model, val, classes, cfg, VOXEL_SIZE, "cpu")
+    assert 0.0 <= score.weighted <= 1.0 and set(thresholds) == {c.name for c in classes}
+    with pytest.raises(SoupError, match="'val_window' must be at least 0"):
+        TrainConfig(val_window=-1)
 
 
 def test_a_batch_norm_member_trains_keeps_its_statistics_and_is_not_mixed_with_instance_norms(volumes, tmp_path):

@@ -26,7 +26,7 @@ class TrainConfig:
     val_every: int = 50  # an "epoch": steps between validations
     val_sweep: bool = True  # validate each class at its own best threshold, as the soup search will cut it
     val_threshold: float = 0.25  # the one peak threshold for the validation F4 when val_sweep is off
-    val_window: int = 64
+    val_window: int = 64  # cubes of this side, Gaussian-blended; 0: the crop tiling `pick --window auto` chooses
     sigma_scale: float = 0.3  # target Gaussian sigma, x particle radius
     fg_weight: float = 10.0  # loss weight on foreground voxels (see loss.py)
     fg_scope: str = "own"  # whose particles weigh a channel's errors: own (its class's) or any class's (loss.py)
@@ -49,8 +49,8 @@ class TrainConfig:
 
     def __post_init__(self):
         """Settings that would crash training hours in, or train nothing, are refused when the config is made."""
-        rules = [(("patch", "batch_size", "steps", "val_every", "val_window", "hard_every"), lambda v: v >= 1,
-                  "at least 1"),
+        rules = [(("patch", "batch_size", "steps", "val_every", "hard_every"), lambda v: v >= 1, "at least 1"),
+                 (("val_window",), lambda v: v >= 0, "at least 0 (0: --window auto)"),
                  (("lr", "sigma_scale", "fg_weight"), lambda v: v > 0, "> 0"),
                  (("warmup", "weight_decay", "aug_blur", "aug_noise_colour", "aug_gamma"), lambda v: v >= 0, ">= 0"),
                  (("aug_scale", "aug_contrast"), lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
