@@ -27,7 +27,6 @@ from copick_soup.ensemble.ensemble import blend
 from copick_soup.ensemble.peaks import heatmaps_to_picks
 from copick_soup.ensemble.thresholds import FLOOR, best_thresholds, threshold_counts
 from copick_soup.ensemble.tiling import Tiling
-from copick_soup.ensemble.windows import predict_volume
 from copick_soup.metric.czii import score_picks
 
 RESULTS = Path(__file__).parent / "results"
@@ -49,11 +48,8 @@ def blended_heatmap(soup: Ensemble, run, tiling: Tiling, settings: InferenceSett
     if path and path.exists():
         return np.load(path).astype(np.float32)
     members = [m for m in soup.members if m.weight > 0]  # a weight-0 member changes no pick
-    heatmaps = []
-    for m in members:
-        source = soup.source(m, soup.volume(run, m, settings, echo=lambda _: None), settings)
-        heatmaps.append(predict_volume(source.predict_batch, source.volume, len(soup.classes), tiling,
-                                       settings.batch_size, source.stats))
+    heatmaps = [soup.heatmap(soup.volume(run, m, settings, echo=lambda _: None), settings, member=m, tiling=tiling)
+                for m in members]
     heat = blend(heatmaps, [m.weight for m in members]).astype(np.float16)
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -200,12 +200,14 @@ class Ensemble:
             out.append(self.heatmap(volume, settings, member=member).astype(np.float16))
         return out
 
-    def heatmap(self, volume, settings: InferenceSettings, stats=None, member: Member | None = None) -> np.ndarray:
+    def heatmap(self, volume, settings: InferenceSettings, stats=None, member: Member | None = None,
+                tiling: Tiling | None = None) -> np.ndarray:
         """The whole (C, Z, Y, X) float32 heatmap of one member (the first by default) on `volume`; `stats`:
-        (mean, std) to normalise with, or None to take them from the volume."""
+        (mean, std) to normalise with, or None to take them from the volume; `tiling`: the run's (`self.tiling`'s
+        by default), as `stream` takes it."""
         member = member or self.members[0]
         source = self.source(member, volume, settings, stats=stats)
-        tiling = self.tiling(volume.shape, settings)
+        tiling = tiling or self.tiling(volume.shape, settings)
         return predict_volume(source.predict_batch, volume, len(self.classes), tiling, settings.batch_size,
                               source.stats, settings.device)
 
