@@ -38,6 +38,7 @@ from copick_soup.ensemble.tiling import Tiling
 from copick_soup.ensemble.windows import normalised
 from copick_soup.metric.czii import score_picks
 from copick_soup.simulate import simulate_project
+from copick_soup.train.fixed import norm_inputs
 
 RESULTS = Path(__file__).parent / "results" / "norms.md"
 
@@ -69,25 +70,7 @@ def fix_norms(model, windows, passes: int = 2):
 
 def measure(model, windows) -> dict:
     """{norm's name: (mean, variance)} per channel of each norm's input, averaged over the windows."""
-    stats, handles = {}, []
-
-    def record(name):
-        def hook(module, args):
-            x = args[0].float()
-            m, v, n = stats.get(name, (0, 0, 0))
-            stats[name] = (m + x.mean(dim=(2, 3, 4)).sum(0), v + x.var(dim=(2, 3, 4), unbiased=False).sum(0),
-                           n + x.shape[0])
-        return hook
-
-    for name, module in model.named_modules():
-        if isinstance(module, (nn.InstanceNorm3d, FixedNorm)):
-            handles.append(module.register_forward_pre_hook(record(name)))
-    with torch.inference_mode():
-        for batch in windows:
-            model(batch)
-    for h in handles:
-        h.remove()
-    return {name: (m / n, v / n) for name, (m, v, n) in stats.items()}
+    return norm_inputs(model, windows, kinds=(nn.InstanceNorm3d, FixedNorm))
 
 
 def fold(model):

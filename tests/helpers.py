@@ -36,14 +36,15 @@ def make_test_soup(folder, tomo_types=("denoised",), weights=None, seed=9):
     return paths, soup
 
 
-def batch_norm_unet(seed: int, n_classes: int = 2):
-    """unet3d_test with batch norms holding learnt-looking statistics (not the identity's 0 and 1), in eval mode."""
+def batch_norm_unet(seed: int, n_classes: int = 2, norm: str = "batch"):
+    """unet3d_test with batch (or fixed) norms holding learnt-looking statistics (not the identity's 0 and 1), in
+    eval mode."""
     import torch
 
     from copick_soup.model import create_model
 
     torch.manual_seed(seed)
-    net = create_model("unet3d_test", n_classes=n_classes, norm="batch")
+    net = create_model("unet3d_test", n_classes=n_classes, norm=norm)
     for layer in net.modules():
         if isinstance(layer, torch.nn.BatchNorm3d):
             layer.running_mean.uniform_(-0.5, 0.5)

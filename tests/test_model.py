@@ -120,24 +120,24 @@ def test_a_file_that_is_not_a_member(tmp_path):
         load_member(tmp_path / "x.json")
 
 
-@pytest.mark.parametrize("norm", ["batch", "instance"])
+@pytest.mark.parametrize("norm", ["batch", "fixed", "instance"])
 def test_batch_norm_heatmaps_do_not_depend_on_the_window_and_instance_norm_ones_do(norm):
     """The same voxels, 12 or more from either window's border (beyond unet3d_test's reach), in a 64³ window and in
-    a 48³ one inside it: equal under batch norms (statistics learnt in training), not under instance norms."""
+    a 48³ one inside it: equal under batch or fixed norms (statistics set in training), not under instance norms."""
     from helpers import batch_norm_unet
 
     torch.manual_seed(0)
-    model = batch_norm_unet(0) if norm == "batch" else create_model("unet3d_test", n_classes=2).eval()
+    model = batch_norm_unet(0, norm=norm) if norm != "instance" else create_model("unet3d_test", n_classes=2).eval()
     x = torch.randn(1, 1, 64, 64, 64)
     with torch.inference_mode():
         whole = model(x)[..., 20:44, 20:44, 20:44]
         inside = model(x[..., 8:56, 8:56, 8:56])[..., 12:36, 12:36, 12:36]
     same = torch.allclose(whole, inside, atol=1e-5)
-    assert same if norm == "batch" else not same and (whole - inside).abs().max() > 1e-3
+    assert same if norm != "instance" else not same and (whole - inside).abs().max() > 1e-3
 
 
 def test_a_norm_it_does_not_know_is_refused_and_a_member_names_its_file(tmp_path):
-    with pytest.raises(SoupError, match="^norm: choose one of instance, batch, got 'group'$"):
+    with pytest.raises(SoupError, match="^norm: choose one of instance, batch, fixed, got 'group'$"):
         create_model("unet3d_test", norm="group")
     model = create_model("unet3d_test", n_classes=1, norm="batch")
     path = save_member(tmp_path / "m", model, manifest())
@@ -146,5 +146,5 @@ def test_a_norm_it_does_not_know_is_refused_and_a_member_names_its_file(tmp_path
     meta = json.loads(path.read_text())
     meta["architecture"]["config"]["norm"] = "group"
     path.write_text(json.dumps(meta))
-    with pytest.raises(SoupError, match=f"^{path}: norm: choose one of instance, batch, got 'group'$"):
+    with pytest.raises(SoupError, match=f"^{path}: norm: choose one of instance, batch, fixed, got 'group'$"):
         load_member(path)

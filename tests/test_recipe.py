@@ -96,6 +96,23 @@ def test_fine_tuning_runs_that_lack_some_types_fine_tunes_the_members_that_can_r
         "Error: none of the members' tomogram types (wbp) is in the training runs; they have denoised")
 
 
+def test_an_instance_norm_member_fine_tunes_into_a_fixed_norm_one(trained, tmp_path):
+    """`--set norm=fixed`: the member's instance norms get statistics measured on the runs, then fine-tune."""
+    import torch
+
+    members, _ = trained
+    data = members / "data" / "finetune" / "copick.json"
+    result = invoke("train", "-c", data, "--init", members / "unet3d_test-denoised.json", "--train-runs", "exp_000",
+                    "--val-runs", "exp_001", "--set", "norm=fixed", "--set", "steps=2", "--set", "val_every=2",
+                    "--out", tmp_path / "fixed")
+    assert result.exit_code == 0, result.output
+    assert "instance norms fixed: statistics of 16 random 32³ windows of the training runs" in result.output
+    model, manifest = load_member(tmp_path / "fixed" / "unet3d_test-denoised.json")
+    assert model.config.norm == "fixed" and manifest.training["config"]["norm"] == "fixed"
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert norms and all(not torch.allclose(m.running_var, torch.ones_like(m.running_var)) for m in norms)
+
+
 def test_a_run_cannot_both_train_and_validate_a_member(trained, tmp_path):
     from copick_soup.simulate import simulate_project
 

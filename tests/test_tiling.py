@@ -146,10 +146,11 @@ def test_tta_views_turn_windows_that_are_not_square():
     np.testing.assert_allclose(eight, one, atol=1e-5)
 
 
-def test_the_crop_tiling_of_a_batch_norm_unet_equals_one_window_over_the_whole_volume():
+@pytest.mark.parametrize("norm", ["batch", "fixed"])
+def test_the_crop_tiling_of_a_batch_norm_unet_equals_one_window_over_the_whole_volume(norm):
     """With statistics that do not depend on the window, margins beyond the U-Net's reach make the crop tiling
     exact: what the instance-norm members cannot give (their heatmaps depend on the window's shape)."""
-    net = batch_norm_unet(4)
+    net = batch_norm_unet(4, norm=norm)
     volume = np.random.default_rng(9).normal(size=(32, 64, 80)).astype(np.float32)
     whole = predict_volume(TorchPredictor(net), volume, 2, Tiling(volume.shape, "crop"), stats=(0, 1))
     tiling = Tiling((32, 40, 48), "crop", margin=12, axis=1)
@@ -158,12 +159,12 @@ def test_the_crop_tiling_of_a_batch_norm_unet_equals_one_window_over_the_whole_v
                                atol=1e-5)
 
 
-@pytest.mark.parametrize("norm", ["instance", "batch"])
+@pytest.mark.parametrize("norm", ["instance", "batch", "fixed"])
 def test_openvino_runs_the_networks_as_torch_does(norm):
     from copick_soup.ensemble.tta import tta_views
     from copick_soup.ensemble.windows import OpenVinoPredictor
 
-    net = batch_norm_unet(2) if norm == "batch" else create_model("unet3d_test", n_classes=2).eval()
+    net = batch_norm_unet(2, norm=norm) if norm != "instance" else create_model("unet3d_test", n_classes=2).eval()
     volume = np.random.default_rng(8).normal(size=(20, 36, 44)).astype(np.float32)
     tiling = Tiling((20, 24, 32), "crop", margin=4, axis=1)
     views = tta_views(4)

@@ -6,7 +6,10 @@ gives one heatmap channel per class. Input sides must be divisible by 2**(levels
 
 The norm: `instance` (every shipped member) takes its statistics over the window it is given, so a window's
 shape changes the heatmap everywhere in it; `batch` uses statistics learnt in training at inference, so a voxel's
-heatmap depends only on the voxels it sees and any tiling gives the same heatmap away from window borders.
+heatmap depends only on the voxels it sees and any tiling gives the same heatmap away from window borders;
+`fixed` is a batch norm whose statistics are set once and used in training too (never updated): an instance-norm
+member fine-tuned as `fixed` (train/fixed.py measures the statistics) becomes window-independent like `batch`
+without learning statistics from batches of two patches.
 """
 
 from __future__ import annotations
@@ -18,7 +21,17 @@ from torch import nn
 
 from copick_soup.errors import SoupError
 
-NORMS = {"instance": lambda c: nn.InstanceNorm3d(c, affine=True), "batch": nn.BatchNorm3d}
+
+class FixedNorm3d(nn.BatchNorm3d):
+    """A batch norm that always normalises with its stored statistics, in training as at inference. Its state
+    (weight, bias, running_mean, running_var) is a batch norm's, so checkpoints and runtimes treat it as one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                        training=False, eps=self.eps)
+
+
+NORMS = {"instance": lambda c: nn.InstanceNorm3d(c, affine=True), "batch": nn.BatchNorm3d, "fixed": FixedNorm3d}
 
 
 @dataclass
@@ -26,7 +39,7 @@ class UNetConfig:
     channels: tuple = (16, 32, 64)  # features per level; len(channels) = number of levels
     in_channels: int = 1
     n_classes: int = 6
-    norm: str = "instance"  # instance or batch (see the module's docstring)
+    norm: str = "instance"  # instance, batch or fixed (see the module's docstring)
 
     def __post_init__(self):
         if self.norm not in NORMS:

@@ -36,7 +36,8 @@ class TrainConfig:
     hard_threshold: float = 0.15  # heatmap peaks above this that match no particle are hard negatives
     seed: int = 0
     normalisation: str = "zscore"  # zscore, or robust (median and MAD: see data/tomogram.py); pick does the same
-    norm: str = "instance"  # the U-Net's: instance, or batch (heatmaps that do not depend on the window: model/unet.py)
+    norm: str = "instance"  # the U-Net's: instance, batch or fixed (the last two: heatmaps that do not depend on the
+    # window, model/unet.py; fixed from an instance-norm --init measures its statistics once, train/fixed.py)
     # Randomisation beyond the simulator's (train/augment.py), each off at 0: particle size ± aug_scale, blur up to
     # aug_blur voxels, noise smoothed up to aug_noise_colour voxels, intensity non-linearity, contrast field.
     aug_scale: float = 0.0

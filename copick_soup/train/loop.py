@@ -32,6 +32,8 @@ from copick_soup.train.plots import write_log
 from copick_soup.train.state import load_state, save_state
 from copick_soup.train.validation import validate
 
+FIX_WINDOWS = 16  # windows measured for fixed norms' statistics (as many as benchmarks/norms.py found enough)
+
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to 5% of the peak."""
@@ -41,14 +43,16 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def load_init(model, manifest_or_path, classes, warn=print) -> None:
+def load_init(model, manifest_or_path, classes, warn=print):
     """Start from a member's weights. Same architecture required; if its classes differ, every layer but the
-    class head is taken (the head is re-initialised), which is how a lab fine-tunes for its own targets."""
+    class head is taken (the head is re-initialised), which is how a lab fine-tunes for its own targets.
+    Returns the member's U-Net when its instance norms are to become the model's fixed ones (see fixed.py)."""
     init, manifest = load_member(manifest_or_path)
     if list(manifest.unet.get("channels", ())) != list(model.config.channels):
         raise SoupError(f"{manifest.path}: architecture {manifest.variant} does not match the "
                         f"{len(model.config.channels)}-level model being trained")
-    if init.config.norm != model.config.norm:
+    converting = (init.config.norm, model.config.norm) == ("instance", "fixed")
+    if init.config.norm != model.config.norm and not converting:
         raise SoupError(f"{manifest.path}: its U-Net has {init.config.norm} norms, the model being trained "
                         f"{model.config.norm} norms (set norm: {init.config.norm})")
     state = init.state_dict()
@@ -56,6 +60,19 @@ def load_init(model, manifest_or_path, classes, warn=print) -> None:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
         warn(f"{manifest.label}: its classes differ from the project's; class head re-initialised")
     model.load_state_dict(state, strict=False)
+    return init if converting else None
+
+
+def fix_norms(model, instance, volumes, rng, device: str, echo=print) -> None:
+    """Give the fixed norms of `model` (weights from the instance-norm U-Net `instance`) the statistics
+    `instance`'s norms take on random windows of the training volumes, 64³ where they fit."""
+    from copick_soup.train.fixed import fix_statistics, random_windows
+
+    smallest = min(min(v.image.shape) for v in volumes)
+    side = min(64, smallest) // model.divisor * model.divisor
+    windows = random_windows(volumes, FIX_WINDOWS, side, rng, device)
+    fix_statistics(model, instance.to(device), windows)
+    echo(f"instance norms fixed: statistics of {len(windows)} random {side}³ windows of the training runs")
 
 
 def member_manifest(cfg: TrainConfig, classes, voxel_size: float, tomo_type: str, provenance: dict) -> MemberManifest:
@@ -80,8 +97,13 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg.amp, device)
     model = create_model(cfg.variant, n_classes=len(classes), norm=cfg.norm).to(device)
+    if cfg.norm == "fixed" and init is None:
+        raise SoupError("norm: fixed takes its statistics from the member it starts from: give --init an "
+                        "instance-norm member (or train with norm: batch)")
     if init is not None:
-        load_init(model, init, classes, warn=echo)
+        instance = load_init(model, init, classes, warn=echo)
+        if instance is not None and not (resume and (out_dir / "state.json").exists()):
+            fix_norms(model, instance, train_volumes, rng, device, echo)
     ema = copy.deepcopy(model).eval() if cfg.ema > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = PatchSampler(train_volumes, classes, cfg.patch, voxel_size, cfg.sigma_scale, rng, cfg.p_particle,
