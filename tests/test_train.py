@@ -324,5 +324,5 @@ def test_a_batch_norm_member_trains_keeps_its_statistics_and_is_not_mixed_with_i
     with pytest.raises(SoupError, match="saved for other classes or another variant or norm"):
         train_member(override(cfg, {"norm": "instance", "steps": 8}), classes, train, [], tmp_path / "m",
                      VOXEL_SIZE, "denoised", resume=True)
-    with pytest.raises(SoupError, match="^norm: choose one of instance, batch, got 'group'$"):
+    with pytest.raises(SoupError, match="^norm: choose one of instance, batch, fixed, got 'group'$"):
         TrainConfig(norm="group")

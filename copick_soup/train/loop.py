@@ -26,6 +26,7 @@ from copick_soup.model.registry import create_model
 from copick_soup.objects import ParticleClass
 from copick_soup.train.config import TrainConfig
 from copick_soup.train.dataset import PatchSampler
+from copick_soup.train.fixed import fix_statistics, random_windows
 from copick_soup.train.loss import weighted_mse
 from copick_soup.train.negatives import mine_negatives
 from copick_soup.train.plots import write_log
@@ -66,8 +67,6 @@ def load_init(model, manifest_or_path, classes, warn=print):
 def fix_norms(model, instance, volumes, rng, device: str, echo=print) -> None:
     """Give the fixed norms of `model` (weights from the instance-norm U-Net `instance`) the statistics
     `instance`'s norms take on random windows of the training volumes, 64³ where they fit."""
-    from copick_soup.train.fixed import fix_statistics, random_windows
-
     smallest = min(min(v.image.shape) for v in volumes)
     side = min(64, smallest) // model.divisor * model.divisor
     windows = random_windows(volumes, FIX_WINDOWS, side, rng, device)
