@@ -62,12 +62,11 @@ def fix_statistics(fixed: nn.Module, instance: nn.Module, windows, passes: int =
 
 def random_windows(volumes, count: int, side: int, rng: np.random.Generator, device="cpu") -> list[torch.Tensor]:
     """`count` side³ crops (1, 1, side, side, side) at random places of random volumes (`TrainVolume`s): the
-    windows of a tomogram `pick` sees, not training's particle-centred patches."""
+    windows of a tomogram `pick` sees, not training's particle-centred patches. `side` must fit every volume."""
     windows = []
     for _ in range(count):
         image = volumes[int(rng.integers(len(volumes)))].image
-        s = [min(side, n) for n in image.shape]
-        z, y, x = (int(rng.integers(0, n - k + 1)) for n, k in zip(image.shape, s))
-        crop = np.asarray(image[z:z + s[0], y:y + s[1], x:x + s[2]], dtype=np.float32)
-        windows.append(torch.from_numpy(crop.copy())[None, None].to(device))
+        z, y, x = (int(rng.integers(0, n - side + 1)) for n in image.shape)
+        crop = np.ascontiguousarray(image[z:z + side, y:y + side, x:x + side], dtype=np.float32)
+        windows.append(torch.from_numpy(crop)[None, None].to(device))
     return windows

@@ -99,9 +99,10 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     if cfg.norm == "fixed" and init is None:
         raise SoupError("norm: fixed takes its statistics from the member it starts from: give --init an "
                         "instance-norm member (or train with norm: batch)")
+    resuming = resume and (out_dir / "state.json").exists()
     if init is not None:
         instance = load_init(model, init, classes, warn=echo)
-        if instance is not None and not (resume and (out_dir / "state.json").exists()):
+        if instance is not None and not resuming:  # a resumed state holds the statistics
             fix_norms(model, instance, train_volumes, rng, device, echo)
     ema = copy.deepcopy(model).eval() if cfg.ema > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -109,7 +110,7 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
                            p_hard=cfg.p_hard, randomisation=cfg.randomisation, sides=cfg.patch_sides)
     manifest = member_manifest(cfg, classes, voxel_size, tomo_type, provenance or {})
     step, best, history = 0, -1.0, []
-    if resume and (out_dir / "state.json").exists():
+    if resuming:
         saved = json.loads((out_dir / "state.json").read_text())
         if ([ParticleClass.from_dict(c) for c in saved["classes"]] != list(classes)
                 or saved["config"]["variant"] != cfg.variant or saved["config"].get("norm", "instance") != cfg.norm):
