@@ -34,7 +34,7 @@ from copick_soup.train.recipe import (
     check_settings,
     load_recipe,
     merge_folds,
-    plan_stage,
+    plan_stages,
     publish_member,
     recipe_members,
     recipe_settings,
@@ -128,7 +128,7 @@ def tune(recipe: dict, out, grid=None, val_config=None, val_runs=None, step: flo
     out = Path(out).resolve()  # tasks may run in another working directory
     resources = resources or worker_resources()
     check_settings(recipe, grid or [{}])
-    stages = [plan_stage(recipe, name, out) for name in ("pretrain", "finetune") if recipe.get(name)]
+    stages = plan_stages(recipe, out)
     last = stages[-1]
     if not val_runs and len(last["folds"]) > 1:  # before hours of training, not after
         raise SoupError("the last stage's folds train on every one of its runs: name the soup's validation runs "

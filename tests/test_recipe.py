@@ -113,6 +113,38 @@ def test_an_instance_norm_member_fine_tunes_into_a_fixed_norm_one(trained, tmp_p
     assert norms and all(not torch.allclose(m.running_var, torch.ones_like(m.running_var)) for m in norms)
 
 
+def test_a_fix_norms_stage_fine_tunes_each_member_with_fixed_norms_on_the_fine_tuning_runs(trained, tmp_path):
+    """The recipe's third stage: `norm: fixed` from the fine-tuned member, on the fine-tuning stage's split."""
+    import torch
+
+    members, _ = trained
+    finetune = dict(config=str(members / "data" / "finetune" / "copick.json"), val_runs=1,
+                    train=dict(steps=2, val_every=2))
+    recipe = dict(RECIPE, tomo_types=["denoised"], finetune=finetune, fix_norms=dict(train=dict(steps=2)))
+    recipe.pop("pretrain")
+    path = tmp_path / "fix.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    result = invoke("train", "--recipe", path, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "instance norms fixed: statistics of 16 random 32³ windows of the training runs" in result.output
+    model, manifest = load_member(tmp_path / "out" / "unet3d_test-denoised.json")
+    training = manifest.training
+    assert training["stage"] == "fix_norms" and training["config"]["norm"] == model.config.norm == "fixed"
+    assert training["config"]["steps"] == 2 and training["config"]["val_every"] == 4  # its own, then the recipe's
+    assert training["init"].endswith("stages/unet3d_test-denoised/finetune/best.json")
+    assert [s["stage"] for s in training["earlier_stages"]] == ["finetune"]
+    assert training["train_runs"] == ["exp_000"] and training["val_runs"] == ["exp_001"]  # the fine-tuning split
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert norms and all(not torch.allclose(m.running_var, torch.ones_like(m.running_var)) for m in norms)
+    alone = dict(RECIPE, fix_norms={})
+    alone.pop("finetune")
+    path.write_text(yaml.safe_dump(alone))
+    result = invoke("train", "--recipe", path, "--out", tmp_path / "alone")
+    assert result.exit_code != 0 and result.output.strip().splitlines()[-1] == (
+        "Error: recipe stage 'fix_norms' needs 'config' or 'simulate'")
+    assert not (tmp_path / "alone" / "stages").exists()  # refused before the pretraining
+
+
 def test_a_run_cannot_both_train_and_validate_a_member(trained, tmp_path):
     from copick_soup.simulate import simulate_project
 
@@ -160,8 +192,9 @@ def test_shipped_recipes_parse():
 
     for path in (Path(__file__).parent.parent / "configs" / "recipes").glob("*.yaml"):
         recipe = load_recipe(path)
-        for stage in ("pretrain", "finetune"):
-            override(override(TrainConfig(), recipe["train"]), recipe[stage]["train"])
+        for stage in ("pretrain", "finetune", "fix_norms"):
+            if recipe.get(stage):
+                override(override(TrainConfig(), recipe["train"]), recipe[stage]["train"])
     assert json.dumps(load_recipe(path))
 
 

@@ -7,6 +7,10 @@ validation and its training settings (`train: {...}`, and `by_variant: {unet3d_m
 one variant only, such as more steps for a larger U-Net). A stage with `folds: leave-one-run-out` trains one
 model per run held out, all from the same start, then averages them into a uniform weight-space soup (the seed's
 recipe).
+An optional third stage, `fix_norms`, fine-tunes each member once more with `norm: fixed` (model/unet.py): its
+instance norms take the statistics of random windows of the training runs and keep them, so that the member's
+heatmap no longer depends on the window it sees (`pick --window auto` then scores as 64³ cubes do). Without a
+project of its own it uses the fine-tuning stage's project and runs.
 `finetune_members` is the lab path: fine-tune existing members on a lab's own annotated runs.
 """
 
@@ -31,7 +35,8 @@ from copick_soup.train.dataset import load_volumes
 from copick_soup.train.loop import train_member
 
 log = logging.getLogger("copick_soup.train")
-RECIPE_KEYS = {"name", "variants", "tomo_types", "voxel_size", "picks", "train", "pretrain", "finetune"}
+STAGES = ("pretrain", "finetune", "fix_norms")
+RECIPE_KEYS = {"name", "variants", "tomo_types", "voxel_size", "picks", "train", *STAGES}
 STAGE_KEYS = {"simulate", "config", "val_runs", "train", "by_variant", "train_runs", "folds"}
 
 
@@ -45,7 +50,9 @@ def load_recipe(path) -> dict:
         raise SoupError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
     unknown = set(recipe) - RECIPE_KEYS
     variants = {v for v, _ in recipe_members(recipe)}
-    for stage in ("pretrain", "finetune"):
+    for stage in STAGES:
+        if stage in recipe and recipe[stage] is None:  # `fix_norms:` alone: the stage with its defaults
+            recipe[stage] = {}
         given = recipe.get(stage) or {}
         unknown |= {f"{stage}.{k}" for k in set(given) - STAGE_KEYS}
         unknown |= {f"{stage}.by_variant.{v}" for v in set(given.get("by_variant") or {}) - variants}
@@ -121,6 +128,8 @@ def stage_config(recipe: dict, stage: dict, variant: str, overrides: dict) -> Tr
     """A member's settings: the recipe's, then its stage's, then the stage's for its variant (`by_variant`: a
     larger U-Net may need more steps), then the command line's."""
     cfg = override(TrainConfig(variant=variant), recipe.get("train") or {}, where="recipe train")
+    if stage is recipe.get("fix_norms"):  # the stage's purpose; its own settings may still say otherwise
+        cfg = override(cfg, dict(norm="fixed"))
     cfg = override(cfg, stage.get("train") or {}, where="recipe stage train")
     cfg = override(cfg, (stage.get("by_variant") or {}).get(variant) or {}, where=f"recipe stage by_variant {variant}")
     return override(cfg, overrides)
@@ -136,9 +145,9 @@ def refuse_earlier_training(out: Path, resume: bool) -> None:
 def check_settings(recipe: dict, settings=({},)) -> None:
     """Build every stage's training config for every variant and each set of overrides, so that a bad setting
     fails before the phantoms are simulated and the first member trains, not hours later at the next one."""
-    for name in ("pretrain", "finetune"):
+    for name in recipe_stages(recipe):
         for variant in dict(recipe_members(recipe)):
-            for overrides in settings if recipe.get(name) else ():
+            for overrides in settings:
                 stage_config(recipe, recipe[name], variant, overrides)
 
 
@@ -146,6 +155,11 @@ def recipe_settings(recipe: dict) -> tuple[str, str, float]:
     """(truth user, truth session, voxel size) of a recipe."""
     picks = recipe.get("picks") or {}
     return picks.get("user", "curation"), str(picks.get("session", "0")), float(recipe.get("voxel_size", VOXEL_SIZE))
+
+
+def recipe_stages(recipe: dict) -> list[str]:
+    """The stages a recipe has, in training order (`fix_norms: {}` is one: the stage with its defaults)."""
+    return [name for name in STAGES if recipe.get(name) is not None]
 
 
 def recipe_tomo_types(recipe: dict) -> list[str]:
@@ -161,9 +175,25 @@ def recipe_members(recipe: dict) -> list[tuple[str, str]]:
     return [(v, t) for v in variants for t in recipe.get("tomo_types") or ["denoised"]]
 
 
+def project_stage(recipe: dict, name: str) -> str:
+    """The stage whose project and runs a stage trains on: its own, or, for a `fix_norms` stage that names
+    none, the fine-tuning stage's."""
+    own = recipe[name].get("config") or recipe[name].get("simulate")
+    return name if own or name != "fix_norms" or not recipe.get("finetune") else "finetune"
+
+
+def plan_stages(recipe: dict, out: Path, configs=None) -> list[dict]:
+    """Every stage the recipe has, in order; `configs` {stage: copick config} overrides a stage's project."""
+    configs = configs or {}
+    return [plan_stage(recipe, name, out, configs.get(project_stage(recipe, name))) for name in recipe_stages(recipe)]
+
+
 def plan_stage(recipe: dict, name: str, out: Path, config_override=None) -> dict:
     """A stage's project and folds: {name, config, folds: [(train run names, validation run names)]}.
     Simulates the stage's project (once) when the recipe asks for phantoms."""
+    source = project_stage(recipe, name)
+    if source != name:
+        return dict(plan_stage(recipe, source, out, config_override), name=name)
     if not config_override and not recipe[name].get("config"):  # phantoms: refuse before simulating them
         lacking = [t for t in recipe_tomo_types(recipe) if t not in TOMO_TYPES]
         if lacking:
@@ -213,8 +243,7 @@ def run_recipe(recipe: dict, out, pretrain_config=None, finetune_config=None, ov
     out = Path(out)
     refuse_earlier_training(out, resume)
     check_settings(recipe, [overrides or {}])
-    stages = [plan_stage(recipe, name, out, given)
-              for name, given in (("pretrain", pretrain_config), ("finetune", finetune_config)) if recipe.get(name)]
+    stages = plan_stages(recipe, out, dict(pretrain=pretrain_config, finetune=finetune_config))
     members = []
     for variant, tomo_type in recipe_members(recipe):
         member = f"{variant}-{tomo_type}"
