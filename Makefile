@@ -69,5 +69,7 @@ default-soup: install
 	rm -rf build/soup-val
 	$(BIN)/copick-soup simulate --out build/soup-val --runs 16 --shape 96,256,256 --profile experimental \
 		--engine mixed --seed 3000
-	$(BIN)/copick-soup soup -c build/soup-val/copick.json --members copick_soup/soups/default \
+	# --window 64: the shipped soup was searched in 64³ cubes; its fixed norms make pick's default crop tiling
+	# score the same (benchmarks/results/accuracy-fixed-norms.md).
+	$(BIN)/copick-soup soup -c build/soup-val/copick.json --members copick_soup/soups/default --window 64 \
 		--val-runs $$(seq -f 'exp_%03g' -s, 0 15) --out copick_soup/soups/default

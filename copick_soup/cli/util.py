@@ -49,10 +49,11 @@ def run_list(run_names=(), legacy_run_names=()) -> list[str]:
 device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 tta_option = click.option("--tta", default=1, show_default=True, type=click.IntRange(1, 8),
                           help="Test-time augmentation views.")
-window_option = click.option("--window", default="64", show_default=True, metavar="N|auto",
-                             help="Sliding-window side: N³ cubes, Gaussian-blended with --overlap; or auto: windows "
-                                  "shaped to each tomogram within --max-memory, margins cropped, each voxel computed "
-                                  "about once (faster; soups searched with cubes lose a little F4 with it).")
+window_option = click.option("--window", default="auto", show_default=True, metavar="N|auto",
+                             help="Sliding-window side. auto: windows shaped to each tomogram within --max-memory, "
+                                  "margins cropped, each voxel computed about once; N: N³ cubes, Gaussian-blended "
+                                  "with --overlap (slower; for soups whose members have instance norms, whose "
+                                  "heatmaps depend on the window).")
 overlap_option = click.option("--overlap", default=0.25, show_default=True, type=click.FloatRange(0.0, 0.9),
                               help="With --window: the fraction of a window its neighbours share.")
 # --margin and --max-memory default to InferenceSettings' values (None here: the settings module imports torch).
@@ -127,7 +128,7 @@ def parse_window(window) -> int | None:
     return side
 
 
-def inference_settings(tomo_type=None, device="auto", tta=1, window="64", overlap=0.25, margin=None,
+def inference_settings(tomo_type=None, device="auto", tta=1, window="auto", overlap=0.25, margin=None,
                        max_memory=None, batch_size=None, amp="auto", runtime="auto", voxel_size=None, tomo_map=(),
                        resolve: bool = True):
     """The `InferenceSettings` the inference options describe, on a concrete device unless `resolve` is False."""

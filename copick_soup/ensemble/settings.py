@@ -17,10 +17,11 @@ RUNTIME_NAMES = {"torch": "torch", "openvino": "OpenVINO"}
 
 @dataclass(frozen=True)
 class InferenceSettings:
-    # N: N³ cubes, Gaussian-blended with neighbours that share `overlap` of them (the default: the default soup's
-    # thresholds were searched so); None (--window auto): windows chosen from the tomogram and max_memory, margins
-    # cropped (ensemble/tiling.py: 1.6x faster for the default soup on a CPU, 0.018 lower F4 so far)
-    window: int | None = 64
+    # None (--window auto, the default): windows chosen from the tomogram and max_memory, margins cropped
+    # (ensemble/tiling.py: 1.6x faster than cubes on a CPU; the default soup's fixed norms make its heatmaps
+    # independent of the window, so it scores as in cubes); N: N³ cubes, Gaussian-blended with neighbours that
+    # share `overlap` of them (the classic sliding window, for members with instance norms)
+    window: int | None = None
     overlap: float = 0.25
     margin: int = MARGIN  # crop tiling: voxels dropped at each window's inner borders
     max_memory: float = 1.0  # GB the streamed inference of one run may hold (the windows' activations, the slabs)
