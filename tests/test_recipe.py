@@ -111,6 +111,15 @@ def test_an_instance_norm_member_fine_tunes_into_a_fixed_norm_one(trained, tmp_p
     assert model.config.norm == "fixed" and manifest.training["config"]["norm"] == "fixed"
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
     assert norms and all(not torch.allclose(m.running_var, torch.ones_like(m.running_var)) for m in norms)
+    again = invoke("train", "-c", data, "--init", tmp_path / "fixed" / "unet3d_test-denoised.json", "--train-runs",
+                   "exp_000", "--val-runs", "exp_001", "--set", "steps=2", "--set", "val_every=2",
+                   "--out", tmp_path / "again")  # a lab fine-tuning a fixed-norm member: its norms stay fixed
+    assert again.exit_code == 0, again.output
+    assert "instance norms fixed" not in again.output  # its statistics are kept, not measured anew
+    refined, _ = load_member(tmp_path / "again" / "unet3d_test-denoised.json")
+    kept = [m for m in refined.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert refined.config.norm == "fixed" and all(torch.equal(a.running_var, b.running_var)
+                                                  for a, b in zip(norms, kept, strict=True))
 
 
 def test_a_fix_norms_stage_fine_tunes_each_member_with_fixed_norms_on_the_fine_tuning_runs(trained, tmp_path):
