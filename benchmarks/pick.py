@@ -1,9 +1,10 @@
 """Speed and memory of `pick`'s inference against MONAI's `sliding_window_inference`, same model and precision.
 
 MONAI runs at the settings a user of the 8th-place code would (64³ windows, overlap 0.25, Gaussian blending); ours
-at `pick`'s defaults: the same 64³ cubes, streamed, and on a CPU the networks run by OpenVINO (`--runtime auto`;
-`--runtime torch` runs them as MONAI does). `--ours-window auto` runs the crop tiling instead (windows shaped to the
-tomogram within --max-memory, margins cropped, each voxel computed about once). Both sides run in this process on
+at `pick`'s defaults: the crop tiling (`--window auto`: windows shaped to the tomogram within --max-memory, margins
+cropped, each voxel computed about once), streamed, and on a CPU the networks run by OpenVINO (`--runtime auto`;
+`--runtime torch` runs them as MONAI does). `--ours-window 64` runs MONAI's 64³ cubes instead (pick's default
+before the default soup's norms were fixed). Both sides run in this process on
 the same tomogram with the same batch of windows per network call (by default the one `pick` uses: 1 on a CPU, 4 on
 a GPU) and the same TTA views, and end with the same peak extraction. Ours streams the input from zarr and never
 holds the whole C-channel heatmap; MONAI gets the tomogram as one tensor, as its API requires. Peak memory is the
@@ -65,7 +66,7 @@ RESULTS = Path(__file__).parent / "results" / "pick.md"
 SOUP = Ensemble.load("default")
 WINDOW, OVERLAP = 64, 0.25  # MONAI's side: the settings a user of the 8th-place code runs
 COMPILED = {}  # --runtime openvino: one predictor per model, precision and views, as Ensemble.predictor keeps
-OURS = dict(window=64, max_memory=1.0, runtime="auto")  # ours: pick's defaults unless --ours-window ...
+OURS = dict(window=None, max_memory=1.0, runtime="auto")  # ours: pick's defaults unless --ours-window ...
 
 
 class NoNetwork(torch.nn.Module):
@@ -214,8 +215,8 @@ def main() -> None:
                         help="TTA views in the grid (default 1 4 8 for tiny, and for all variants on a GPU)")
     parser.add_argument("--batch", type=int, nargs="+", default=None,
                         help="windows per network call, both engines (default: what `pick` uses on the device)")
-    parser.add_argument("--ours-window", default="64", help="ours: N (N³ cubes, overlap 0.25, as MONAI; pick's "
-                        "default 64) or auto (the crop tiling)")
+    parser.add_argument("--ours-window", default="auto", help="ours: auto (the crop tiling, pick's default) or N "
+                        "(N³ cubes, overlap 0.25, as MONAI)")
     parser.add_argument("--max-memory", type=float, default=1.0, help="ours: pick's --max-memory (GB)")
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "openvino"],
                         help="ours: pick's --runtime (auto: OpenVINO on a CPU)")
