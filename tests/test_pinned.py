@@ -30,7 +30,8 @@ def test_the_default_soup_picks_what_it_was_pinned_to(tmp_path):
     radii = {c.name: c.radius for c in soup.classes}
     assert_same_picks(default_soup_picks(tmp_path, runtime="openvino"), pinned["picks"], soup.thresholds,
                       position={name: 0.2 * radius for name, radius in radii.items()}, score=0.01)
-    assert sum(len(v) for classes in pinned["picks"].values() for v in classes.values()) > 50
+    assert sum(len(v) for classes in pinned["picks"].values() for v in classes.values()) >= 40
+    assert all(sum(1 for v in classes.values() if v) >= 4 for classes in pinned["picks"].values())  # most classes
 
 
 def assert_same_picks(picks: dict, pinned: dict, thresholds: dict, position, score: float) -> None:

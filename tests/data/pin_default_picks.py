@@ -16,12 +16,13 @@ import copick_soup  # noqa: F401  (before torch: its CPU settings)
 
 HERE = Path(__file__).resolve().parent
 PINNED = HERE / "default-soup-picks.json"
-# Two experimental-profile runs, one per phantom engine, crowded and small (64x160x160: 9 windows of 64³ each) so
-# that the test takes about a minute, not the 5 that the demo's runs took; seed 1 gives every class picks in both.
+# Two experimental-profile runs, one per phantom engine, crowded and small (64x160x160), picked in pick's default
+# tiling (window None: --window auto), so that the test takes about a minute, not the 5 that the demo's runs took;
+# seed 1 gives five classes picks (beta-amylase, score weight 0, none).
 # Picked in float32 so the pin does not depend on whether a CPU computes bf16 natively, by torch: the reference
 # engine (OpenVINO, the default on CPUs, is checked against the pin within a tolerance by tests/test_pinned.py).
 PROJECT = dict(runs=2, shape=(64, 160, 160), seed=1, profile="experimental", crowding=4.0, engine="mixed")
-SETTINGS = dict(tta=1, window=64, overlap=0.25, amp="none", runtime="torch")
+SETTINGS = dict(tta=1, window=None, amp="none", runtime="torch")
 
 
 def default_soup_picks(folder, **overrides) -> dict:
