@@ -15,10 +15,11 @@ full-size tiny TTA 4 check the engine that ran second was the faster in both pai
 (ours always first) is biased against ours, and the tables use --repeat 2. Prints a table and writes
 benchmarks/results/pick.md.
 
-Models: unet3d_tiny is the default soup's trained denoised member, so heatmaps, peak counts and the cost of the
-peak search are those of real picking (at the soup's thresholds). medium and large have no trained weights in the
-package: they run with random weights and a zeroed output layer (flat heatmaps, no peaks on either side), since an
-untrained network's heatmaps hold ~10^5 spurious maxima whose search would swamp the timing.
+Models: unet3d_tiny and unet3d_medium are the default soup's trained denoised members, so heatmaps, peak counts and
+the cost of the peak search are those of real picking (at the soup's thresholds). large has no trained weights in
+the package: it runs with random weights, a zeroed output layer (flat heatmaps, no peaks on either side, since an
+untrained network's heatmaps hold ~10^5 spurious maxima whose search would swamp the timing) and the soup's kind of
+norms (fixed).
 
 On a 2-core CPU the whole full-size grid (tiny, medium, large x TTA 1, 4, 8 on 184x630x630) takes about three
 hours per repeat, so by default the full-size tomogram runs tiny with TTA 1 and the grid runs on a 96x192x192 crop. The
@@ -82,12 +83,14 @@ class NoNetwork(torch.nn.Module):
 
 
 def bench_model(variant: str, n_classes: int, device: str):
-    """The default soup's trained member of this variant, or random weights with a zeroed output layer."""
+    """The default soup's trained member of this variant, or random weights with a zeroed output layer and the
+    soup's kind of norms (fixed: the same cost per window as its members)."""
     if variant == "none":
         return NoNetwork(n_classes)
     torch.manual_seed(0)
-    model = create_model(variant, n_classes=n_classes)
     trained = {m.manifest.variant: m.model for m in SOUP.members if m.manifest.tomo_type == "denoised"}
+    norm = next(iter(trained.values())).config.norm
+    model = create_model(variant, n_classes=n_classes, norm=norm)
     if variant in trained:
         model.load_state_dict(trained[variant].state_dict())
     else:
@@ -269,8 +272,8 @@ def write_table(args, rows) -> str:
         f"{time.strftime('%Y-%m-%d')})",
         "Targets: ours at least 1.5x as fast (speed-up >= 1.5) at at most half of MONAI's peak memory (ratio <= 0.5).",
         "Both engines run under the same autocast precision in each row ('auto' is what `pick` uses by default).",
-        "unet3d_tiny: the default soup's trained denoised member (real peaks); medium, large: random weights, zeroed "
-        "output layer; none: no network (zero heatmaps), each engine's own work alone.",
+        "unet3d_tiny, unet3d_medium: the default soup's trained denoised members (real peaks); large: random weights, "
+        "zeroed output layer, the soup's norms; none: no network (zero heatmaps), each engine's own work alone.",
         f"Speed: the fastest of {args.repeat} run(s) per engine after a warm-up. Memory ratio: (host + GPU peak) "
         "ours / MONAI.",
         huge_pages_line() + " Process-wide: both engines run with it.",
