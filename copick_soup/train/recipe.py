@@ -185,15 +185,17 @@ def project_stage(recipe: dict, name: str) -> str:
 def plan_stages(recipe: dict, out: Path, configs=None) -> list[dict]:
     """Every stage the recipe has, in order; `configs` {stage: copick config} overrides a stage's project."""
     configs = configs or {}
-    return [plan_stage(recipe, name, out, configs.get(project_stage(recipe, name))) for name in recipe_stages(recipe)]
+    planned = {}
+    for name in recipe_stages(recipe):  # in training order: a stage that borrows a project follows its owner
+        source = project_stage(recipe, name)
+        planned[name] = (dict(planned[source], name=name) if source != name
+                         else plan_stage(recipe, name, out, configs.get(name)))
+    return list(planned.values())
 
 
 def plan_stage(recipe: dict, name: str, out: Path, config_override=None) -> dict:
     """A stage's project and folds: {name, config, folds: [(train run names, validation run names)]}.
     Simulates the stage's project (once) when the recipe asks for phantoms."""
-    source = project_stage(recipe, name)
-    if source != name:
-        return dict(plan_stage(recipe, source, out, config_override), name=name)
     if not config_override and not recipe[name].get("config"):  # phantoms: refuse before simulating them
         lacking = [t for t in recipe_tomo_types(recipe) if t not in TOMO_TYPES]
         if lacking:
