@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import platform
 import time
 from pathlib import Path
 
-from table import markdown  # benchmarks/table.py
+from table import cpu, markdown  # benchmarks/table.py
 
 from copick_soup.data import open_project
 from copick_soup.device import precision_name
@@ -45,7 +43,7 @@ def device_name(device: str) -> str:
 
     if torch.device(device).type == "cuda":
         return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.machine()}, {os.cpu_count()} cores"
+    return cpu()
 
 
 def main() -> None:

@@ -11,8 +11,6 @@ Prints a table and writes benchmarks/results/finetune.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -70,7 +68,7 @@ def main() -> None:
     publish(RESULTS, [
         f"Fine-tuning benchmark: default soup, {len(members)} member(s) fine-tuned on {len(TRAIN)} annotated "
         f"experimental-profile runs, thresholds searched on {len(VAL)}, scored on {len(HELD_OUT)} held-out runs; "
-        f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
+        f"{cpu()}, {time.strftime('%Y-%m-%d')}",
         "",
         *markdown(["soup", "held-out F4", *names], rows),
         "",

@@ -20,12 +20,10 @@ wrong is told from one that misses them.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
-from table import markdown, publish  # benchmarks/table.py
+from table import cpu, markdown, publish  # benchmarks/table.py
 
 from copick_soup.data import open_project
 from copick_soup.ensemble import Ensemble, InferenceSettings
@@ -138,7 +136,7 @@ def main() -> None:
         f"engine's {args.train_runs} runs, thresholds from its {args.val_runs} validation runs, scored on "
         f"{args.test_runs} held-out runs of {'x'.join(map(str, shape))} voxels per engine ("
         + ", ".join(f"{e}: {truth[e]} particles" for e in ENGINES) + f"); TTA 1, amp auto; "
-        f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
+        f"{cpu()}, {time.strftime('%Y-%m-%d')}",
         "",
         *markdown(["model", "scored on", "weighted F4", *names, "seconds"], rows),
         "",

@@ -40,8 +40,6 @@ import copick_soup  # noqa: F401  (first, as in `copick-soup pick`: its huge-pag
 # isort: split
 import argparse
 import itertools
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -49,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from memory import PeakRSS  # benchmarks/memory.py
-from table import markdown, publish
+from table import cpu, markdown, publish
 from thp import huge_pages_line
 
 from copick_soup.data import open_project, open_tomogram
@@ -258,9 +256,9 @@ def main() -> None:
 
 
 def machine(device: str) -> str:
-    """The GPU's name, or the CPU's architecture and core count."""
+    """The GPU's name, or the CPU's (`table.cpu`)."""
     cuda = torch.device(device).type == "cuda"
-    return torch.cuda.get_device_name() if cuda else f"{platform.machine()}, {os.cpu_count()} cores"
+    return torch.cuda.get_device_name() if cuda else cpu()
 
 
 def write_table(args, rows) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ import ray  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' S3 server and portal
 from portal_standin import PortalData, PortalServer, publish_portal  # noqa: E402
 from s3server import S3Server, publish_project  # noqa: E402
-from table import markdown, publish  # noqa: E402  (benchmarks/table.py)
+from table import cpu, markdown, publish  # noqa: E402  (benchmarks/table.py)
 
 from copick_soup.data import open_project  # noqa: E402
 from copick_soup.ensemble import InferenceSettings  # noqa: E402
@@ -93,7 +92,7 @@ def main() -> None:
                                 f"{len(runs) / wall * 3600:.0f} | {results[(source, 1)] / (actors * wall):.2f} |")
             ray.shutdown()
     lines = [f"Ray batch picking with soup '{args.soup}' (TTA {args.tta}), {args.runs} runs of "
-             f"{'x'.join(map(str, shape))} voxels, one CPU per actor; {platform.machine()}, {os.cpu_count()} cores, "
+             f"{'x'.join(map(str, shape))} voxels, one CPU per actor; {cpu()}, "
              f"{time.strftime('%Y-%m-%d')}", "",
              *markdown(["source", "actors", "wall s", "s per run (in actor)", "runs per hour", "scaling efficiency"],
                        rows)]

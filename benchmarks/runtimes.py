@@ -20,15 +20,13 @@ import copick_soup  # noqa: F401  (first, as in `copick-soup pick`: its huge-pag
 
 # isort: split
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from table import markdown, publish  # benchmarks/table.py
+from table import cpu, markdown, publish  # benchmarks/table.py
 
 from copick_soup.device import amp_dtype
 from copick_soup.ensemble import InferenceSettings
@@ -121,7 +119,7 @@ def main() -> None:
     import openvino
 
     publish(RESULTS, [
-        f"U-Net runtimes on the CPU ({platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+        f"U-Net runtimes on the CPU ({cpu()}; torch {torch.__version__}, "
         f"OpenVINO {openvino.__version__}, ONNX Runtime {onnxruntime.__version__}; {time.strftime('%Y-%m-%d')})",
         f"One window per call; the fastest of {args.repeat} after a warm-up. Random weights (speed does not depend "
         "on them). Error: max |out - torch float32| / max |torch float32|.",

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -20,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from table import markdown, publish  # benchmarks/table.py
+from table import cpu, markdown, publish  # benchmarks/table.py
 
 RESULTS = Path(__file__).parent / "results" / "simulate.md"
 CASES = [
@@ -86,8 +84,8 @@ def main() -> None:
                     f"{result['peak_gb']:.2f} | {m_target if m_target else '-'} | "
                     f"{verdict(result['peak_gb'], m_target)} |")
     publish(RESULTS, [
-        f"Simulator benchmark ({args.profile} profile), {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
+        f"Simulator benchmark ({args.profile} profile), {cpu()}, "
+        f"{time.strftime('%Y-%m-%d')}",
         "",
         *markdown(["engine", "case", "seconds", "target s", "met", "peak RSS GB", "target GB", "met"], rows),
     ])

@@ -13,12 +13,10 @@ Prints a table and writes benchmarks/results/soup.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
-from table import markdown, publish  # benchmarks/table.py
+from table import cpu, markdown, publish  # benchmarks/table.py
 
 from copick_soup.data import open_project
 from copick_soup.ensemble import Ensemble, InferenceSettings
@@ -93,8 +91,8 @@ def main() -> None:
     publish(RESULTS, [
         f"Soup benchmark: members of '{args.soup}', weights (step {args.step}) and thresholds searched on "
         f"{args.val_runs} validation runs of both engines, scored on {args.held_out_runs} held-out "
-        f"experimental-profile runs per engine ({'x'.join(map(str, SHAPE))}); {platform.machine()}, "
-        f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
+        f"experimental-profile runs per engine ({'x'.join(map(str, SHAPE))}); {cpu()}, "
+        f"{time.strftime('%Y-%m-%d')}",
         "",
         *markdown(["model", "validation F4", *(f"held-out F4: {c}" if i == 0 else c for i, c in enumerate(columns))],
                   lines),

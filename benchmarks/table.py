@@ -1,6 +1,10 @@
 """The tail every benchmark shares: a markdown table, written to benchmarks/results/ and printed."""
 
+import os
+import platform
 from pathlib import Path
+
+from copick_soup.device import cpu_has_bf16
 
 
 def markdown(columns: list[str], rows: list[str]) -> list[str]:
@@ -17,3 +21,24 @@ def publish(path: Path, lines: list[str], echo: bool = True) -> str:
     if echo:
         print(text)
     return text
+
+
+def cpu() -> str:
+    """The CPU a table was taken on: model, architecture, cores and whether it computes bf16 natively.
+
+    Sessions here land on different CPUs (an Intel with AMX one day, an AMD EPYC without bf16 the next), and
+    `--amp auto` resolves to bf16 on one and float32 on the other, so a table that names only the architecture
+    cannot be compared with another."""
+    bf16 = "native" if cpu_has_bf16() else "not native"
+    return f"{cpu_model()}, {platform.machine()}, {os.cpu_count()} cores, bf16 {bf16}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

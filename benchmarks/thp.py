@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from table import markdown, publish  # benchmarks/table.py
+from table import cpu, markdown, publish  # benchmarks/table.py
 
 RESULTS = Path(__file__).parent / "results" / "pick-thp.md"
 KERNEL_THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -90,7 +89,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     publish(RESULTS, [
         f"U-Net forward pass on the CPU, batch 4 x 64^3, torch's default allocation vs huge pages "
-        f"({platform.machine()}, {os.cpu_count()} cores; kernel THP mode {kernel_thp_mode()}; "
+        f"({cpu()}; kernel THP mode {kernel_thp_mode()}; "
         f"{time.strftime('%Y-%m-%d')})",
         f"Median of {args.calls} calls after a warm-up, each setting in its own process.",
         "",

@@ -14,13 +14,11 @@ Prints a table and writes benchmarks/results/voxel-sizes.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
 from memory import PeakRSS  # benchmarks/memory.py
-from table import markdown, publish  # benchmarks/table.py
+from table import cpu, markdown, publish  # benchmarks/table.py
 
 from copick_soup.data import open_project
 from copick_soup.ensemble import Ensemble, InferenceSettings
@@ -62,7 +60,7 @@ def main() -> None:
     publish(RESULTS, [
         f"Peak memory of pick (unet3d_tiny-denoised of the default soup, TTA 1, 64³ windows) on one run per voxel "
         f"size, each covering the field of a {'x'.join(map(str, shape))} run at {VOXEL_SIZE:g} Å; "
-        f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
+        f"{cpu()}, {time.strftime('%Y-%m-%d')}",
         "",
         *markdown(["stored at (Å)", "stored shape", "read", "seconds", "peak GB", "x the 10.012 Å run"], rows),
         "",
