@@ -24,7 +24,7 @@ import itertools
 import time
 from pathlib import Path
 
-from table import cpu, markdown  # benchmarks/table.py
+from table import device_name, markdown  # benchmarks/table.py
 
 from copick_soup.data import open_project
 from copick_soup.device import precision_name
@@ -36,14 +36,6 @@ from copick_soup.simulate import simulate_project
 
 RESULTS = Path(__file__).parent / "results" / "accuracy.md"
 DEFAULT_SEED = 4242
-
-
-def device_name(device: str) -> str:
-    import torch
-
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(torch.device(device))
-    return cpu()
 
 
 def main() -> None:

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from memory import PeakRSS  # benchmarks/memory.py
-from table import cpu, markdown, publish
+from table import device_name, markdown, publish
 from thp import huge_pages_line
 
 from copick_soup.data import open_project, open_tomogram
@@ -255,16 +255,10 @@ def main() -> None:
     print(write_table(args, rows))
 
 
-def machine(device: str) -> str:
-    """The GPU's name, or the CPU's (`table.cpu`)."""
-    cuda = torch.device(device).type == "cuda"
-    return torch.cuda.get_device_name() if cuda else cpu()
-
-
 def write_table(args, rows) -> str:
     cuda = torch.device(args.device).type == "cuda"
     lines = [
-        f"Pick inference vs MONAI sliding_window_inference ({args.device}: {machine(args.device)}; MONAI: window "
+        f"Pick inference vs MONAI sliding_window_inference ({args.device}: {device_name(args.device)}; MONAI: window "
         f"{WINDOW}, overlap {OVERLAP}, Gaussian; ours: {args.ours_window} tiling, --max-memory {args.max_memory:g}, "
         f"--runtime {args.runtime}; "
         f"{time.strftime('%Y-%m-%d')})",

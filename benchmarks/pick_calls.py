@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import torch
-from pick import WINDOW, bench_model, machine, monai_predictor
-from table import markdown, publish
+from pick import WINDOW, bench_model, monai_predictor
+from table import device_name, markdown, publish
 from thp import huge_pages_line
 
 from copick_soup.device import amp_dtype, default_batch_size, precision_name
@@ -68,7 +68,7 @@ def compare_calls(variant: str, tta: int, amp, batch: int, args) -> str:
 def write_table(args, rows) -> str:
     lines = [
         f"Per network call: pick's predictor vs MONAI's side of benchmarks/pick.py ({args.device}: "
-        f"{machine(args.device)}; "
+        f"{device_name(args.device)}; "
         f"window {WINDOW}; {time.strftime('%Y-%m-%d')})",
         f"{args.blocks} blocks of {args.calls} calls per predictor, alternating which goes first. ms/call: the "
         "fastest block. Speed-up: MONAI's time / ours, per block (lowest-highest).",

@@ -42,3 +42,11 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+def device_name(device: str) -> str:
+    """The GPU's name, or the CPU's (`cpu`)."""
+    import torch  # here, not at the top: benchmarks that run no network import this file too
+
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu()

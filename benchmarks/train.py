@@ -10,12 +10,10 @@ fine-tune steps). Everything runs on this machine's CPU; prints a table and writ
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
-from table import markdown, publish  # benchmarks/table.py
+from table import cpu, markdown, publish  # benchmarks/table.py
 
 from copick_soup.data import open_project
 from copick_soup.model.checkpoint import load_member
@@ -86,7 +84,7 @@ def main() -> None:
 
     publish(RESULTS, [
         f"Pretraining benchmark: unet3d_tiny, denoised, patch 48, {SHAPE} phantoms, held-out = 2 experimental-profile"
-        f" runs; {platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}",
+        f" runs; {cpu()}, {time.strftime('%Y-%m-%d')}",
         "",
         *markdown(["model", "held-out F4", *names], rows),
         "",
