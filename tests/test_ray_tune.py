@@ -55,19 +55,23 @@ def test_tune_refuses_to_search_a_soup_on_runs_the_folds_trained_on(tmp_path, ra
     assert not any("trial(s) on the cluster" in m for m in messages)  # refused before any training
 
 
-def test_tune_reports_bad_input_in_one_line_before_ray_starts(tmp_path, capsys):
-    from ray_jobs.tune import main
+def test_tune_reports_bad_input_in_one_line_before_ray_starts(tmp_path, capsys, monkeypatch):
+    from ray_jobs import tune
 
+    def no_ray(*args, **kwargs):  # a check that stopped refusing fails here instead of starting a tune in-process
+        raise AssertionError("ray.init called: bad input reached Ray")
+
+    monkeypatch.setattr(tune.ray, "init", no_ray)
     done = subprocess.run([sys.executable, "-m", "ray_jobs.tune", "--recipe", str(tmp_path / "nope.yaml"), "--out",
                            str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stderr.strip() == f"Error: {tmp_path / 'nope.yaml'}: no such recipe"
     # the rest in this process (each subprocess costs seconds of imports): main's return value is the exit status
-    assert main(["--recipe", "configs/recipes/cpu-demo.yaml", "--out", str(tmp_path / "o"), "--grid", "lr"]) == 1
+    assert tune.main(["--recipe", "configs/recipes/cpu-demo.yaml", "--out", str(tmp_path / "o"), "--grid", "lr"]) == 1
     assert "--grid: expected key=value" in capsys.readouterr().err
     for option, error in ((["--step", "0.3"], "Error: --step 0.3: must divide 1 (e.g. 0.5, 0.25, 0.1)"),
                           (["--tta", "9"], "Error: --tta: choose 1 to 8 views, got 9"),
                           (["--grid", "patch=48,50"], "Error: --set: 'patch' 50: unet3d_tiny needs a multiple of 4; "
                                                       "try 48 or 52")):
-        assert main(["--recipe", "configs/recipes/cpu-demo.yaml", "--out", str(tmp_path / "o"), *option]) == 1
+        assert tune.main(["--recipe", "configs/recipes/cpu-demo.yaml", "--out", str(tmp_path / "o"), *option]) == 1
         assert capsys.readouterr().err.strip() == error
     assert not (tmp_path / "o").exists()
