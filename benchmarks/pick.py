@@ -97,20 +97,22 @@ def bench_model(variant: str, n_classes: int, device: str):
     return model.to(device).eval()
 
 
-def ours_settings(device, amp, batch) -> InferenceSettings:
-    """`pick`'s settings for a case: its default tiling (or --ours-window), the precision and batch compared."""
+def ours_settings(device, amp, batch, tta) -> InferenceSettings:
+    """`pick`'s settings for a case: its default tiling (or --ours-window), the precision, batch and TTA views
+    compared (the views choose square windows where they turn the plane, as in `pick`)."""
     amp_name = {None: "none", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
     return InferenceSettings(window=OURS["window"], max_memory=OURS["max_memory"], batch_size=batch, device=device,
-                             amp=amp_name, runtime=OURS["runtime"])
+                             amp=amp_name, runtime=OURS["runtime"], tta=tta)
 
 
-def ours_tiling(model, shape, device, amp, batch):
+def ours_tiling(model, shape, device, amp, batch, tta):
     config = getattr(model, "config", None) or create_model("unet3d_tiny").config  # NoNetwork: tiny's windows
-    return ours_settings(device, amp, batch).tiling(shape, [config])
+    return ours_settings(device, amp, batch, tta).tiling(shape, [config])
 
 
 def ours(model, volume, classes, views, device, amp, batch):
-    engine = ours_settings(device, amp, batch).engine
+    settings = ours_settings(device, amp, batch, len(views))
+    engine = settings.engine
     if engine == "openvino" and not isinstance(model, NoNetwork):  # as pick: converted once a process
         key = (id(model), amp, len(views))
         if key not in COMPILED:
@@ -118,11 +120,10 @@ def ours(model, volume, classes, views, device, amp, batch):
         predictor = COMPILED[key]
     else:
         predictor = TorchPredictor(model, device, amp, views=views)
-    settings = ours_settings(device, amp, batch)
     # The peak search `pick` runs (inline on a CPU, on a worker thread beside a GPU), at the soup's thresholds;
     # the settings only choose that: the predictor above carries the precision and the TTA views.
     peaks = Ensemble("bench", [], classes, VOXEL_SIZE, SOUP.thresholds).peak_stream(volume.shape, settings)
-    tiling = ours_tiling(model, volume.shape, device, amp, batch)
+    tiling = ours_tiling(model, volume.shape, device, amp, batch, len(views))
     for chunk in stream_heatmaps([Source(predictor, volume)], len(classes), tiling, batch, dtype=np.float16,
                                  device=device):  # as `pick` does
         peaks.add(*chunk)
@@ -245,7 +246,7 @@ def main() -> None:
         (t_ours, m_ours, g_ours), (t_monai, m_monai, g_monai) = compare(
             model, volume, classes, views, args.device, amp, batch, args.repeat).values()
         memory_ratio = (m_ours + g_ours) / (m_monai + g_monai)
-        tiling = ours_tiling(model, shape, args.device, amp, batch).describe(shape)
+        tiling = ours_tiling(model, shape, args.device, amp, batch, tta).describe(shape)
         rows.append(f"| {'x'.join(map(str, shape))} | {variant} | {tiling} | {tta} | {batch} | {precision_name(amp)} | "
                     f"{voxels / t_ours / 1e3:.1f} | {voxels / t_monai / 1e3:.1f} | {t_monai / t_ours:.2f} | "
                     f"{m_ours:.2f} | {m_monai:.2f} | {gb(g_ours, cuda)} | {gb(g_monai, cuda)} | {memory_ratio:.2f} |")

@@ -104,6 +104,26 @@ def test_the_automatic_choice_respects_max_memory():
     assert all(w % 8 == 0 for w in choose_tiling(FULL, [tiny, medium], 1.0).window)  # fits both members
 
 
+def test_tta_views_that_turn_the_plane_get_square_windows_within_the_budget():
+    """A turn swaps y and x: a window with y != x would be a second network shape, which OpenVINO compiles and
+    holds beside the first (192x64x80 for large in float32: 1.38 GB where 0.95 GB was budgeted)."""
+    large = model_config("unet3d_large")
+    free = choose_tiling(FULL, [large], 1.0, amp=False, slower_with_size=0.15)
+    assert free.window[1] != free.window[2]  # the case that needed squares; without it this test proves little
+    for tta, square in ((1, False), (2, False), (3, True), (8, True)):  # views 0, 180°, then the first 90° turn
+        settings = InferenceSettings(window=None, amp="none", tta=tta)
+        chosen = settings.tiling(FULL, [large])
+        assert (chosen.window[1] == chosen.window[2]) == square
+        assert tiling_memory(chosen, FULL, [large], 1, False) <= 1e9
+        assert square or chosen.window == free.window
+    narrow = (48, 38, 201)  # y shorter than the square side: it is zero-padded, and every voxel still covered
+    tiling = choose_tiling(narrow, [model_config("unet3d_tiny")], 1.0, square=True)
+    assert tiling.window[1] == tiling.window[2] > narrow[1]
+    volume = np.random.default_rng(4).normal(size=narrow).astype(np.float32)
+    out = predict_volume(TorchPredictor(lambda b: b * 2), volume, 1, tiling, stats=(0, 1))
+    np.testing.assert_allclose(out[0], volume * 2, atol=1e-6)
+
+
 def test_a_budget_below_the_smallest_window_names_the_minimum():
     with pytest.raises(SoupError, match=r"--max-memory 0.01: too small .* give at least 0\.\d+ \(GB\)"):
         choose_tiling(FULL, [model_config("unet3d_medium")], 0.01)

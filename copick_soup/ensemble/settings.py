@@ -101,8 +101,9 @@ class InferenceSettings:
         (`--window auto`) the crop tiling that should take least time within `--max-memory` (choose_tiling)."""
         if self.window is not None:  # streamed in z, as before crop tiles: the same sums in the same order
             return Tiling.cube(self.window, self.overlap)
+        turned = any(k % 2 for _, k in self.views)  # a turn swaps y and x: square windows keep one network shape
         return choose_tiling(shape, unets, self.max_memory, n_members, self.amp_dtype is not None, self.batch,
-                             self.margin, SLOWER_WITH_SIZE["cpu" if self.on_cpu else "cuda"])
+                             self.margin, SLOWER_WITH_SIZE["cpu" if self.on_cpu else "cuda"], square=turned)
 
     def check_members(self, manifests) -> str | None:
         """Refuse a window some member cannot run (each U-Net level halves it); return a warning for one smaller

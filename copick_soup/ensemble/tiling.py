@@ -145,15 +145,20 @@ def _memory(window, axis, shape, unets, n_members, amp, batch):
 
 
 def choose_tiling(shape, unets, max_memory_gb: float, n_members: int = 1, amp: bool = True, batch: int = 1,
-                  margin: int = MARGIN, slower_with_size: float = 0.0) -> Tiling:
+                  margin: int = MARGIN, slower_with_size: float = 0.0, square: bool = False) -> Tiling:
     """The crop tiling that takes the least time within `max_memory_gb`: the voxels it evaluates, times how much
     slower per voxel its windows run (window voxels / 64³, to the power `slower_with_size`); then the fewest
     windows. Window sides are multiples of the members' largest divisor, at least 2 x margin + divisor, at most
     the axis rounded up; a budget too small for the smallest is an error naming the minimum. Every window shape
-    is tried at once, as numpy arrays over (z side, y side, x side)."""
+    is tried at once, as numpy arrays over (z side, y side, x side).
+
+    `square`: y side = x side, for TTA views that turn the y-x plane. A turned window of another shape is a second
+    network shape, and OpenVINO holds each compiled shape's activations at once: a 192x64x80 window took 1.38 GB
+    against the 0.95 estimated (benchmarks/results/pick-full-tta8-auto-large.md)."""
     divisor = max(u.divisor for u in unets)
     smallest = math.ceil((2 * margin + 1) / divisor) * divisor
-    sides = [np.arange(min(smallest, _round_up(n, divisor)), _round_up(n, divisor) + 1, divisor) for n in shape]
+    longest = [_round_up(max(shape[1:]) if square and k else n, divisor) for k, n in enumerate(shape)]
+    sides = [np.arange(min(smallest, top), top + 1, divisor) for top in longest]
     counts = [np.array([len(window_starts(n, w, step=w - 2 * margin)) for w in ws]) for n, ws in zip(shape, sides)]
     grid = [a.reshape([-1 if i == k else 1 for i in range(3)]) for k, a in enumerate(sides)]
     count_grid = [a.reshape([-1 if i == k else 1 for i in range(3)]) for k, a in enumerate(counts)]
@@ -165,6 +170,8 @@ def choose_tiling(shape, unets, max_memory_gb: float, n_members: int = 1, amp: b
     axis = np.argmin(ratios, axis=0)
     memory = _memory(grid, axis, shape, unets, n_members, amp, batch)
     fits = memory <= max_memory_gb * 1e9
+    if square:
+        fits &= grid[1] == grid[2]
     if not fits.any():
         raise SoupError(f"--max-memory {max_memory_gb:g}: too small for the smallest windows these members can run "
                         f"on a {'x'.join(map(str, shape))} tomogram; give at least "
