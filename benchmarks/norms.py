@@ -34,8 +34,8 @@ from copick_soup.data.picks import read_picks
 from copick_soup.data.tomogram import normalisation_stats
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.ensemble import Member, blend
+from copick_soup.ensemble.slabs import normalised
 from copick_soup.ensemble.tiling import Tiling
-from copick_soup.ensemble.windows import normalised
 from copick_soup.metric.czii import score_picks
 from copick_soup.simulate import simulate_project
 from copick_soup.train.fixed import norm_inputs

@@ -55,8 +55,9 @@ from copick_soup.data.tomogram import normalisation_stats
 from copick_soup.device import amp_dtype, default_batch_size, precision_name
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.peaks import heatmaps_to_picks
+from copick_soup.ensemble.runtimes import OpenVinoPredictor, TorchPredictor
 from copick_soup.ensemble.tta import apply_view, tta_views, undo_view
-from copick_soup.ensemble.windows import OpenVinoPredictor, Source, TorchPredictor, stream_heatmaps
+from copick_soup.ensemble.windows import Source, stream_heatmaps
 from copick_soup.model import create_model
 from copick_soup.objects import FULL_SHAPE, VOXEL_SIZE, classes_from_root
 from copick_soup.simulate import simulate_project

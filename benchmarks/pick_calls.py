@@ -25,8 +25,8 @@ from table import device_name, markdown, publish
 from thp import huge_pages_line
 
 from copick_soup.device import amp_dtype, default_batch_size, precision_name
+from copick_soup.ensemble.runtimes import TorchPredictor
 from copick_soup.ensemble.tta import tta_views
-from copick_soup.ensemble.windows import TorchPredictor
 
 RESULTS = Path(__file__).parent / "results" / "pick-calls.md"
 N_CLASSES = 6

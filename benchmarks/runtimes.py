@@ -30,7 +30,7 @@ from table import cpu, markdown, publish  # benchmarks/table.py
 
 from copick_soup.device import amp_dtype
 from copick_soup.ensemble import InferenceSettings
-from copick_soup.ensemble.windows import TorchPredictor
+from copick_soup.ensemble.runtimes import TorchPredictor
 from copick_soup.model import create_model
 
 RESULTS = Path(__file__).parent / "results" / "runtimes.md"

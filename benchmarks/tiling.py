@@ -90,7 +90,7 @@ FORWARD = """
 import copick_soup, sys, torch
 sys.path.insert(0, {here!r})
 from memory import PeakRSS
-from copick_soup.ensemble.windows import TorchPredictor
+from copick_soup.ensemble.runtimes import TorchPredictor
 from copick_soup.model import create_model
 torch.manual_seed(0)
 predictor = TorchPredictor(create_model({variant!r}, n_classes=6).eval(), "cpu", {amp})

@@ -6,9 +6,10 @@ import torch
 
 from copick_soup.ensemble.overlap import suppress_overlaps
 from copick_soup.ensemble.peaks import PeakStream, heatmaps_to_picks, local_maxima
+from copick_soup.ensemble.runtimes import TorchPredictor
 from copick_soup.ensemble.tiling import Tiling, window_starts
 from copick_soup.ensemble.tta import VIEWS, apply_view, tta_views, undo_view
-from copick_soup.ensemble.windows import Source, TorchPredictor, predict_volume, stream_heatmaps
+from copick_soup.ensemble.windows import Source, predict_volume, stream_heatmaps
 from copick_soup.objects import ParticleClass
 
 VS = 10.012

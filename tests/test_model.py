@@ -43,7 +43,7 @@ def test_bf16_autocast_on_cpu():
 
 def test_auto_precision_is_bf16_only_where_the_cpu_has_it_and_stays_close_to_float32():
     from copick_soup.device import amp_dtype, cpu_has_bf16, cpu_has_fp16
-    from copick_soup.ensemble.windows import TorchPredictor
+    from copick_soup.ensemble.runtimes import TorchPredictor
 
     assert amp_dtype("auto", "cpu") == (torch.bfloat16 if cpu_has_bf16() else None)
     assert amp_dtype("none", "cpu") is None and amp_dtype("bf16", "cpu") == torch.bfloat16

@@ -8,8 +8,9 @@ from helpers import batch_norm_unet
 
 from copick_soup.ensemble import InferenceSettings
 from copick_soup.ensemble.peaks import PeakStream, heatmaps_to_picks
+from copick_soup.ensemble.runtimes import TorchPredictor
 from copick_soup.ensemble.tiling import Tiling, choose_tiling, tiling_memory
-from copick_soup.ensemble.windows import Source, TorchPredictor, predict_volume, stream_heatmaps
+from copick_soup.ensemble.windows import Source, predict_volume, stream_heatmaps
 from copick_soup.errors import SoupError
 from copick_soup.model import create_model
 from copick_soup.model.registry import model_config
@@ -181,8 +182,8 @@ def test_the_crop_tiling_of_a_batch_norm_unet_equals_one_window_over_the_whole_v
 
 @pytest.mark.parametrize("norm", ["instance", "batch", "fixed"])
 def test_openvino_runs_the_networks_as_torch_does(norm):
+    from copick_soup.ensemble.runtimes import OpenVinoPredictor
     from copick_soup.ensemble.tta import tta_views
-    from copick_soup.ensemble.windows import OpenVinoPredictor
 
     net = batch_norm_unet(2, norm=norm) if norm != "instance" else create_model("unet3d_test", n_classes=2).eval()
     volume = np.random.default_rng(8).normal(size=(20, 36, 44)).astype(np.float32)
@@ -196,7 +197,7 @@ def test_openvino_runs_the_networks_as_torch_does(norm):
 @pytest.mark.parametrize("variant", ["unet3d_tiny", "unet3d_medium", "unet3d_large"])
 def test_openvino_converts_every_shipped_variant(variant):
     """Conversion traces the network once on an example: it must be deep enough for the deepest level's norms."""
-    from copick_soup.ensemble.windows import OpenVinoPredictor
+    from copick_soup.ensemble.runtimes import OpenVinoPredictor
 
     torch.manual_seed(3)
     net = create_model(variant, n_classes=6).eval()

@@ -71,7 +71,7 @@ class TomogramArray:
     def __init__(self, array, where: str, voxel_size: float):
         self.array, self.where, self.voxel_size = array, where, voxel_size  # the spacing of this array's grid
         self.shape, self.dtype, self.ndim = tuple(array.shape), array.dtype, array.ndim
-        self.chunks = tuple(array.chunks)  # windowed readers align to these (infer/windows.py)
+        self.chunks = tuple(array.chunks)  # the slab reader aligns its reads to these (ensemble/slabs.py)
 
     def __getitem__(self, key):
         return with_retries(lambda: self.array[key], f"{self.where}: reading")

@@ -1,4 +1,5 @@
-"""The ensemble pipeline, written once: sliding windows with TTA and Gaussian blending (windows.py, tta.py),
+"""The ensemble pipeline, written once: windows cut and joined (tiling.py), streamed over slabs of the tomogram
+(windows.py, reading through slabs.py), each member run by torch or OpenVINO with TTA (runtimes.py, tta.py),
 per-class peaks (peaks.py), cross-class suppression (overlap.py), the `Ensemble` that strings them together
 (ensemble.py), run by one `InferenceSettings` (settings.py), and the threshold sweep and scoring (thresholds.py,
 evaluate.py) that the soup search and training's validation share with `pick`."""

@@ -17,9 +17,10 @@ from copick_soup.data.project import list_names
 from copick_soup.data.tomogram import normalisation_stats, run_tomo_types, run_volume
 from copick_soup.ensemble.overlap import cut_picks, suppress_overlaps
 from copick_soup.ensemble.peaks import PeakStream, heatmaps_to_picks
+from copick_soup.ensemble.runtimes import OpenVinoPredictor, TorchPredictor
 from copick_soup.ensemble.settings import InferenceSettings
 from copick_soup.ensemble.tiling import Tiling
-from copick_soup.ensemble.windows import OpenVinoPredictor, Source, TorchPredictor, predict_volume, stream_heatmaps
+from copick_soup.ensemble.windows import Source, predict_volume, stream_heatmaps
 from copick_soup.errors import SoupError
 from copick_soup.model.checkpoint import load_member
 from copick_soup.model.manifest import MemberManifest, SoupManifest, check_compatible

@@ -1,4 +1,5 @@
-"""Windowed prediction over a whole tomogram, streamed in slabs, joined as a `Tiling` says (tiling.py).
+"""Windowed prediction over a whole tomogram, streamed in slabs, joined as a `Tiling` says (tiling.py): the one
+streaming function, `stream_heatmaps`, and `predict_volume`, which gathers its planes into a whole heatmap.
 
 `stream_heatmaps` reads the input one slab of windows at a time straight from zarr (a slab: one window deep along
 the tiling's stream axis, the whole volume along the other two), runs every member of an ensemble on the same
@@ -6,11 +7,13 @@ windows (each on its own tomogram type), and yields planes as soon as no later w
 slab of accumulators (C x slab), never the whole C-channel heatmap, which is what keeps `pick` within a fraction
 of the memory of whole-volume sliding-window inference. The accumulator lives on the device the network runs on:
 on a GPU, windows are joined there and only finished planes cross to the host.
+
+What it streams over lives beside it: the slabs are read by slabs.py, and each member's windows are run by a
+`predict_batch` from runtimes.py (torch or OpenVINO), which this module never looks inside.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,8 +23,8 @@ import numpy as np
 
 from copick_soup.data.tomogram import normalisation_stats
 from copick_soup.device import default_batch_size
+from copick_soup.ensemble.slabs import SlabReader, read_slabs, torch_dtype
 from copick_soup.ensemble.tiling import Tiling
-from copick_soup.ensemble.tta import apply_view, tta_views, undo_view
 
 
 @dataclass
@@ -33,88 +36,6 @@ class Source:
     volume: object  # (Z, Y, X) zarr array or numpy array
     weight: float = 1.0
     stats: tuple | None = None  # (mean, std); computed from the volume when None
-
-
-def normalised(block, mean: float, std: float, dtype, out=None):
-    """(block - mean) / std as a torch tensor in `dtype` (written into `out` when given): one multi-threaded
-    pass, computed in float32 and rounded once, that leaves `block` untouched (numpy would convert to float16 on
-    one thread, in a pass of its own)."""
-    import torch
-
-    x = torch.from_numpy(np.asarray(block, dtype=np.float32))
-    out = torch.empty(x.shape, dtype=_torch_dtype(dtype)) if out is None else out
-    return torch.add(torch.tensor(-mean / std), x, alpha=1 / std, out=out)  # x / std - mean / std
-
-
-class SlabReader:
-    """Normalised slabs of one volume along `axis` (planes a0 .. a0 + window[axis] - 1) as torch tensors in
-    `dtype`, zero-padded to at least the window along every axis, with each zarr chunk decoded (and, from S3,
-    downloaded) once.
-
-    zarr decompresses a chunk whole whatever part of it a read asks for, and tomogram chunks are often deeper than
-    a slab (256 planes against 64): read slab by slab, every chunk was decoded up to four times. When chunks are
-    deeper than the slab, the reader keeps the normalised planes of the chunk rows (one chunk deep) that the
-    current slab overlaps, reading each row in bands one chunk wide so that the float32 transient is one band.
-    """
-
-    def __init__(self, volume, window, mean: float, std: float, dtype=np.float32, axis: int = 0):
-        self.volume, self.window, self.axis = volume, tuple(window), axis
-        self.mean, self.std, self.dtype = mean, std, dtype
-        chunks = getattr(volume, "chunks", None)
-        self.band = chunks[self.band_axis] if chunks else 32  # planes per read across the slab: a chunk's width
-        self.chunks = chunks if chunks and chunks[axis] > self.window[axis] else None
-        self.rows = {}  # first plane of a chunk row -> its normalised planes
-
-    def __call__(self, a0: int):
-        import torch
-
-        a1 = min(a0 + self.window[self.axis], self.volume.shape[self.axis])
-        if self.chunks is None:
-            return self.read(a0, a1, padded=True)
-        depth = self.chunks[self.axis]
-        needed = range(a0 // depth * depth, a1, depth)
-        self.rows = {r: planes for r, planes in self.rows.items() if r in needed}  # rows behind are done
-        for r in needed:
-            if r not in self.rows:
-                self.rows[r] = self.read(r, min(r + depth, self.volume.shape[self.axis]))
-        parts = [self.rows[r].narrow(self.axis, max(a0 - r, 0), min(a1, r + depth) - max(a0, r)) for r in needed]
-        slab = parts[0] if len(parts) == 1 else torch.cat(parts, self.axis)  # a view unless it spans two rows
-        pad = [max(w - s, 0) for w, s in zip(self.window, slab.shape)]
-        return torch.nn.functional.pad(slab, (0, pad[2], 0, pad[1], 0, pad[0])) if any(pad) else slab
-
-    def index(self, a0: int, a1: int | None, b0: int = 0, b1: int | None = None) -> tuple:
-        """Planes a0 .. a1 - 1 along the stream axis, and b0 .. b1 - 1 along the band axis (the next one)."""
-        index = [slice(None)] * 3
-        index[self.axis] = slice(a0, a1)
-        index[self.band_axis] = slice(b0, b1)
-        return tuple(index)
-
-    @property
-    def band_axis(self) -> int:
-        return (self.axis + 1) % 3
-
-    def read(self, a0: int, a1: int, padded: bool = False):
-        """Normalised planes a0 .. a1 - 1 along the stream axis, read in bands one chunk wide (each chunk decoded
-        once) so that zarr's float32 transient is one band, not the slab; `padded`: zero-padded to the window, in
-        place."""
-        import torch
-
-        shape = list(self.volume.shape)
-        shape[self.axis] = a1 - a0
-        full = [max(n, w) for n, w in zip(shape, self.window)] if padded else shape
-        out = (torch.zeros if full != shape else torch.empty)(full, dtype=_torch_dtype(self.dtype))
-        for b0 in range(0, shape[self.band_axis], self.band):
-            b1 = min(b0 + self.band, shape[self.band_axis])
-            part = self.volume[self.index(a0, a1, b0, b1)]
-            target = out[tuple(slice(0, n) for n in shape)][self.index(0, None, b0, b1)]
-            normalised(part, self.mean, self.std, self.dtype, out=target)
-        return out
-
-
-def _torch_dtype(dtype):
-    import torch
-
-    return getattr(torch, np.dtype(dtype).name)
 
 
 class Chunk(NamedTuple):
@@ -175,7 +96,7 @@ def stream_heatmaps(sources: list[Source], n_classes: int, tiling: Tiling | int 
     a = tiling.axis
     starts = [sorted(w) for w in axis_weights]
     depth = min(tiling.window[a], shape[a])
-    acc = torch.zeros((n_classes, *(depth if i == a else n for i, n in enumerate(shape))), dtype=_torch_dtype(dtype),
+    acc = torch.zeros((n_classes, *(depth if i == a else n for i, n in enumerate(shape))), dtype=torch_dtype(dtype),
                       device=device)
     # The windows of one slab: their corners in the slab (0 along the stream axis).
     corners = list(itertools.product(*([0] if i == a else starts[i] for i in range(3))))
@@ -239,10 +160,6 @@ def ensemble_batch(sources, slabs, weights, corners, window, device="cpu"):
     return total
 
 
-def read_slabs(readers, a0: int, pin: bool = False) -> list:
-    return [read(a0).pin_memory() if pin else read(a0) for read in readers]
-
-
 def predict_volume(predict_batch, volume, n_classes: int, tiling: Tiling | int = 64, batch_size: int | None = None,
                    stats=None, device: str = "cpu") -> np.ndarray:
     """The whole (C, Z, Y, X) float32 heatmap of one input (for validation, tests and saved heatmaps)."""
@@ -264,88 +181,3 @@ def _batch(slab, corners, window):
             out[i].zero_()
         out[i, 0, :block.shape[0], :block.shape[1], :block.shape[2]] = block  # converted as it is copied
     return out
-
-
-class TorchPredictor:
-    """`predict_batch` for one torch model: inference mode, optional autocast, optional TTA views. Returns a
-    float32 tensor on the model's device."""
-
-    def __init__(self, model, device="cpu", amp_dtype=None, views=None):
-        self.model = model if amp_dtype is None else cast_weights(model, amp_dtype)
-        self.device, self.amp_dtype = device, amp_dtype
-        self.views = views or tta_views(1)
-
-    def __call__(self, batch):
-        import torch
-
-        x = torch.as_tensor(batch, device=self.device)
-        device_type = torch.device(self.device).type
-        with torch.inference_mode(), torch.autocast(device_type, dtype=self.amp_dtype or torch.float32,
-                                                    enabled=self.amp_dtype is not None):
-            return mean_over_views(lambda v: self.model(v).float(), x, self.views)
-
-
-def mean_over_views(run, x, views):
-    """The mean over TTA `views` of `run` (a network on a torch batch), each view undone before it is added."""
-    total = None
-    for view in views:
-        y = undo_view(run(apply_view(x, view)), view)
-        total = y if total is None else total.add_(y)
-    if len(views) > 1:
-        total /= len(views)
-    return total
-
-
-class OpenVinoPredictor:
-    """`predict_batch` for one torch model run by OpenVINO on the CPU (`--runtime openvino`): the model is
-    converted once, compiled once per window shape (TTA's turns swap y and x), in bf16 where the CPU computes it
-    natively (OpenVINO's own choice under `amp` auto and bf16), else float32. Takes and returns torch tensors on
-    the CPU, as `TorchPredictor` does."""
-
-    def __init__(self, model, amp_dtype=None, views=None):
-        import openvino as ov
-        import torch
-
-        self.core = ov.Core()
-        shape = ov.PartialShape([-1, 1, -1, -1, -1])
-        side = 2 * getattr(model, "divisor", 8)  # the example must leave the deepest level more than one voxel
-        self.model = ov.convert_model(model.float().eval(), example_input=torch.zeros(1, 1, side, side, side),
-                                      input=[shape])
-        self.precision = "bf16" if amp_dtype is not None else "f32"
-        self.views = views or tta_views(1)
-        self.compiled = {}
-
-    def run(self, x):
-        import torch
-
-        key = tuple(x.shape)
-        if key not in self.compiled:
-            static = self.model.clone()
-            static.reshape({0: list(key)})
-            # as many threads as torch may use (a Ray actor sets that to its CPUs), not every core of the machine
-            config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": torch.get_num_threads()}
-            self.compiled[key] = self.core.compile_model(static, "CPU", config)
-        out = self.compiled[key]([np.ascontiguousarray(x.numpy())])[0]
-        return torch.from_numpy(np.asarray(out, dtype=np.float32))
-
-    def __call__(self, batch):
-        import torch
-
-        return mean_over_views(lambda v: self.run(v.contiguous()), torch.as_tensor(batch), self.views)
-
-
-def cast_weights(model, dtype):
-    """A copy of `model` whose convolution and linear weights are already in `dtype`, as autocast would cast them.
-
-    autocast casts a weight on every call and keeps the cast only until its context closes, which here is every
-    call (it must not stay open between a generator's yields): at one window per call every weight would be cast
-    again for every window. Other layers (the norms) keep their float32 parameters, as under autocast, so the
-    outputs are the same to the bit.
-    """
-    from torch import nn
-
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
-            module.to(dtype)
-    return model

@@ -1,0 +1,100 @@
+"""What runs one member's network on a batch of windows: torch (`TorchPredictor`) or OpenVINO on a CPU
+(`OpenVinoPredictor`), each averaging the TTA views (`mean_over_views`).
+
+A predictor is the `predict_batch` of a `windows.Source`: it takes a (B, 1, wz, wy, wx) float32 torch tensor and
+returns (B, C, wz, wy, wx) float32. `Ensemble.predictor` chooses one per member (`--runtime`); the streaming in
+windows.py never knows which.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from copick_soup.ensemble.tta import apply_view, tta_views, undo_view
+
+
+class TorchPredictor:
+    """`predict_batch` for one torch model: inference mode, optional autocast, optional TTA views. Returns a
+    float32 tensor on the model's device."""
+
+    def __init__(self, model, device="cpu", amp_dtype=None, views=None):
+        self.model = model if amp_dtype is None else cast_weights(model, amp_dtype)
+        self.device, self.amp_dtype = device, amp_dtype
+        self.views = views or tta_views(1)
+
+    def __call__(self, batch):
+        import torch
+
+        x = torch.as_tensor(batch, device=self.device)
+        device_type = torch.device(self.device).type
+        with torch.inference_mode(), torch.autocast(device_type, dtype=self.amp_dtype or torch.float32,
+                                                    enabled=self.amp_dtype is not None):
+            return mean_over_views(lambda v: self.model(v).float(), x, self.views)
+
+
+def mean_over_views(run, x, views):
+    """The mean over TTA `views` of `run` (a network on a torch batch), each view undone before it is added."""
+    total = None
+    for view in views:
+        y = undo_view(run(apply_view(x, view)), view)
+        total = y if total is None else total.add_(y)
+    if len(views) > 1:
+        total /= len(views)
+    return total
+
+
+class OpenVinoPredictor:
+    """`predict_batch` for one torch model run by OpenVINO on the CPU (`--runtime openvino`): the model is
+    converted once, compiled once per window shape (TTA's turns swap y and x), in bf16 where the CPU computes it
+    natively (OpenVINO's own choice under `amp` auto and bf16), else float32. Takes and returns torch tensors on
+    the CPU, as `TorchPredictor` does."""
+
+    def __init__(self, model, amp_dtype=None, views=None):
+        import openvino as ov
+        import torch
+
+        self.core = ov.Core()
+        shape = ov.PartialShape([-1, 1, -1, -1, -1])
+        side = 2 * getattr(model, "divisor", 8)  # the example must leave the deepest level more than one voxel
+        self.model = ov.convert_model(model.float().eval(), example_input=torch.zeros(1, 1, side, side, side),
+                                      input=[shape])
+        self.precision = "bf16" if amp_dtype is not None else "f32"
+        self.views = views or tta_views(1)
+        self.compiled = {}
+
+    def run(self, x):
+        import torch
+
+        key = tuple(x.shape)
+        if key not in self.compiled:
+            static = self.model.clone()
+            static.reshape({0: list(key)})
+            # as many threads as torch may use (a Ray actor sets that to its CPUs), not every core of the machine
+            config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+            self.compiled[key] = self.core.compile_model(static, "CPU", config)
+        out = self.compiled[key]([np.ascontiguousarray(x.numpy())])[0]
+        return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+    def __call__(self, batch):
+        import torch
+
+        return mean_over_views(lambda v: self.run(v.contiguous()), torch.as_tensor(batch), self.views)
+
+
+def cast_weights(model, dtype):
+    """A copy of `model` whose convolution and linear weights are already in `dtype`, as autocast would cast them.
+
+    autocast casts a weight on every call and keeps the cast only until its context closes, which here is every
+    call (it must not stay open between a generator's yields): at one window per call every weight would be cast
+    again for every window. Other layers (the norms) keep their float32 parameters, as under autocast, so the
+    outputs are the same to the bit.
+    """
+    from torch import nn
+
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if isinstance(module, (nn.modules.conv._ConvNd, nn.Linear)):
+            module.to(dtype)
+    return model
