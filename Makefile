@@ -57,9 +57,9 @@ bench-gpu: install
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
 
-# Rebuild the shipped default soup with the cpu-default recipe (about 100 minutes on 2 cores): members trained on both
-# phantom engines, stored in float16 (half the package size), weights and thresholds searched on validation runs of
-# both engines.
+# Rebuild the shipped default soup with the cpu-default recipe (about 3.5 hours on 2 CPU cores with bf16): members
+# trained on both phantom engines, stored in float16 (half the package size), weights and thresholds searched on
+# validation runs of both engines.
 default-soup: install
 	$(BIN)/copick-soup train --recipe configs/recipes/cpu-default.yaml --out build/cpu-default --resume
 	rm -rf copick_soup/soups/default
