@@ -2,12 +2,12 @@
 
 Each actor holds one CPU and a loaded soup (warmed up before the clock starts, as in a long batch). Scaling
 efficiency = throughput with 2 actors / (2 x throughput with 1). The S3 cases read the same runs from an
-S3-compatible server on 127.0.0.1 (moto, as in the tests): every chunk goes over HTTP, and the read-ahead
-thread overlaps reading with the network, so S3 / disk shows how much I/O is left uncovered. The portal cases
-read them through copick's own CZ cryoET Data Portal backend from the tests' local stand-in of the portal
-(tests/portal_standin.py: its GraphQL API and S3 layout, runs named by ID, portal tomogram names, 10.000 Å).
-A real S3 bucket adds network latency that localhost lacks. Prints a table and writes
-benchmarks/results/ray-scaling.md.
+S3-compatible server on 127.0.0.1 (moto, copick_soup/testing/s3server.py, as in the tests): every chunk goes over
+HTTP, and the read-ahead thread overlaps reading with the network, so S3 / disk shows how much I/O is left
+uncovered. The portal cases read them through copick's own CZ cryoET Data Portal backend from the tests' local
+stand-in of the portal (copick_soup/testing/portal_standin.py: its GraphQL API and S3 layout, runs named by ID,
+portal tomogram names, 10.000 Å). A real S3 bucket adds network latency that localhost lacks. Needs the `ray` and
+`test` extras (moto, trustme). Prints a table and writes benchmarks/results/ray-scaling.md.
 
     python benchmarks/ray_scaling.py [--runs 4] [--shape 64,192,192] [--soup default] [--tta 1]
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,10 +25,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local benchmark cluster:
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import ray  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' S3 server and portal
-from portal_standin import PortalData, PortalServer, publish_portal  # noqa: E402
-from s3server import S3Server, publish_project  # noqa: E402
 from table import cpu, markdown, publish  # noqa: E402  (benchmarks/table.py)
 
 from copick_soup.data import open_project  # noqa: E402
@@ -37,6 +32,8 @@ from copick_soup.ensemble import InferenceSettings  # noqa: E402
 from copick_soup.model.manifest import SoupManifest  # noqa: E402
 from copick_soup.pick import PickOptions, resolve_classes  # noqa: E402
 from copick_soup.simulate import simulate_project  # noqa: E402
+from copick_soup.testing.portal_standin import PortalData, PortalServer, publish_portal  # noqa: E402
+from copick_soup.testing.s3server import S3Server, publish_project  # noqa: E402
 from ray_jobs.pick import PickActor, schedule  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "ray-scaling.md"

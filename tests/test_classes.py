@@ -3,7 +3,6 @@
 import pytest
 from click.testing import CliRunner
 from helpers import make_test_soup
-from portal_standin import PORTAL_OBJECTS, portal_named
 
 from copick_soup.cli import main
 from copick_soup.data import open_project, read_picks
@@ -11,6 +10,7 @@ from copick_soup.data.classes import map_classes, parse_class_map
 from copick_soup.errors import SoupError
 from copick_soup.model.manifest import SoupManifest
 from copick_soup.objects import ParticleClass, classes_from_root, czii_pickable_objects
+from copick_soup.testing.portal_standin import PORTAL_OBJECTS, portal_named
 
 # how portal-made copick configs name the CZII targets (same identifiers)
 PORTAL = {name: portal for name, (portal, _) in PORTAL_OBJECTS.items()}

@@ -1,5 +1,6 @@
-"""copick's own CZ cryoET Data Portal backend, pointed at a local stand-in of the portal (tests/portal_standin.py):
-its GraphQL API answering the portal client's queries, and an S3 server holding the data laid out as the portal's."""
+"""copick's own CZ cryoET Data Portal backend, pointed at a local stand-in of the portal
+(copick_soup/testing/portal_standin.py): its GraphQL API answering the portal client's queries, and an S3 server
+holding the data laid out as the portal's."""
 
 import json
 
@@ -11,15 +12,14 @@ from helpers import make_test_soup
 pytest.importorskip("moto")
 pytest.importorskip("trustme")
 
-from portal_standin import PortalData, PortalServer, publish_portal  # noqa: E402
-from s3server import S3Server  # noqa: E402
-
 from copick_soup.cli import main  # noqa: E402
 from copick_soup.data import open_project, read_picks  # noqa: E402
 from copick_soup.data.kinds import kind_of  # noqa: E402
 from copick_soup.data.tomogram import open_tomogram  # noqa: E402
 from copick_soup.objects import VOXEL_SIZE  # noqa: E402
 from copick_soup.simulate import simulate_project  # noqa: E402
+from copick_soup.testing.portal_standin import PortalData, PortalServer, publish_portal  # noqa: E402
+from copick_soup.testing.s3server import S3Server  # noqa: E402
 
 DATASETS = {10440: ["exp_000", "exp_001"], 10446: ["exp_002"]}
 PORTAL_RUNS = {"16463": "exp_000", "16464": "exp_001", "16465": "exp_002"}  # copick names portal runs by ID

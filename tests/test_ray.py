@@ -82,7 +82,7 @@ def test_a_run_with_bad_data_is_reported_and_the_batch_goes_on(batch):
 def s3_batch(tmp_path, ray_cluster, test_soup):
     """The 4-run project of `batch`, served from a real local S3 server as the portal serves data."""
     pytest.importorskip("moto")
-    from s3server import FAST_FAIL, S3Server, publish_project
+    from copick_soup.testing.s3server import FAST_FAIL, S3Server, publish_project
 
     local = simulate_project(tmp_path / "p", runs=4, shape=(32, 64, 64), crowding=10.0, seed=22)
     with S3Server() as server:

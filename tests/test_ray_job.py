@@ -17,10 +17,10 @@ import pytest
 pytest.importorskip("ray")
 
 from helpers import free_port  # noqa: E402
-from portal_standin import PortalData, PortalServer, portal_named, publish_portal  # noqa: E402
-from s3server import S3Server  # noqa: E402
 
 from copick_soup.simulate import simulate_project  # noqa: E402
+from copick_soup.testing.portal_standin import PortalData, PortalServer, portal_named, publish_portal  # noqa: E402
+from copick_soup.testing.s3server import S3Server  # noqa: E402
 
 BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]

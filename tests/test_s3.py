@@ -11,12 +11,12 @@ import pytest
 pytest.importorskip("moto")
 
 from helpers import free_port  # noqa: E402
-from s3server import BUCKET, FAST_FAIL, S3Server, publish_project  # noqa: E402
 
 from copick_soup.data import open_project, open_tomogram, read_picks  # noqa: E402
 from copick_soup.ensemble import Ensemble, InferenceSettings  # noqa: E402
 from copick_soup.objects import VOXEL_SIZE  # noqa: E402
 from copick_soup.pick import PickOptions, pick_runs  # noqa: E402
+from copick_soup.testing.s3server import BUCKET, FAST_FAIL, S3Server, publish_project  # noqa: E402
 
 W32 = InferenceSettings(window=32)
 

@@ -3,7 +3,7 @@
 `publish_project` lays a simulated copick project out the way the CZ cryoET Data Portal serves data: static,
 read-only, anonymously readable objects (OME-Zarr with '/' chunk keys) under a dataset prefix, while picks go to
 a local overlay. Ray workers and subprocesses reach the server over TCP like any S3 endpoint: nothing is patched.
-Used by the tests and by benchmarks/ray_scaling.py.
+Used by the tests and by benchmarks/ray_scaling.py; moto (the `test` extra) runs only in the child process.
 """
 
 from __future__ import annotations
@@ -15,11 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import free_port
-
 BUCKET = "cryoet-data-portal-public"
 CREDENTIALS = dict(key="testing", secret="testing")  # the publisher's; readers are anonymous
 FAST_FAIL = {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}  # botocore gives up at once
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class S3Server:

@@ -1,6 +1,6 @@
 """A local stand-in of the CZ cryoET Data Portal that copick's own `cryoet_data_portal` backend talks to unchanged.
 
-The portal is two services. Its S3 bucket is tests/s3server.py's moto server, found through AWS_ENDPOINT_URL_S3
+The portal is two services. Its S3 bucket is s3server.py's moto server, found through AWS_ENDPOINT_URL_S3
 as copick's backend finds any endpoint. Its GraphQL API is answered here: the portal client's own bundled schema,
 executed by graphql-core over in-memory tables, so every query the client builds is validated as the real API
 would. The client's URL is a constant (https://graphql.cryoetdataportal.czscience.com/graphql), so the stand-in
