@@ -37,7 +37,7 @@ bench: install
 	$(BIN)/python benchmarks/finetune.py
 	$(BIN)/python benchmarks/thp.py
 	$(BIN)/python benchmarks/pick.py
-	$(BIN)/python benchmarks/pick_calls.py
+	$(BIN)/python benchmarks/pick.py --cases calls --runtime torch --amp auto
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/soup.py
 	$(BIN)/python benchmarks/ray_scaling.py

@@ -1,4 +1,5 @@
-"""Speed and memory of `pick`'s inference against MONAI's `sliding_window_inference`, same model and precision.
+"""Speed and memory of `pick`'s inference against MONAI's `sliding_window_inference`, same model and precision:
+per tomogram (`--cases full`, `grid`) and per network call (`--cases calls`).
 
 MONAI runs at the settings a user of the 8th-place code would (64³ windows, overlap 0.25, Gaussian blending); ours
 at `pick`'s defaults: the crop tiling (`--window auto`: windows shaped to the tomogram within --max-memory, margins
@@ -12,25 +13,33 @@ peak RSS above the RSS before the call, sampled every 5 ms, and on a GPU also th
 Both engines first run once on a small volume (one-time kernel set-up). With --repeat N a case runs each engine N
 times, alternating which goes first, and keeps each engine's fastest run. Order is not neutral on the CPU here: in a
 full-size tiny TTA 4 check the engine that ran second was the faster in both pairs (by 1% and 5%), so --repeat 1
-(ours always first) is biased against ours, and the tables use --repeat 2. Prints a table and writes
-benchmarks/results/pick.md.
+(ours always first) is biased against ours.
+
+`--cases calls` times the network calls alone: ours' predictor (as `pick` builds it for --runtime) against the one
+MONAI's side runs, on the same 64³ window batch, in short blocks that alternate which goes first, so that a drift
+of the machine hits both alike. A full-size run is more than 97% network calls and two runs of one engine differ by
+about 5% on the 2-core CPU here; with --runtime torch a ratio near 1 in every block says a full-size difference was
+noise, not a slower engine.
 
 Models: unet3d_tiny and unet3d_medium are the default soup's trained denoised members, so heatmaps, peak counts and
 the cost of the peak search are those of real picking (at the soup's thresholds). large has no trained weights in
 the package: it runs with random weights, a zeroed output layer (flat heatmaps, no peaks on either side, since an
 untrained network's heatmaps hold ~10^5 spurious maxima whose search would swamp the timing) and the soup's kind of
-norms (fixed).
+norms (fixed). `--variants none`: no network, each engine's own work alone.
 
-On a 2-core CPU the whole full-size grid (tiny, medium, large x TTA 1, 4, 8 on 184x630x630) takes about three
-hours per repeat, so by default the full-size tomogram runs tiny with TTA 1 and the grid runs on a 96x192x192 crop. The
-full-size grid, a table per TTA count (pick-full-tta1.md, -tta4, -tta8):
-    for t in 1 4 8; do python benchmarks/pick.py --grid-shape full --cases grid --amp auto --tta $t \
-        --repeat 2 --out pick-full-tta$t.md; done
-With a GPU:
+Without options it is a quick check (a full-size tiny TTA 1 case, then the grid on a 96x192x192 crop; pick.md). The
+tables the docs cite, as `make bench` writes them (benchmarks/README.md); on a 2-core CPU a full-size TTA 8 run of
+medium or large takes one to two hours per engine:
+    python benchmarks/pick.py --grid-shape full --cases grid --amp auto --tta 1 --repeat 2 --out pick-full-tta1-auto.md
+    python benchmarks/pick.py --grid-shape full --cases grid --amp auto --tta 8 --variants unet3d_tiny \
+        --out pick-full-tta8-auto-tiny.md    # and unet3d_medium, unet3d_large: -medium.md, -large.md
+    python benchmarks/pick.py --grid-shape full --cases grid --amp auto --tta 1 --variants unet3d_tiny --batch 1 4 \
+        --repeat 2 --out pick-batch.md    # why `pick` runs one window per call on a CPU
+    python benchmarks/pick.py --grid-shape full --cases grid --amp auto --tta 1 --variants none --batch 1 4 \
+        --repeat 3 --out pick-engine.md
+    python benchmarks/pick.py --cases calls --runtime torch    # pick-calls.md
+With a GPU (pick-grid-gpu.md):
     python benchmarks/pick.py --device cuda --grid-shape full --cases grid --amp auto --repeat 2
-Batch sizes side by side (pick-batch.md, why `pick` runs one window at a time on a CPU):
-    python benchmarks/pick.py --grid-shape full --cases grid --amp auto --variants unet3d_tiny --tta 1 \
-        --batch 1 4 --repeat 2 --out pick-batch.md
 """
 
 from __future__ import annotations
@@ -47,8 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from memory import PeakRSS  # benchmarks/memory.py
-from table import device_name, markdown, publish
-from thp import huge_pages_line
+from table import device_name, huge_pages_line, markdown, publish  # benchmarks/table.py
 
 from copick_soup.data import open_project, open_tomogram
 from copick_soup.data.tomogram import normalisation_stats
@@ -111,16 +119,19 @@ def ours_tiling(model, shape, device, amp, batch, tta):
     return ours_settings(device, amp, batch, tta).tiling(shape, [config])
 
 
-def ours(model, volume, classes, views, device, amp, batch):
-    settings = ours_settings(device, amp, batch, len(views))
-    engine = settings.engine
-    if engine == "openvino" and not isinstance(model, NoNetwork):  # as pick: converted once a process
+def ours_predictor(model, settings: InferenceSettings, amp, views):
+    """The predictor `pick` builds for the model: OpenVINO's (converted once a process, as `pick` does) or torch's."""
+    if settings.engine == "openvino" and not isinstance(model, NoNetwork):
         key = (id(model), amp, len(views))
         if key not in COMPILED:
             COMPILED[key] = OpenVinoPredictor(model, amp, views)
-        predictor = COMPILED[key]
-    else:
-        predictor = TorchPredictor(model, device, amp, views=views)
+        return COMPILED[key]
+    return TorchPredictor(model, settings.device, amp, views=views)
+
+
+def ours(model, volume, classes, views, device, amp, batch):
+    settings = ours_settings(device, amp, batch, len(views))
+    predictor = ours_predictor(model, settings, amp, views)
     # The peak search `pick` runs (inline on a CPU, on a worker thread beside a GPU), at the soup's thresholds;
     # the settings only choose that: the predictor above carries the precision and the TTA views.
     peaks = Ensemble("bench", [], classes, VOXEL_SIZE, SOUP.thresholds).peak_stream(volume.shape, settings)
@@ -152,6 +163,37 @@ def monai_predictor(model, views):
         return sum(undo_view(model(apply_view(windows, v)), v).float() for v in views) / len(views)
 
     return predictor
+
+
+def block_seconds(predict, x, calls: int, device: str) -> float:
+    """Seconds per call over `calls` calls."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        predict(x)
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / calls
+
+
+def compare_calls(model, views, device, amp, batch, args) -> dict:
+    """{engine: seconds per call in each block}: ours' predictor and MONAI's on the same 64³ windows, in
+    `args.blocks` blocks of `args.calls` calls each, alternating which goes first."""
+    ours_call = ours_predictor(model, ours_settings(device, amp, batch, len(views)), amp, views)
+    theirs = monai_predictor(model, views)
+
+    def monai_call(x):
+        with torch.inference_mode(), torch.autocast(torch.device(device).type, dtype=amp or torch.float32,
+                                                    enabled=amp is not None):
+            return theirs(x)
+
+    x = torch.randn(batch, 1, WINDOW, WINDOW, WINDOW, generator=torch.Generator().manual_seed(0)).to(device)
+    ours_call(x), monai_call(x)  # kernel selection, caches and OpenVINO's compile, before timing
+    times = {"ours": [], "monai": []}
+    for b in range(args.blocks):
+        order = [("ours", ours_call), ("monai", monai_call)]
+        for name, predict in order if b % 2 == 0 else order[::-1]:
+            times[name].append(block_seconds(predict, x, args.calls, device))
+    return times
 
 
 def measure(fn, model, volume, classes, views, device, amp, batch):
@@ -207,15 +249,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--grid-shape", default="96,192,192", help="Z,Y,X for the variant x TTA grid, or 'full'")
-    parser.add_argument("--cases", default="all", choices=["all", "full", "grid"],
-                        help="the full-size tiny / TTA 1 case, the variant x TTA grid, or both")
+    parser.add_argument("--cases", default="all", choices=["all", "full", "grid", "calls"],
+                        help="the full-size tiny / TTA 1 case, the variant x TTA grid, or both (all); calls: the "
+                        "network calls alone")
     parser.add_argument("--amp", nargs="+", default=["none", "auto"],
                         help="precisions to compare (both engines under the same autocast); auto as `pick` resolves it")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each engine per case; the fastest counts")
     parser.add_argument("--variants", nargs="+", default=["unet3d_tiny", "unet3d_medium", "unet3d_large"],
                         help="variants in the grid ('none': no network, the engines' own work alone)")
     parser.add_argument("--tta", type=int, nargs="+", default=None,
-                        help="TTA views in the grid (default 1 4 8 for tiny, and for all variants on a GPU)")
+                        help="TTA views (default: in the grid 1 4 8 for tiny, and for all variants on a GPU, else 1; "
+                        "for calls 8)")
     parser.add_argument("--batch", type=int, nargs="+", default=None,
                         help="windows per network call, both engines (default: what `pick` uses on the device)")
     parser.add_argument("--ours-window", default="auto", help="ours: auto (the crop tiling, pick's default) or N "
@@ -223,13 +267,22 @@ def main() -> None:
     parser.add_argument("--max-memory", type=float, default=1.0, help="ours: pick's --max-memory (GB)")
     parser.add_argument("--runtime", default="auto", choices=["auto", "torch", "openvino"],
                         help="ours: pick's --runtime (auto: OpenVINO on a CPU)")
+    parser.add_argument("--calls", type=int, default=6, help="calls: network calls per block")
+    parser.add_argument("--blocks", type=int, default=4, help="calls: blocks per predictor")
     parser.add_argument("--out", default=None, help="results file name (default pick[-CASES][-gpu].md)")
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "copick-soup-bench-pick"))
     args = parser.parse_args()
-    grid_shape = FULL_SHAPE if args.grid_shape == "full" else tuple(int(v) for v in args.grid_shape.split(","))
     OURS.update(window=None if args.ours_window == "auto" else int(args.ours_window), max_memory=args.max_memory,
                 runtime=args.runtime)
+    if args.cases == "calls":
+        network_calls(args)
+    else:
+        tomograms(args)
 
+
+def tomograms(args) -> None:
+    """Whole tomograms, one row per case, precision and batch size."""
+    grid_shape = FULL_SHAPE if args.grid_shape == "full" else tuple(int(v) for v in args.grid_shape.split(","))
     cases = [(FULL_SHAPE, "unet3d_tiny", 1)] if args.cases in ("all", "full") and grid_shape != FULL_SHAPE else []
     if args.cases in ("all", "grid"):
         for variant in args.variants:
@@ -257,8 +310,32 @@ def main() -> None:
     print(write_table(args, rows))
 
 
-def write_table(args, rows) -> str:
+def network_calls(args) -> None:
+    """Network calls alone, one row per variant, TTA count, precision and batch size."""
+    precisions = list(dict.fromkeys(amp_dtype(a, args.device) for a in args.amp))
+    batches = args.batch or [default_batch_size(args.device)]
+    rows = []
+    for variant, tta, amp, batch in itertools.product(args.variants, args.tta or [8], precisions, batches):
+        model = bench_model(variant, len(SOUP.classes), args.device)
+        times = compare_calls(model, tta_views(tta), args.device, amp, batch, args)
+        ratios = [m / o for o, m in zip(times["ours"], times["monai"])]
+        engine = ours_settings(args.device, amp, batch, tta).engine if variant != "none" else "torch"
+        rows.append(f"| {variant} | {engine} | {tta} | {batch} | {precision_name(amp)} | "
+                    f"{min(times['ours']) * 1e3:.1f} | {min(times['monai']) * 1e3:.1f} | "
+                    f"{min(ratios):.3f}-{max(ratios):.3f} |")
+        print(rows[-1], flush=True)
+        del model
+        write_calls_table(args, rows)
+    print(write_calls_table(args, rows))
+
+
+def results_path(args) -> Path:
     cuda = torch.device(args.device).type == "cuda"
+    return RESULTS.with_name(args.out or "pick" + ("" if args.cases == "all" else f"-{args.cases}")
+                             + ("-gpu" if cuda else "") + ".md")
+
+
+def write_table(args, rows) -> str:
     lines = [
         f"Pick inference vs MONAI sliding_window_inference ({args.device}: {device_name(args.device)}; MONAI: window "
         f"{WINDOW}, overlap {OVERLAP}, Gaussian; ours: {args.ours_window} tiling, --max-memory {args.max_memory:g}, "
@@ -275,9 +352,21 @@ def write_table(args, rows) -> str:
         *markdown(["tomogram", "model", "ours: tiling", "TTA", "batch", "precision", "ours kvox/s", "MONAI kvox/s",
                    "speed-up", "ours host GB", "MONAI host GB", "ours GPU GB", "MONAI GPU GB", "memory ratio"], rows),
     ]
-    results = RESULTS.with_name(args.out or "pick" + ("" if args.cases == "all" else f"-{args.cases}")
-                                + ("-gpu" if cuda else "") + ".md")
-    return publish(results, lines, echo=False)
+    return publish(results_path(args), lines, echo=False)
+
+
+def write_calls_table(args, rows) -> str:
+    lines = [
+        f"Per network call: pick's predictor vs MONAI's side of benchmarks/pick.py ({args.device}: "
+        f"{device_name(args.device)}; window {WINDOW}; ours: --runtime {args.runtime}; {time.strftime('%Y-%m-%d')})",
+        f"{args.blocks} blocks of {args.calls} calls per predictor, alternating which goes first. ms/call: the "
+        "fastest block. Speed-up: MONAI's time / ours, per block (lowest-highest).",
+        huge_pages_line(),
+        "",
+        *markdown(["model", "ours: runtime", "TTA", "batch", "precision", "ours ms/call", "MONAI ms/call",
+                   "speed-up per block"], rows),
+    ]
+    return publish(results_path(args), lines, echo=False)
 
 
 if __name__ == "__main__":

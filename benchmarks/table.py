@@ -1,10 +1,13 @@
-"""The tail every benchmark shares: a markdown table, written to benchmarks/results/ and printed."""
+"""The tail every benchmark shares: a markdown table, written to benchmarks/results/ and printed, and the lines of
+its header that name the machine (CPU or GPU, huge pages)."""
 
 import os
 import platform
 from pathlib import Path
 
 from copick_soup.device import cpu_has_bf16
+
+KERNEL_THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
 
 def markdown(columns: list[str], rows: list[str]) -> list[str]:
@@ -50,3 +53,17 @@ def device_name(device: str) -> str:
 
     device = torch.device(device)
     return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu()
+
+
+def kernel_thp_mode() -> str:
+    """The kernel's THP mode (always, madvise or never): torch's huge-page setting needs madvise or always."""
+    if not KERNEL_THP.exists():
+        return "unavailable"
+    text = KERNEL_THP.read_text()
+    return text[text.index("[") + 1:text.index("]")] if "[" in text else text.strip()
+
+
+def huge_pages_line() -> str:
+    """One line for a results table's header: what this process runs with."""
+    setting = os.environ.get("THP_MEM_ALLOC_ENABLE", "unset")
+    return f"Huge pages for torch CPU tensors: THP_MEM_ALLOC_ENABLE={setting}, kernel THP mode {kernel_thp_mode()}."

@@ -19,24 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-from table import cpu, markdown, publish  # benchmarks/table.py
+from table import cpu, kernel_thp_mode, markdown, publish  # benchmarks/table.py
 
 RESULTS = Path(__file__).parent / "results" / "pick-thp.md"
-KERNEL_THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
-
-
-def kernel_thp_mode() -> str:
-    """The kernel's THP mode (always, madvise or never): torch's setting needs madvise or always."""
-    if not KERNEL_THP.exists():
-        return "unavailable"
-    text = KERNEL_THP.read_text()
-    return text[text.index("[") + 1:text.index("]")] if "[" in text else text.strip()
-
-
-def huge_pages_line() -> str:
-    """One line for a results table's header: what this process runs with."""
-    setting = os.environ.get("THP_MEM_ALLOC_ENABLE", "unset")
-    return f"Huge pages for torch CPU tensors: THP_MEM_ALLOC_ENABLE={setting}, kernel THP mode {kernel_thp_mode()}."
 
 
 def measure(variant: str, calls: int) -> dict:
