@@ -32,10 +32,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from memory import PeakRSS  # benchmarks/memory.py
 from table import markdown, publish  # benchmarks/table.py
 
 from copick_soup.data import open_project, open_tomogram
 from copick_soup.ensemble import Ensemble, InferenceSettings
+from copick_soup.ensemble.runtimes import TorchPredictor
 from copick_soup.ensemble.tiling import Tiling, forward_memory
 from copick_soup.ensemble.windows import predict_volume
 from copick_soup.model import create_model
@@ -86,28 +88,23 @@ def margin_rows(soup: Ensemble, volume, margins) -> list[str]:
     return rows
 
 
-FORWARD = """
-import copick_soup, sys, torch
-sys.path.insert(0, {here!r})
-from memory import PeakRSS
-from copick_soup.ensemble.runtimes import TorchPredictor
-from copick_soup.model import create_model
-torch.manual_seed(0)
-predictor = TorchPredictor(create_model({variant!r}, n_classes=6).eval(), "cpu", {amp})
-predictor(torch.zeros(1, 1, 32, 32, 32))  # kernel set-up, small
-x = torch.randn(1, 1, *{shape!r})
-with PeakRSS() as rss:
-    predictor(x)
-print(rss.gb * 1e9 / x.numel())
-"""
-
-
 def forward_bytes(variant: str, amp: bool, shape) -> float:
-    """Peak RSS of one forward pass per window voxel, in a fresh process (so that no allocator cache hides it)."""
-    code = FORWARD.format(here=str(Path(__file__).parent), variant=variant, shape=tuple(shape),
-                          amp="torch.bfloat16" if amp else "None")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    """Peak RSS of one forward pass per window voxel, in a fresh process (so that no allocator cache hides it):
+    this script again, with --forward."""
+    cmd = [sys.executable, __file__, "--forward", variant, "x".join(map(str, shape))] + (["--bf16"] if amp else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return float(out.stdout.split()[-1])
+
+
+def forward_child(variant: str, shape: str, amp: bool) -> None:
+    """In the fresh process: print the peak RSS of one forward pass per window voxel."""
+    torch.manual_seed(0)
+    predictor = TorchPredictor(create_model(variant, n_classes=6).eval(), "cpu", torch.bfloat16 if amp else None)
+    predictor(torch.zeros(1, 1, 32, 32, 32))  # kernel set-up, small
+    x = torch.randn(1, 1, *(int(n) for n in shape.split("x")))
+    with PeakRSS() as rss:
+        predictor(x)
+    print(rss.gb * 1e9 / x.numel())
 
 
 def memory_rows(sides) -> list[str]:
@@ -141,7 +138,11 @@ def main() -> None:
     parser.add_argument("--part", default="all", choices=["all", "margins", "memory"],
                         help="measure only one part; the other part's rows are kept from the last table")
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "copick-soup-bench-tiling"))
+    parser.add_argument("--forward", nargs=2, metavar=("VARIANT", "ZxYxX"), help=argparse.SUPPRESS)
+    parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.forward:
+        return forward_child(*args.forward, args.bf16)
     shape = tuple(int(v) for v in args.shape.split(","))
     config = Path(args.data) / "x".join(map(str, shape)) / "copick.json"
     if not config.exists():
