@@ -3,10 +3,10 @@
 The driver only schedules. Each `PickActor` pins one GPU (or CPUs when the cluster has no GPU), opens the
 copick root and loads the soup once, then picks the runs it is sent with the same `pick_run` that
 `copick-soup pick` uses, so there is one implementation; its options are `copick-soup pick`'s own (declared once,
-in `copick_soup.cli.util`), plus the scheduling ones. Runs whose picks already exist for the user and session are
-skipped (so a rerun of a killed driver finishes the rest); a run with bad data is reported and the batch goes on;
-an actor that dies is replaced and its run retried up to `--max-retries` times. The report (done, skipped, failed
-with reasons) is printed and written as JSON.
+in `copick_soup.cli.util`, and read into the same `PickJob`), plus the scheduling ones. Runs whose picks already
+exist for the user and session are skipped (so a rerun of a killed driver finishes the rest); a run with bad data
+is reported and the batch goes on; an actor that dies is replaced and its run retried up to `--max-retries`
+times. The report (done, skipped, failed with reasons) is printed and written as JSON.
 
 Submit to a cluster with
     ray job submit --working-dir . -- python -m ray_jobs.pick --config copick.json --soup default
@@ -26,7 +26,7 @@ from pathlib import Path
 import click
 import ray
 
-from copick_soup.cli.util import inference_settings, pick_options, pick_opts, reports_errors, run_list
+from copick_soup.cli.util import PickJob, pick_job, pick_options, reports_errors
 from copick_soup.data.picks import existing_picks
 from copick_soup.data.portal import dataset_config, parse_dataset_ids
 from copick_soup.data.project import open_project, select_runs
@@ -155,26 +155,26 @@ def schedule(make_actor, runs: list[str], n_actors: int, max_retries: int = 2, e
     return report
 
 
-def plan(config: str, soup: str, run_names, dataset_ids: str, voxel_size, opts: PickOptions,
-         settings) -> tuple[str, PickOptions, list[str], list[str], list[str]]:
+def plan(job: PickJob, dataset_ids: str) -> tuple[str, PickOptions, list[str], list[str], list[str]]:
     """(config, options with the classes mapped, runs to pick, runs already done, runs to finish): every input is
     checked here, before Ray starts any work."""
-    manifest = SoupManifest.read(soup)
-    resampled = check_voxel_size(voxel_size, manifest)
+    manifest = SoupManifest.read(job.soup)
+    resampled = check_voxel_size(job.settings.voxel_size, manifest)
     if resampled:
         print(resampled)
     members = [MemberManifest.read(p) for p in manifest.member_paths]
-    warning = settings.check_members(members)
+    warning = job.settings.check_members(members)
     if warning:
         print(warning)
+    config = job.config
     if dataset_ids:
         folder = Path(tempfile.mkdtemp(prefix="copick-soup-"))
         config = str(dataset_config(config, parse_dataset_ids(dataset_ids), folder / "datasets.json"))
     root = open_project(config)
-    opts = resolve_classes(root, manifest.classes, opts, print)
-    todo, skipped, unfinished = runs_to_pick(config, soup, run_names, opts.user_id, opts.session_id,
+    opts = resolve_classes(root, manifest.classes, job.options, print)
+    todo, skipped, unfinished = runs_to_pick(config, job.soup, job.runs, opts.user_id, opts.session_id,
                                              opts.overwrite, class_map=dict(opts.class_map), root=root)
-    announce_reading(select_runs(root, todo) if todo else [], members, settings, print)
+    announce_reading(select_runs(root, todo) if todo else [], members, job.settings, print)
     return config, opts, todo, skipped, unfinished
 
 
@@ -188,14 +188,10 @@ def plan(config: str, soup: str, run_names, dataset_ids: str, voxel_size, opts: 
               help="Retries of a run whose actor died.")
 @click.option("--report", default="pick-report.json", show_default=True, help="Where to write the JSON report.")
 @reports_errors
-def command(config, soup, run_names, legacy_run_names, voxel_size, user_id, session_id, class_map, objects, thresholds,
-            overwrite, save_heatmaps, qc, dataset_ids, actors, cpus_per_actor, max_retries, report, **inference) -> int:
+def command(dataset_ids, actors, cpus_per_actor, max_retries, report, **values) -> int:
     """Pick copick runs on a Ray cluster: `copick-soup pick`'s options, one actor per GPU."""
-    settings = inference_settings(**inference, voxel_size=voxel_size, resolve=False)  # the actors choose their device
-    opts = pick_opts(SoupManifest.read(soup).classes, user_id, session_id, class_map, objects, thresholds, overwrite,
-                     save_heatmaps, qc)
-    runs = run_list(run_names, legacy_run_names)
-    config, opts, todo, skipped, unfinished = plan(config, soup, runs, dataset_ids, voxel_size, opts, settings)
+    job = pick_job(values, resolve=False)  # the actors choose their device
+    config, opts, todo, skipped, unfinished = plan(job, dataset_ids)
     ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True, log_to_driver=False)
     resources = worker_resources(cpus_per_actor)
     n_actors = actors or max(int(ray.cluster_resources().get("GPU", 0)), 1)
@@ -205,7 +201,7 @@ def command(config, soup, run_names, legacy_run_names, voxel_size, user_id, sess
     content = json.loads(Path(config).read_text())  # sent to the actors: a config on this node's disk only
 
     def make_actor():
-        return PickActor.options(**resources).remote(content, soup, dataclasses.asdict(settings), options,
+        return PickActor.options(**resources).remote(content, job.soup, dataclasses.asdict(job.settings), options,
                                                      resources["num_gpus"] > 0)
 
     result = dict(done=[], failed=[], retried=[])

@@ -2,7 +2,7 @@
 
 import click
 
-from copick_soup.cli.util import inference_settings, pick_options, pick_opts, reports_errors, run_list
+from copick_soup.cli.util import pick_job, pick_options, reports_errors
 
 
 class RunProgress:
@@ -45,8 +45,7 @@ class BatchProgress:
 @click.command("pick", no_args_is_help=True)
 @pick_options
 @reports_errors
-def pick(config, soup, run_names, legacy_run_names, voxel_size, user_id, session_id, class_map, objects, thresholds,
-         overwrite, save_heatmaps, qc, **inference):
+def pick(**values):
     """Pick particles in copick runs with a soup of 3D U-Nets and write them back as copick picks.
 
     \b
@@ -62,21 +61,18 @@ def pick(config, soup, run_names, legacy_run_names, voxel_size, user_id, session
     from copick_soup.errors import SoupError
     from copick_soup.pick import check_voxel_size, pick_runs, summary_table
 
-    root = open_project(config)
-    settings = inference_settings(**inference, voxel_size=voxel_size)
-    ensemble = Ensemble.load(soup, settings.device)
-    resampled = check_voxel_size(voxel_size, ensemble)
+    job = pick_job(values)
+    settings, opts = job.settings, job.options
+    root = open_project(job.config)
+    ensemble = Ensemble.load(job.soup, settings.device)
+    resampled = check_voxel_size(settings.voxel_size, ensemble)
     if resampled:
         click.echo(resampled)
-    opts = pick_opts(ensemble.classes, user_id, session_id, class_map, objects, thresholds, overwrite, save_heatmaps,
-                     qc)
     click.echo(f"soup '{ensemble.name}': {len(ensemble.members)} member(s) on {settings.device} "
                f"({precision_name(settings.amp_dtype)}, {RUNTIME_NAMES[settings.engine]}), TTA {settings.tta}")
-    runs = run_list(run_names, legacy_run_names)
-    progress = BatchProgress(len(select_runs(root, runs)))
+    progress = BatchProgress(len(select_runs(root, job.runs)))
     try:
-        results = pick_runs(root, ensemble, runs, settings, opts, echo=click.echo,
-                            progress_factory=progress)
+        results = pick_runs(root, ensemble, job.runs, settings, opts, echo=click.echo, progress_factory=progress)
     finally:
         progress.close()
     click.echo(summary_table(results, ensemble.classes))
@@ -84,8 +80,8 @@ def pick(config, soup, run_names, legacy_run_names, voxel_size, user_id, session
     if failed:  # the exit status says a run failed; the others were picked all the same
         raise SoupError(f"{len(failed)} of {len(results)} run(s) failed: {', '.join(failed)}")
     if not any(r["processed"] for r in results):
-        click.echo(f"nothing to do: every run already has picks by user '{user_id}' session '{session_id}' "
-                   f"(--overwrite picks them again)")
+        click.echo(f"nothing to do: every run already has picks by user '{opts.user_id}' session "
+                   f"'{opts.session_id}' (--overwrite picks them again)")
 
 
 soup_pick = click.Command("soup-pick", params=pick.params, callback=pick.callback, help=pick.help,

@@ -1,7 +1,8 @@
 """Options and error handling shared by the click commands, the copick plugin and the Ray driver.
 
 Options are declared once here, so `copick-soup pick`, `copick inference soup-pick` and `python -m ray_jobs.pick`
-take the same options with the same defaults by construction. Nothing heavy is imported at the top of this module
+take the same options with the same defaults by construction, and their values become one `PickJob` here
+(`pick_job`), so that no command names them again. Nothing heavy is imported at the top of this module
 or of any `cli` module: copick imports every plugin on every `copick` call, so torch and the pipeline are imported
 inside the command bodies.
 """
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import click
 from copick.cli.util import add_debug_option, add_deprecated_run_alias, add_run_names_option, resolve_run_names
@@ -17,6 +20,10 @@ from copick.cli.util import add_debug_option, add_deprecated_run_alias, add_run_
 from copick_soup.device import AMP_CHOICES
 from copick_soup.errors import SoupError
 from copick_soup.objects import FULL_SHAPE
+
+if TYPE_CHECKING:  # both import torch: the commands import them in their bodies
+    from copick_soup.ensemble import InferenceSettings
+    from copick_soup.pick import PickOptions
 
 log = logging.getLogger("copick_soup")
 
@@ -151,6 +158,35 @@ def pick_opts(classes, user_id="copick-soup", session_id="0", class_map=(), obje
     return PickOptions(user_id=user_id, session_id=session_id, overwrite=overwrite, save_heatmaps=save_heatmaps,
                        class_map=tuple(parse_class_map(class_map).items()), objects=tuple(split_names(objects)),
                        thresholds=tuple(parse_thresholds(thresholds, classes).items()), qc=qc)
+
+
+@dataclass(frozen=True)
+class PickJob:
+    """What the pick options ask for (`pick_options`), built once by `pick_job` for `copick-soup pick`, the copick
+    plugin and the Ray driver."""
+
+    config: str  # the copick config's path
+    soup: str  # as given: a shipped soup's name, a soup.json, a folder of members or one member manifest
+    runs: list  # run names; empty: every run
+    settings: InferenceSettings  # how the ensemble runs, --voxel-size included
+    options: PickOptions  # where the picks go; classes not mapped to the project's yet (pick.resolve_classes)
+
+
+def pick_job(values: dict, resolve: bool = True) -> PickJob:
+    """The `PickJob` that the values of `pick_options` describe, as click passes them to a command. The values
+    are told apart by name: those named as `PickOptions`' fields are the pick options, the rest (after the config,
+    soup and runs) `InferenceSettings`'. Settings on a concrete device unless `resolve` is False (the Ray driver:
+    each actor chooses its own)."""
+    from copick_soup.model.manifest import SoupManifest
+    from copick_soup.pick import PickOptions  # the pipeline: deferred to the command body
+
+    values = dict(values)
+    config, soup = values.pop("config"), values.pop("soup")
+    runs = run_list(values.pop("run_names"), values.pop("legacy_run_names"))
+    picking = {f.name: values.pop(f.name) for f in fields(PickOptions) if f.name in values}
+    settings = inference_settings(**values, resolve=resolve)
+    options = pick_opts(SoupManifest.read(soup).classes, **picking)
+    return PickJob(config, soup, runs, settings, options)
 
 
 def split_names(values) -> list[str]:
