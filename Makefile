@@ -30,23 +30,35 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# Every table in benchmarks/results/, rewritten on this machine's CPU (benchmarks/README.md: which script writes which
+# file and the claim it backs). About 7 hours on 2 cores, 4 of them the medium and large TTA 8 pick runs (last, so a
+# run cut short keeps the rest); a table's header names the CPU it ran on.
+PICK_FULL = $(BIN)/python benchmarks/pick.py --grid-shape full --cases grid --amp auto
 bench: install
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python benchmarks/simulate.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/finetune.py
-	$(BIN)/python benchmarks/thp.py
-	$(BIN)/python benchmarks/pick.py
-	$(BIN)/python benchmarks/pick.py --cases calls --runtime torch --amp auto
-	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/soup.py
-	$(BIN)/python benchmarks/ray_scaling.py
+	$(BIN)/python benchmarks/generalization.py
+	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/accuracy.py --window auto --runtime torch openvino --results accuracy-runtime.md
+	$(BIN)/python benchmarks/runtimes.py
+	$(BIN)/python benchmarks/thp.py
+	$(BIN)/python benchmarks/tiling.py
 	$(BIN)/python benchmarks/voxel_sizes.py
-	$(BIN)/python benchmarks/generalization.py --test-runs 8
+	$(BIN)/python benchmarks/ray_scaling.py
+	$(PICK_FULL) --tta 1 --repeat 2 --out pick-full-tta1-auto.md
+	$(PICK_FULL) --tta 1 --variants unet3d_tiny --batch 1 4 --repeat 2 --out pick-batch.md
+	$(PICK_FULL) --tta 1 --variants none --batch 1 4 --repeat 3 --out pick-engine.md
+	$(BIN)/python benchmarks/pick.py --cases calls --runtime torch --amp auto
+	$(PICK_FULL) --tta 8 --variants unet3d_tiny --out pick-full-tta8-auto-tiny.md
+	$(PICK_FULL) --tta 8 --variants unet3d_medium --out pick-full-tta8-auto-medium.md
+	$(PICK_FULL) --tta 8 --variants unet3d_large --out pick-full-tta8-auto-large.md
 
-# The checks that need a GPU, in one go: the CUDA tests, the full-size pick grid
-# against MONAI (pick-grid-gpu.md) and held-out accuracy with TTA 1, 4 and 8 (accuracy-gpu.md). Bring a CUDA
-# build of torch into a fresh .venv: make clean; make TORCH=torch bench-gpu
+# The checks that need a GPU, in one go: the CUDA tests, the full-size pick grid against MONAI (pick-grid-gpu.md) and
+# held-out accuracy with TTA 1, 4 and 8 (accuracy-gpu.md); well under an hour on an H200. Bring a CUDA build of torch
+# into a fresh .venv: make clean; make TORCH=torch bench-gpu
 bench-gpu: install
 	$(BIN)/python -m pip install -q -e ".[bench]"
 	$(BIN)/python -c "import sys, torch; torch.cuda.is_available() or sys.exit(f'bench-gpu: torch {torch.__version__} sees no CUDA device (with a GPU, a .venv with a CUDA build: make clean; make TORCH=torch bench-gpu)')"
@@ -70,6 +82,6 @@ default-soup: install
 	$(BIN)/copick-soup simulate --out build/soup-val --runs 16 --shape 96,256,256 --profile experimental \
 		--engine mixed --seed 3000
 	# --window 64: the shipped soup was searched in 64³ cubes; its fixed norms make pick's default crop tiling
-	# score the same (benchmarks/results/accuracy-fixed-norms.md).
+	# score the same (benchmarks/results/accuracy.md).
 	$(BIN)/copick-soup soup -c build/soup-val/copick.json --members copick_soup/soups/default --window 64 \
 		--val-runs $$(seq -f 'exp_%03g' -s, 0 15) --out copick_soup/soups/default

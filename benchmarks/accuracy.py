@@ -1,20 +1,22 @@
-"""Accuracy of a soup on freshly simulated, held-out runs: per-class CZII F4 for each TTA setting.
+"""Accuracy of a soup on freshly simulated, held-out runs: per-class CZII F4 for each tiling, runtime and TTA setting.
 
 The seed is one no recipe trains on, so the runs are new to the soup. Prints a table and writes
-benchmarks/results/accuracy.md (accuracy-gpu.md with --device cuda; another --seed N writes accuracy-seedN.md).
+benchmarks/results/accuracy.md (accuracy-gpu.md with --device cuda; another --seed N writes accuracy-seedN.md;
+--results NAME any other name).
 
     python benchmarks/accuracy.py [--soup default] [--runs 3] [--shape full] [--tta 1] [--amp auto] [--device cpu]
-        [--window auto 64] [--runtime torch] [--results accuracy.md]
+        [--window auto 64] [--runtime auto] [--results accuracy.md]
 
 --window: the tilings to score, `auto` (pick's default: windows shaped to the tomogram, margins cropped) and N
-(N³ cubes, Gaussian-blended with overlap 0.25, the classic sliding window); the new tiling must stay within 0.005
-of the classic one, per class too. --runtime: what runs the networks (torch; openvino on a CPU), scored the same
-way, so a runtime is adopted only if it keeps the picks' accuracy:
-    python benchmarks/accuracy.py --window 64 --runtime torch openvino --results accuracy-runtime.md
+(N³ cubes, Gaussian-blended with overlap 0.25, the classic sliding window); by default both, so the table shows
+whether pick's default tiling keeps the classic one's accuracy, per class too. --runtime: what runs the networks
+(auto: as `pick` decides, OpenVINO on a CPU; torch; openvino), scored the same way, so a runtime is adopted only if
+it keeps the picks' accuracy (accuracy-runtime.md):
+    python benchmarks/accuracy.py --window auto --runtime torch openvino --results accuracy-runtime.md
 
 Full-size runs by default: a 184x630x630 experimental-profile run holds ~100 particles, about a dozen of each rare
-class, so three of them score beta-galactosidase (weight 2) on ~25 particles rather than on a handful. TTA 4 costs
-4x the ~15 minutes of TTA 1 on 2 CPU cores.
+class, so three of them score beta-galactosidase (weight 2) on ~25 particles rather than on a handful. One tiling
+at TTA 1 takes 10-15 minutes on 2 CPU cores; TTA 4 costs 4x that.
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--window", nargs="+", default=["auto", "64"], help="auto, or N for N³ Gaussian cubes")
     parser.add_argument("--margin", type=int, nargs="+", default=[None], help="margins to try with --window auto")
-    parser.add_argument("--runtime", nargs="+", default=["torch"], help="torch, openvino (CPU)")
+    parser.add_argument("--runtime", nargs="+", default=["auto"],
+                        help="auto (as pick: OpenVINO on a CPU), torch, openvino (CPU)")
     parser.add_argument("--results", default=None, help="results file name (default accuracy[-seedN][-gpu].md)")
     parser.add_argument("--out", default="/tmp/copick-soup-bench-accuracy")
     args = parser.parse_args()
@@ -75,7 +78,7 @@ def main() -> None:
         score = score_project(root, "curation", "accuracy", "0", opts.session_id)
         truth = {c.name: c.tp + c.fn for c in score.classes}
         tiling = soup.tiling(shape, settings).describe(shape)
-        rows.append(f"| {tiling} | {runtime} | {tta} | {precision_name(settings.amp_dtype)} | "
+        rows.append(f"| {tiling} | {settings.engine} | {tta} | {precision_name(settings.amp_dtype)} | "
                     f"{score.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in score.classes)
                     + f" | {seconds:.0f} |")
         print(rows[-1], flush=True)

@@ -8,7 +8,7 @@ runs; its checkpoint and per-class thresholds are chosen on that engine's valida
 would. Each member, and the shipped default soup, then picks the held-out runs of *both* engines: the diagonal is
 the in-engine sanity check, the off-diagonal the result. Held-out runs are never trained on or searched on.
 
-    python benchmarks/generalization.py [--steps 1000] [--shape 96,256,256] [--test-runs 3] [--soup default]
+    python benchmarks/generalization.py [--steps 1000] [--shape 96,256,256] [--test-runs 8] [--soup default]
     python benchmarks/generalization.py --set aug_scale=0.1 --set normalisation=robust --label randomised
 
 Prints a table and writes benchmarks/results/generalization.md (generalization-LABEL.md with --label: training
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--shape", default="96,256,256", help="Z,Y,X of every simulated run")
     parser.add_argument("--train-runs", type=int, default=6)
     parser.add_argument("--val-runs", type=int, default=2)
-    parser.add_argument("--test-runs", type=int, default=3)
+    parser.add_argument("--test-runs", type=int, default=8, help="held-out runs per engine (8: 108-119 particles)")
     parser.add_argument("--soup", default="default", help="a soup scored on both engines' held-out runs too")
     parser.add_argument("--soup-engine", default=MIXED, choices=[*ENGINES, MIXED],
                         help="the engine that made the soup's training data (the default soup's: both, mixed)")

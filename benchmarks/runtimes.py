@@ -6,9 +6,9 @@ uses (64³ for the classic tiling, and the crop tiling's window for a 184x630x63
 Each runtime gets one warm-up call (for torch.compile and OpenVINO also the compile, timed apart), then the fastest
 of --repeat calls counts. Agreement: the largest absolute difference from torch's float32 output, relative to that
 output's largest magnitude. A runtime is adopted only if it is clearly faster on full-size picks and installs from
-PyPI wheels within the two set-up commands; the table is kept either way.
+PyPI wheels within the two set-up commands; the table is kept either way. ONNX Runtime and onnx come with the
+`bench` extra (OpenVINO is a dependency of copick-soup).
 
-    pip install openvino onnxruntime onnx    # beside the bench extra
     python benchmarks/runtimes.py [--variants unet3d_tiny unet3d_medium unet3d_large] [--repeat 3]
 
 Prints a table and writes benchmarks/results/runtimes.md.

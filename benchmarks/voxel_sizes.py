@@ -58,8 +58,9 @@ def main() -> None:
                     f"{peak.gb / base:.2f} |")
         print(rows[-1], flush=True)
     publish(RESULTS, [
-        f"Peak memory of pick (unet3d_tiny-denoised of the default soup, TTA 1, 64³ windows) on one run per voxel "
-        f"size, each covering the field of a {'x'.join(map(str, shape))} run at {VOXEL_SIZE:g} Å; "
+        f"Peak memory of pick (unet3d_tiny-denoised of the default soup at pick's defaults: TTA 1, --window auto) "
+        f"on one run per voxel size, each covering the field of a {'x'.join(map(str, shape))} run at "
+        f"{VOXEL_SIZE:g} Å; "
         f"{cpu()}, {time.strftime('%Y-%m-%d')}",
         "",
         *markdown(["stored at (Å)", "stored shape", "read", "seconds", "peak GB", "x the 10.012 Å run"], rows),
