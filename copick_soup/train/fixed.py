@@ -1,11 +1,11 @@
 """From instance norms to fixed statistics: how an instance-norm member becomes window-independent.
 
 An instance norm takes its statistics over the window it is given, so its member's heatmap depends on the tiling
-(benchmarks/results/tiling-diagnosis.md). `fix_statistics` gives a `fixed`-norm U-Net (model/unet.py) loaded with an
-instance-norm member's weights the statistics its norms would have taken on typical windows: per channel, the mean
-over sample windows of each window's mean and variance, measured norm by norm (a second pass measures again with
+(benchmarks/results/archive/tiling-diagnosis.md). `fix_statistics` gives a `fixed`-norm U-Net (model/unet.py) loaded
+with an instance-norm member's weights the statistics its norms would have taken on typical windows: per channel, the
+mean over sample windows of each window's mean and variance, measured norm by norm (a second pass measures again with
 every norm fixed, so that each sees the inputs it will get). Fixing alone costs accuracy, since the members use their
-per-window statistics (benchmarks/results/fixed-norms.md); fine-tuning with the statistics fixed
+per-window statistics (benchmarks/results/archive/fixed-norms.md); fine-tuning with the statistics fixed
 (`--set norm=fixed` with `--init` an instance-norm member) recovers it.
 """
 

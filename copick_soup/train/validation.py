@@ -14,7 +14,7 @@ from copick_soup.train.dataset import TrainVolume
 def val_settings(cfg: TrainConfig, device: str) -> InferenceSettings:
     """Cubes of `val_window`, or with 0 the crop tiling `pick --window auto` would choose for this one member, so
     that the best checkpoint is the best in the windows it will be used with (a U-Net's heatmap depends on them:
-    benchmarks/results/tiling-diagnosis.md)."""
+    benchmarks/results/archive/tiling-diagnosis.md)."""
     # torch: the weights change between validations, and OpenVINO would convert the model again for each
     return InferenceSettings(window=cfg.val_window or None, device=device, amp=cfg.amp, runtime="torch")
 
