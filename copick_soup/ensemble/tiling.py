@@ -105,11 +105,6 @@ def crop_weights(length: int, window: int, starts: list[int]) -> dict:
             for s, lo, hi in zip(starts, cuts, cuts[1:])}
 
 
-def stream_axis(window, shape) -> int:
-    """The axis whose slabs (one window deep, the volume's full extent otherwise) hold the fewest voxels."""
-    return min(range(3), key=lambda a: (min(window[a], shape[a]) / shape[a], a))
-
-
 # ---- memory -----------------------------------------------------------------------------------------------------
 
 
@@ -165,7 +160,8 @@ def choose_tiling(shape, unets, max_memory_gb: float, n_members: int = 1, amp: b
     work = math.prod(c * w / n for c, w, n in zip(count_grid, grid, shape))
     cost = np.round(work * (math.prod(grid) / 64**3) ** slower_with_size, 3)
     windows = math.prod(count_grid)
-    # the stream axis of each shape (stream_axis), and the memory of streaming along it (_memory)
+    # each shape's stream axis: the one whose slabs (one window deep, the whole volume across) hold the fewest
+    # voxels, the first of equals; and the memory of streaming along it (_memory)
     ratios = np.stack(np.broadcast_arrays(*[np.minimum(w, n) / n for w, n in zip(grid, shape)]))
     axis = np.argmin(ratios, axis=0)
     memory = _memory(grid, axis, shape, unets, n_members, amp, batch)

@@ -29,10 +29,6 @@ class TrainVolume:
     image: np.ndarray  # (Z, Y, X) float32, z-scored
     points: list  # per class, (N, 3) voxel (z, y, x)
 
-    @property
-    def n_points(self) -> int:
-        return sum(len(p) for p in self.points)
-
 
 def load_volumes(root, runs, tomo_types, classes, voxel_size: float, picks_user: str,
                  picks_session: str | None, warn=log.warning, normalisation: str = "zscore") -> list[TrainVolume]:
@@ -78,22 +74,17 @@ class PatchSampler:
     """Random (image, target) patches; with probability `p_particle` a patch is centred near a particle of a
     class drawn uniformly (so rare classes are seen as often as common ones). Once `negatives` are set (per
     volume, (N, 3) voxel centres of the model's false peaks, see negatives.py), a `p_hard` share of patches is
-    centred near one of them first.
-
-    With several `sides`, each batch draws its side from them and holds about the voxels of `size` patches of
-    `patch` (at least one): a network that only ever saw small patches learns that every deep feature is near the
-    zero padding, and does worse in `pick`'s larger windows (benchmarks/results/tiling-diagnosis.md)."""
+    centred near one of them first."""
 
     def __init__(self, volumes: list[TrainVolume], classes, patch: int, voxel_size: float, sigma_scale: float,
                  rng: np.random.Generator, p_particle: float = 0.8, augment_data: bool = True,
-                 p_hard: float = 0.0, randomisation: Randomisation | None = None, sides: tuple[int, ...] = ()):
+                 p_hard: float = 0.0, randomisation: Randomisation | None = None):
         if not volumes:
             raise SoupError("no training data: every run was skipped or none was given")
-        self.sides = tuple(sides) or (patch,)
         for v in volumes:
-            if min(v.image.shape) < max(self.sides):
-                raise SoupError(f"run {v.run}: patch {max(self.sides)} is larger than its tomogram "
-                                f"{v.image.shape}; use a smaller --patch (or patch_max)")
+            if min(v.image.shape) < patch:
+                raise SoupError(f"run {v.run}: patch {patch} is larger than its tomogram {v.image.shape}; use a "
+                                f"smaller --patch")
         self.volumes, self.patch, self.rng = volumes, patch, rng
         self.sigmas = class_sigmas(classes, voxel_size, sigma_scale)
         self.p_particle, self.augment_data, self.p_hard = p_particle, augment_data, p_hard
@@ -119,9 +110,9 @@ class PatchSampler:
         centre = points[int(self.rng.integers(len(points)))] + self.rng.uniform(-0.3, 0.3, 3) * side
         return np.round(centre - side / 2).astype(int)
 
-    def sample(self, side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """image (1, P, P, P), target (C, P, P, P), P = `side` (the patch by default)."""
-        side = side or self.patch
+    def sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """image (1, P, P, P), target (C, P, P, P), P the patch side."""
+        side = self.patch
         index = int(self.rng.integers(len(self.volumes)))
         volume = self.volumes[index]
         q = side
@@ -136,10 +127,6 @@ class PatchSampler:
         return image[None].copy(), target
 
     def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        """images and targets, stacked: `size` patches, or fewer larger ones (see the class's docstring)."""
-        side = self.patch
-        if len(self.sides) > 1:  # only then a draw, so that one side keeps the random stream it always had
-            side = int(self.rng.choice(self.sides))
-            size = max(1, round(size * (self.patch / side) ** 3))
-        samples = [self.sample(side) for _ in range(size)]
+        """images and targets of `size` patches, stacked."""
+        samples = [self.sample() for _ in range(size)]
         return np.stack([a for a, _ in samples]), np.stack([t for _, t in samples])

@@ -107,7 +107,7 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     ema = copy.deepcopy(model).eval() if cfg.ema > 0 else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = PatchSampler(train_volumes, classes, cfg.patch, voxel_size, cfg.sigma_scale, rng, cfg.p_particle,
-                           p_hard=cfg.p_hard, randomisation=cfg.randomisation, sides=cfg.patch_sides)
+                           p_hard=cfg.p_hard, randomisation=cfg.randomisation)
     manifest = member_manifest(cfg, classes, voxel_size, tomo_type, provenance or {})
     step, best, history = 0, -1.0, []
     if resuming:
@@ -136,7 +136,7 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
             group["lr"] = learning_rate(cfg, step)
         model.train()
         with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = weighted_mse(model(image), target, cfg.fg_weight, cfg.fg_scope)
+            loss = weighted_mse(model(image), target, cfg.fg_weight)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -299,7 +299,7 @@ def finetune_members(config, init_members: list[Path], out, train_runs=None, val
     for manifest in runnable_members([MemberManifest.read(p) for p in init_members], train, echo):
         tomo_type, variant, voxel_size = manifest.tomo_type, manifest.variant, manifest.voxel_size
         # a fine-tune normalises as its member was trained to
-        cfg = override(TrainConfig(**{**manifest.training_config(), "variant": variant}),
+        cfg = override(TrainConfig.from_saved({**manifest.training_config(), "variant": variant}),
                        dict(dict(steps=100, lr=5e-4, warmup=10, normalisation=manifest.normalisation_method),
                             **(overrides or {})))
         key = (tomo_type, voxel_size, cfg.normalisation)
