@@ -15,7 +15,7 @@ from helpers import make_test_soup
 
 from copick_soup.cli import main
 from copick_soup.data import open_project, read_picks
-from copick_soup.data.tomogram import resample
+from copick_soup.data.tomogram import ResampledArray
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.errors import SoupError
 from copick_soup.model import model_config
@@ -185,7 +185,7 @@ def test_other_voxel_sizes_are_resampled(members, tmp_path):
 def test_resampling_keeps_positions_in_angstrom():
     volume = np.zeros((40, 40, 40), np.float32)
     volume[20, 10, 30] = 1.0  # at (x, y, z) = (210, 70, 140) Å on a 7 Å grid
-    out = resample(volume, 7.0, 10.0)
+    out = ResampledArray(volume, 10.0, 7.0)[:]  # from a 7 Å grid to 10 Å
     assert out.shape == (28, 28, 28)
     zyx = np.array(np.unravel_index(out.argmax(), out.shape))
     np.testing.assert_allclose(zyx * 10.0, [140, 70, 210], atol=5.0)

@@ -176,11 +176,6 @@ def run_volume(run, voxel_size: float, tomo_type: str, echo=print, source_size: 
     return ResampledArray(volume, voxel_size)
 
 
-def resample(volume: np.ndarray, from_size: float, to_size: float) -> np.ndarray:
-    """The whole of `volume` resampled from `from_size` to `to_size` (see ResampledArray)."""
-    return ResampledArray(volume, to_size, from_size)[:]
-
-
 class ResampledArray:
     """A lazy view of `source` (an array with a voxel size) at another voxel size: slicing it reads only the source
     planes (and rows, columns) the slice needs, plus a margin for the filter. Output voxel j samples source

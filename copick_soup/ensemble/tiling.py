@@ -41,9 +41,9 @@ class Tiling:
     axis: int = 0  # the axis slabs of windows stream along
 
     @classmethod
-    def cube(cls, window: int, overlap: float = 0.25, axis: int = 0) -> Tiling:
-        """The classic tiling: cubes of side `window`, Gaussian-blended where they overlap."""
-        return cls((window,) * 3, "gaussian", overlap, axis=axis)
+    def cube(cls, window: int, overlap: float = 0.25) -> Tiling:
+        """The classic tiling: cubes of side `window`, Gaussian-blended where they overlap, streamed in z."""
+        return cls((window,) * 3, "gaussian", overlap)
 
     def __post_init__(self):
         if self.blend not in BLENDS:
