@@ -33,7 +33,7 @@ from copick_soup.train.plots import write_log
 from copick_soup.train.state import load_state, save_state
 from copick_soup.train.validation import validate
 
-FIX_WINDOWS = 16  # windows measured for fixed norms' statistics (as many as benchmarks/norms.py found enough)
+FIX_WINDOWS = 16  # windows measured for fixed norms' statistics (enough: benchmarks/results/archive/fixed-norms.md)
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
