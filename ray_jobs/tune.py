@@ -2,11 +2,12 @@
 
 A trial is one fold of one stage of one member: (variant x tomogram type x hyperparameter setting) x folds. Each
 runs as a Ray task that pins one GPU (or `--cpus-per-trial` CPUs on a cluster without GPUs) and calls the same
-`train_fold` as `copick-soup train`. The driver only schedules, stage by stage: pretraining trials, then the
-fine-tuning folds started from their member's pretrained weights, each member's folds merged into a uniform
-weight-space soup. With a `--grid`, the setting with the best validation F4 (the folds' mean: a cross-validated
-estimate) is kept for each (variant, tomogram type). Last, one task searches soup weights and per-class
-thresholds on the validation runs and writes OUT/soup/soup.json, which `pick` and `ray_jobs.pick` take as it is.
+`train_fold` as `copick-soup train`. The driver only schedules, stage by stage: pretraining trials, then each
+later stage's folds (fine-tuning, and `fix_norms` where the recipe has it) started from their member's weights of
+the stage before, each member's folds merged into a uniform weight-space soup. With a `--grid`, the setting with
+the best validation F4 (the folds' mean: a cross-validated estimate) is kept for each (variant, tomogram type).
+Last, one task searches soup weights and per-class thresholds on the validation runs and writes
+OUT/soup/soup.json, which `pick` and `ray_jobs.pick` take as it is.
 
     ray job submit --working-dir . -- python -m ray_jobs.tune --recipe configs/recipes/gpu-full.yaml \\
         --out /shared/tune --grid lr=0.001,0.0003

@@ -145,8 +145,8 @@ class Ensemble:
     def tiling(self, shape, settings: InferenceSettings) -> Tiling:
         """How a run of `shape` is cut into windows: for all the soup's members, whichever of them run on it, so
         that each member's heatmap is the same in the soup search (one member at a time) as in `pick` (all
-        together). It must be: a U-Net's instance norms take their statistics over the window, so its heatmap
-        depends on the window's shape, not only at the borders."""
+        together). It must be for members with instance norms: they take their statistics over the window, so
+        their heatmaps depend on the window's shape, not only at the borders."""
         unets = [m.model.config for m in self.members] if settings.window is None else []  # cubes need none
         return settings.tiling(shape, unets, len(self.members))
 
@@ -167,7 +167,7 @@ class Ensemble:
     def stream_candidates(self, sources: list[Source], settings: InferenceSettings, thresholds, progress=None,
                           on_chunk=None, tiling: Tiling | None = None) -> dict:
         """Every peak above `thresholds` of a run's `inputs`, {class: ((N, 3) Å (x, y, z), (N,) scores)}, before
-        cross-class suppression (`cut` makes the picks from them). Streamed in z so that neither the tomogram nor
+        cross-class suppression (`cut` makes the picks from them). Streamed in slabs so that neither the tomogram nor
         the heatmap is ever held whole; `on_chunk(chunk)` sees every heatmap chunk too."""
         peaks = self.peak_stream(sources[0].volume.shape, settings, thresholds)
         for chunk in self.stream(sources, settings, progress, on_device=not settings.on_cpu, tiling=tiling):

@@ -1,4 +1,4 @@
-"""Per-class local maxima by max-pool non-maximum suppression, refined to sub-voxel positions, streamed in z.
+"""Per-class local maxima by max-pool non-maximum suppression, refined to sub-voxel positions, streamed.
 
 A voxel is a peak of class c when it equals the maximum of its cube of side 2 r_c + 1, r_c = round(nms_scale
 x radius in voxels), and exceeds the class threshold; of peaks that tie on a plateau, the first is kept. Its

@@ -1,15 +1,16 @@
-"""One 3D U-Net. Variants (tiny, medium, large) are named configs of it, registered in `model/__init__.py`.
+"""One 3D U-Net. Variants (test, tiny, medium, large) are named configs of it, registered in `model/registry.py`.
 
 Encoder: per level two 3x3x3 convolutions (norm, LeakyReLU), then a strided 2x2x2 convolution down.
 Decoder: a 2x2x2 transposed convolution up, concatenation with the skip, two convolutions. A 1x1x1 head
 gives one heatmap channel per class. Input sides must be divisible by 2**(levels-1).
 
-The norm: `instance` (every shipped member) takes its statistics over the window it is given, so a window's
-shape changes the heatmap everywhere in it; `batch` uses statistics learnt in training at inference, so a voxel's
-heatmap depends only on the voxels it sees and any tiling gives the same heatmap away from window borders;
-`fixed` is a batch norm whose statistics are set once and used in training too (never updated): an instance-norm
-member fine-tuned as `fixed` (train/fixed.py measures the statistics) becomes window-independent like `batch`
-without learning statistics from batches of two patches.
+The norm: `instance` (the default, what the recipes pretrain and fine-tune with) takes its statistics over the
+window it is given, so a window's shape changes the heatmap everywhere in it; `batch` uses statistics learnt in
+training at inference, so a voxel's heatmap depends only on the voxels it sees and any tiling gives the same heatmap
+away from window borders; `fixed` (every member of the default soup) is a batch norm whose statistics are set once
+and used in training too (never updated): an instance-norm member fine-tuned as `fixed` (the recipes' `fix_norms`
+stage; train/fixed.py measures the statistics) becomes window-independent like `batch` without learning
+statistics from batches of two patches, which is why `pick --window auto` scores as cubes do.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training volumes from copick runs, and random patches biased towards particles.
 
-Tomograms are loaded whole and z-scored once (training revisits every voxel many times; a 184x630x630
+Tomograms are loaded whole and normalised once (training revisits every voxel many times; a 184x630x630
 tomogram is 290 MB). Bad runs are skipped with a warning that names them, so one broken run does not stop a
 training job: runs without picks, and tomograms with NaN values.
 """
@@ -26,7 +26,7 @@ log = logging.getLogger("copick_soup.train")
 class TrainVolume:
     run: str
     tomo_type: str
-    image: np.ndarray  # (Z, Y, X) float32, z-scored
+    image: np.ndarray  # (Z, Y, X) float32, normalised (z-score or robust: data/tomogram.py)
     points: list  # per class, (N, 3) voxel (z, y, x)
 
 

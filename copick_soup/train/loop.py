@@ -1,7 +1,8 @@
 """The training loop, top to bottom: sample patches, step AdamW, validate with the CZII F4, keep the best.
 
 `train_member` trains one member (one variant on one tomogram type) on volumes already loaded; the recipe
-(`recipe.py`) calls it once to pretrain on simulated runs and once more to fine-tune on experimental ones.
+(`recipe.py`) calls it once per stage: to pretrain on simulated runs, to fine-tune on experimental ones and, in
+a recipe with a `fix_norms` stage, to fine-tune once more with fixed norms.
 Everything it writes goes to `out_dir`:
   best.safetensors + best.json   the member with the best validation F4 (what `pick` and `soup` use)
   state.safetensors + state.json the latest training state, for `--resume`
