@@ -55,7 +55,7 @@ def pick(**values):
     # Deferred imports (here and in every command): torch and the pipeline load only when a command runs, not
     # when copick imports every plugin to list its commands.
     from copick_soup.data.project import open_project, select_runs
-    from copick_soup.device import precision_name
+    from copick_soup.device import precision_choice
     from copick_soup.ensemble import Ensemble
     from copick_soup.ensemble.settings import RUNTIME_NAMES
     from copick_soup.errors import SoupError
@@ -69,7 +69,8 @@ def pick(**values):
     if resampled:
         click.echo(resampled)
     click.echo(f"soup '{ensemble.name}': {len(ensemble.members)} member(s) on {settings.device} "
-               f"({precision_name(settings.amp_dtype)}, {RUNTIME_NAMES[settings.engine]}), TTA {settings.tta}")
+               f"({RUNTIME_NAMES[settings.engine]}), TTA {settings.tta}\n"
+               f"precision: {precision_choice(settings.amp, settings.device)}")
     progress = BatchProgress(len(select_runs(root, job.runs)))
     try:
         results = pick_runs(root, ensemble, job.runs, settings, opts, echo=click.echo, progress_factory=progress)
