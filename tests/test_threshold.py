@@ -18,7 +18,7 @@ def picked(tmp_path_factory):
     """A small run picked by the default soup (a trained soup: clear peaks, no ties at the thresholds)."""
     from copick_soup.simulate import simulate_project
 
-    config = simulate_project(tmp_path_factory.mktemp("thr"), runs=1, shape=(64, 128, 128), crowding=4.0, seed=21)
+    config = simulate_project(tmp_path_factory.mktemp("thr"), runs=1, shape=(48, 96, 96), crowding=4.0, seed=21)
     result = invoke("pick", "-c", config, "--device", "cpu", "--amp", "none")
     assert result.exit_code == 0, result.output
     return config
@@ -54,15 +54,6 @@ def test_a_rethreshold_equals_a_fresh_pick_at_the_new_thresholds(picked):
     same_points(points(picked, "0"), before)
 
 
-def test_objects_picks_a_subset_of_the_classes(picked):
-    result = invoke("pick", "-c", picked, "--session-id", "sub", "--objects", "ribosome", "--objects",
-                    "apo-ferritin", "--device", "cpu")
-    assert result.exit_code == 0, result.output
-    run = open_project(picked).runs[0]
-    assert sorted(p.pickable_object_name for p in run.get_picks(user_id="copick-soup", session_id="sub")) == \
-        ["apo-ferritin", "ribosome"]
-
-
 @pytest.mark.parametrize("args, error", [
     (["pick", "--threshold", "nope=0.3"], "--threshold nope=0.3: the soup has no class 'nope'; its classes are "
                                           "apo-ferritin, beta-amylase"),
@@ -85,10 +76,14 @@ def not_blank(path):
     return path.stat().st_size > 20_000 and image.std() > 0.05 and len(np.unique(image.reshape(-1, 3), axis=0)) > 50
 
 
-def test_pick_draws_a_qc_picture_per_run_and_score_plots_f4_against_threshold(picked, tmp_path):
-    result = invoke("pick", "-c", picked, "--session-id", "qc", "--qc", tmp_path / "qc", "--device", "cpu")
+def test_objects_picks_a_subset_of_the_classes_and_pick_draws_a_qc_picture_and_score_plots_f4(picked, tmp_path):
+    result = invoke("pick", "-c", picked, "--session-id", "sub", "--objects", "ribosome", "--objects",
+                    "apo-ferritin", "--qc", tmp_path / "qc", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert not_blank(tmp_path / "qc" / "exp_000.png")
+    run = open_project(picked).runs[0]
+    assert sorted(p.pickable_object_name for p in run.get_picks(user_id="copick-soup", session_id="sub")) == \
+        ["apo-ferritin", "ribosome"]
+    assert not_blank(tmp_path / "qc" / "exp_000.png")  # every class's candidates, whatever --objects writes
     plot = tmp_path / "score.png"
     result = invoke("score", "-c", picked, "--candidate-user", "copick-soup-candidates", "--candidate-session", "0",
                     "--plot", plot)
