@@ -38,7 +38,7 @@ def test_console_script_runs():
 
 def test_simulate_then_score_truth_against_itself(tmp_path):
     out = tmp_path / "proj"
-    result = invoke("simulate", "--out", out, "--runs", 2, "--shape", "64,128,128", "--crowding", 4, "--seed", 3)
+    result = invoke("simulate", "--out", out, "--runs", 2, "--shape", "48,96,96", "--crowding", 4, "--seed", 3)
     assert result.exit_code == 0, result.output
     assert "wrote 2 run(s)" in result.output
     config = out / "copick.json"
@@ -139,13 +139,13 @@ def test_errors_are_one_line_and_name_what_is_wrong(project, tmp_path):
 
 
 def test_demo_prints_scores_and_writes_a_picture(tmp_path):
-    result = invoke("demo", "--out", tmp_path / "demo", "--runs", 1, "--shape", "64,128,128")
+    result = invoke("demo", "--out", tmp_path / "demo", "--runs", 1, "--shape", "48,96,96")
     assert result.exit_code == 0, result.output
     assert "weighted F4" in result.output
     picture = tmp_path / "demo" / "picks.png"
     assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "demo" / "qc" / "exp_000.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    again = invoke("demo", "--out", tmp_path / "demo", "--runs", 1, "--shape", "64,128,128")
+    again = invoke("demo", "--out", tmp_path / "demo", "--runs", 1, "--shape", "48,96,96")
     assert again.exit_code == 0 and again.output.splitlines()[-3:] == result.output.splitlines()[-3:]
 
 
