@@ -8,10 +8,6 @@ from copick_soup.cli import main
 from copick_soup.data import open_project, read_picks
 from copick_soup.objects import classes_from_root
 
-# The thresholds' logic does not depend on the runtime: torch spares each pick OpenVINO's conversion of the
-# default soup's members (about 10 s on 2 cores); test_pinned and the demo pick with OpenVINO.
-TORCH = ("--device", "cpu", "--runtime", "torch")
-
 
 def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
@@ -23,7 +19,7 @@ def picked(tmp_path_factory):
     from copick_soup.simulate import simulate_project
 
     config = simulate_project(tmp_path_factory.mktemp("thr"), runs=1, shape=(48, 96, 96), crowding=4.0, seed=21)
-    result = invoke("pick", "-c", config, *TORCH, "--amp", "none")
+    result = invoke("pick", "-c", config, "--device", "cpu", "--amp", "none")
     assert result.exit_code == 0, result.output
     return config
 
@@ -46,7 +42,7 @@ def test_a_rethreshold_equals_a_fresh_pick_at_the_new_thresholds(picked):
     new = ["ribosome=0.95,apo-ferritin=0.06", "beta-galactosidase=0.06,beta-amylase=0.06", "thyroglobulin=0.5"]
     result = invoke("threshold", "-c", picked, *[a for v in new for a in ("--set", v)])
     assert result.exit_code == 0, result.output
-    fresh = invoke("pick", "-c", picked, "--session-id", "fresh", *TORCH, "--amp", "none",
+    fresh = invoke("pick", "-c", picked, "--session-id", "fresh", "--device", "cpu", "--amp", "none",
                    *[a for v in new for a in ("--threshold", v)])
     assert fresh.exit_code == 0, fresh.output
     after = points(picked, "0")
@@ -82,7 +78,7 @@ def not_blank(path):
 
 def test_objects_picks_a_subset_of_the_classes_and_pick_draws_a_qc_picture_and_score_plots_f4(picked, tmp_path):
     result = invoke("pick", "-c", picked, "--session-id", "sub", "--objects", "ribosome", "--objects",
-                    "apo-ferritin", "--qc", tmp_path / "qc", *TORCH)
+                    "apo-ferritin", "--qc", tmp_path / "qc", "--device", "cpu")
     assert result.exit_code == 0, result.output
     run = open_project(picked).runs[0]
     assert sorted(p.pickable_object_name for p in run.get_picks(user_id="copick-soup", session_id="sub")) == \
