@@ -122,5 +122,5 @@ def test_a_mixed_project_alternates_engines_run_by_run(tmp_path):
     config = simulate_project(tmp_path / "p", runs=3, shape=(48, 96, 96), engine="mixed")
     runs = json.loads((config.parent / "simulation.json").read_text())["runs"]
     assert [runs[name]["engine"] for name in sorted(runs)] == ["blobs", "tilt", "blobs"]
-    with pytest.raises(SoupError, match="^--engine: unknown engine 'polnet'; choose one of blobs, tilt or mixed"):
+    with pytest.raises(SoupError, match="^--engine: unknown engine 'polnet'; choose one of blobs, tilt, sart or mixed"):
         simulate_project(tmp_path / "q", engine="polnet")

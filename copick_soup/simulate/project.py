@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +11,12 @@ import numpy as np
 from copick_soup.data.coords import voxel_to_angstrom
 from copick_soup.errors import SoupError
 from copick_soup.objects import TOMO_TYPES, VOXEL_SIZE, ParticleClass, classes_from_objects, czii_pickable_objects
+from copick_soup.simulate.assemblies import architecture_for
 from copick_soup.simulate.imaging import arbitrary_units, reconstruct
 from copick_soup.simulate.phantom import DEFAULT_PER_TOMOGRAM, build_sample
 from copick_soup.simulate.profiles import PROFILES, Conditions, sample_conditions
+from copick_soup.simulate.pseudoatomic import build_pseudoatomic_sample
+from copick_soup.simulate.sirt import derived_sart_types, require_skimage, sample_sart_conditions, tilt_series_sirt
 from copick_soup.simulate.templated import build_templated_sample
 from copick_soup.simulate.templates import load_templates, template_for
 from copick_soup.simulate.tiltseries import derived_types, tilt_series_reconstruction
@@ -22,8 +25,11 @@ from copick_soup.simulate.tiltseries import derived_types, tilt_series_reconstru
 # `tilt`: particles as densities computed from atomic models, a real-space tilt series, weighted back-projection
 # (templated.py, tiltseries.py). Two physically different engines: a picker trained on one and scored on the
 # other shows whether it learnt the particles or the simulator.
-ENGINES = ("blobs", "tilt")
-MIXED = "mixed"  # runs alternate between the engines: pretraining data that no one simulator dominates
+# `sart`: pseudo-atomic models assembled from each complex's architecture, Poisson-counted tilt series, SIRT
+# (assemblies.py, pseudoatomic.py, sirt.py): a third engine that shares no choice with `tilt`, for held-out checks.
+ENGINES = ("blobs", "tilt", "sart")
+MIXED = "mixed"  # runs alternate between blobs and tilt: pretraining data that no one simulator dominates
+MIXED_ENGINES = ("blobs", "tilt")  # what `mixed` alternates (the default soup's training engines)
 
 TRUTH_USER, TRUTH_SESSION = "curation", "0"
 
@@ -33,15 +39,18 @@ class SimulatedRun:
     tomograms: dict  # tomo type -> (Z, Y, X) float32
     picks: dict  # class name -> (N, 3) Å (x, y, z)
     conditions: Conditions
+    engine_conditions: dict = field(default_factory=dict)  # an engine's own draws (sart), saved with `conditions`
 
 
 @dataclass(frozen=True)
 class Engine:
-    """What a run is simulated with: the engine's name and, for `tilt`, each class's density template."""
+    """What a run is simulated with: the engine's name and, for `tilt`, each class's density template, for
+    `sart`, each class's architecture."""
 
     name: str = "blobs"
     templates: dict | None = None  # class name -> Template
     distractors: tuple = ()  # Templates of unlabelled complexes
+    architectures: dict | None = None  # class name -> assemblies.Architecture
 
 
 def tilt_engine(objects: list[dict]) -> Engine:
@@ -58,6 +67,22 @@ def tilt_engine(objects: list[dict]) -> Engine:
     return Engine("tilt", found, distractors)
 
 
+def sart_engine(objects: list[dict]) -> Engine:
+    """The `sart` engine for these pickable objects; a class of no known architecture, or a missing
+    scikit-image, is refused."""
+    particles = {c.name: obj for c, obj in zip(classes_from_objects(objects), particle_objects(objects))}
+    found = {name: architecture_for(obj) for name, obj in particles.items()}
+    missing = sorted(name for name, a in found.items() if a is None)
+    if missing:
+        known = ", ".join(f"{a.name} ({a.provenance['stands_for']})" for a in {id(a): a for a in found.values()
+                                                                                if a}.values())
+        raise SoupError(f"--engine sart: no architecture for {', '.join(missing)} (it builds "
+                        f"{known or 'the six CZII targets'}; name one in the object's "
+                        f"metadata.simulation.architecture, or use --engine blobs)")
+    require_skimage()
+    return Engine("sart", architectures=found)
+
+
 def particle_objects(objects: list[dict]) -> list[dict]:
     """The objects `classes_from_objects` keeps, in its order (by label)."""
     kept = [o for o in objects if o.get("is_particle") and o.get("radius")]
@@ -69,6 +94,17 @@ def simulate_run(shape, classes: list[ParticleClass], profile: str, rng: np.rand
                  engine: Engine = Engine()) -> SimulatedRun:
     """One run in memory: tomograms of each type and the true particle centres in Å."""
     cond = sample_conditions(profile, rng, crowding)
+    if engine.name == "sart":
+        sc = sample_sart_conditions(profile, rng)
+        sample = build_pseudoatomic_sample(tuple(shape), classes, engine.architectures, cond,
+                                           dict(b_factor=sc.b_factor, ice_field=sc.ice_field,
+                                                ice_crystals=sc.ice_crystals, carbon_edge=sc.carbon_edge),
+                                           voxel_size, rng)
+        recon = tilt_series_sirt(sample.density, sample.crystals, sample.slab, sc, voxel_size, rng)
+        tomograms = {t: arbitrary_units(v, rng) for t, v in derived_sart_types(recon, sc, voxel_size,
+                                                                               tomo_types).items()}
+        picks = {name: voxel_to_angstrom(zyx, voxel_size) for name, zyx in sample.centers.items()}
+        return SimulatedRun(tomograms, picks, cond, sc.as_dict())
     if engine.name == "tilt":
         sample = build_templated_sample(tuple(shape), classes, engine.templates, list(engine.distractors), cond,
                                         voxel_size, rng)
@@ -107,7 +143,7 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
     Ground truth goes to user `curation`, session `0`. Refuses to write into an existing project.
     `balance` raises every class's count to at least the median class's (pretraining data only: a network
     sees few distinct copies of a rare class otherwise; the written config keeps the real counts).
-    `engine`: `blobs`, `tilt` (see ENGINES) or `mixed` (even runs blobs, odd runs tilt).
+    `engine`: `blobs`, `tilt`, `sart` (see ENGINES) or `mixed` (even runs blobs, odd runs tilt).
     """
     import copick
 
@@ -126,7 +162,8 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
         raise SoupError(f"--engine: unknown engine '{engine}'; choose one of {', '.join(ENGINES)} or {MIXED}")
     objects = objects or czii_pickable_objects()
     tilted = tilt_engine(objects) if engine in ("tilt", MIXED) else None
-    simulators = {"blobs": [Engine()], "tilt": [tilted], MIXED: [Engine(), tilted]}[engine]
+    sart = sart_engine(objects) if engine == "sart" else None
+    simulators = {"blobs": [Engine()], "tilt": [tilted], "sart": [sart], MIXED: [Engine(), tilted]}[engine]
     if tilted:
         largest = max(max(t.density.shape) for t in tilted.templates.values())
         if min(shape) < largest:
@@ -150,6 +187,9 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
         provenance["templates"] = {name: dict(template=t.name, structure=t.provenance["structure"],
                                               source=t.provenance["repository"], licence=t.provenance["licence"])
                                    for name, t in tilted.templates.items()}
+    if sart:
+        provenance["architectures"] = {name: dict(model=a.name, **a.provenance)
+                                       for name, a in sart.architectures.items()}
 
     for i, child in enumerate(np.random.SeedSequence(seed).spawn(runs)):
         name = f"{prefix}{i:03d}"
@@ -157,7 +197,8 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
         sim = simulate_run(shape, simulated, profile, np.random.default_rng(child), voxel_size, crowding, tomo_types,
                            simulator)
         write_run(root, name, sim, voxel_size)
-        provenance["runs"][name] = dict(engine=simulator.name, conditions=sim.conditions.as_dict(),
+        provenance["runs"][name] = dict(engine=simulator.name,
+                                        conditions={**sim.conditions.as_dict(), **sim.engine_conditions},
                                         counts={k: len(v) for k, v in sim.picks.items()})
         if progress:
             progress(name)
