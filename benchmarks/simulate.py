@@ -29,6 +29,9 @@ CASES = [
     ("full run, in memory", "tilt", "184,630,630", False, 300.0, 6.0),
     ("full run, written to copick (3 types, 3 scales)", "tilt", "184,630,630", True, 300.0, 6.0),
     ("64x128x128 run, written to copick", "tilt", "64,128,128", True, None, None),
+    # sart: issue 46's "well under a minute" for a 96x256x256 run on 2 cores
+    ("full run, written to copick (3 types, 3 scales)", "sart", "184,630,630", True, None, None),
+    ("96x256x256 run, written to copick", "sart", "96,256,256", True, 60.0, None),
 ]
 
 
@@ -38,7 +41,7 @@ def child(shape: str, write: bool, profile: str, engine: str) -> None:
 
     from copick_soup.objects import classes_from_objects, czii_pickable_objects
     from copick_soup.simulate import simulate_project, simulate_run
-    from copick_soup.simulate.project import Engine, tilt_engine
+    from copick_soup.simulate.project import Engine, sart_engine, tilt_engine
 
     dims = tuple(int(v) for v in shape.split(","))
     start = time.perf_counter()
@@ -48,7 +51,7 @@ def child(shape: str, write: bool, profile: str, engine: str) -> None:
             seconds = time.perf_counter() - start
     else:
         objects = czii_pickable_objects()
-        simulator = tilt_engine(objects) if engine == "tilt" else Engine()
+        simulator = {"tilt": tilt_engine, "sart": sart_engine}.get(engine, lambda _: Engine())(objects)
         simulate_run(dims, classes_from_objects(objects), profile, np.random.default_rng(0), engine=simulator)
         seconds = time.perf_counter() - start
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # ru_maxrss is KiB on Linux
