@@ -184,8 +184,9 @@ class Ensemble:
 
     # ---- whole heatmaps: what the soup search and validation cache ---------------------------------------------
 
-    def member_heatmaps(self, run, settings: InferenceSettings, echo=print) -> list:
-        """Per member, its whole (C, Z, Y, X) float16 heatmap of the run, or None where it cannot run here."""
+    def member_heatmaps(self, run, settings: InferenceSettings, echo=print, progress=None) -> list:
+        """Per member, its whole (C, Z, Y, X) float16 heatmap of the run, or None where it cannot run here;
+        `progress(n)`: called as each n windows are done."""
         have = run_tomo_types(run)
         out = []
         for member in self.members:
@@ -198,19 +199,19 @@ class Ensemble:
                 echo(f"{err}; member {member.manifest.name} left out on this run")
                 out.append(None)
                 continue
-            out.append(self.heatmap(volume, settings, member=member).astype(np.float16))
+            out.append(self.heatmap(volume, settings, member=member, progress=progress).astype(np.float16))
         return out
 
     def heatmap(self, volume, settings: InferenceSettings, stats=None, member: Member | None = None,
-                tiling: Tiling | None = None) -> np.ndarray:
+                tiling: Tiling | None = None, progress=None) -> np.ndarray:
         """The whole (C, Z, Y, X) float32 heatmap of one member (the first by default) on `volume`; `stats`:
         (mean, std) to normalise with, or None to take them from the volume; `tiling`: the run's (`self.tiling`'s
-        by default), as `stream` takes it."""
+        by default), as `stream` takes it; `progress(n)`: called as each n windows are done."""
         member = member or self.members[0]
         source = self.source(member, volume, settings, stats=stats)
         tiling = tiling or self.tiling(volume.shape, settings)
         return predict_volume(source.predict_batch, volume, len(self.classes), tiling, settings.batch_size,
-                              source.stats, settings.device)
+                              source.stats, settings.device, progress)
 
     def picks(self, heatmap: np.ndarray, thresholds=None, overlap: float | None = None) -> dict:
         """Picks from a whole blended heatmap, cut and suppressed as `cut` cuts and suppresses streamed candidates."""

@@ -31,9 +31,11 @@ class ValRun:
 
 
 def load_val_runs(root, runs, ensemble: Ensemble, settings: InferenceSettings, truth_user: str,
-                  truth_session: str | None, echo=print, object_names: dict | None = None) -> list[ValRun]:
+                  truth_session: str | None, echo=print, object_names: dict | None = None,
+                  progress=None) -> list[ValRun]:
     """Ground truth and every member's heatmaps for each validation run; a run without ground truth is an error.
-    `object_names`: the project object each soup class's truth is under (data/classes.py), if not its own name."""
+    `object_names`: the project object each soup class's truth is under (data/classes.py), if not its own name;
+    `progress(n)`: called as each n windows are done."""
     val = []
     names = {c: (object_names or {}).get(c, c) for c in ensemble.class_names}
     for run in runs:
@@ -48,7 +50,7 @@ def load_val_runs(root, runs, ensemble: Ensemble, settings: InferenceSettings, t
         tomo_type = ensemble.tomo_type(ensemble.members[0], settings, run) or ""
         grid = grid_voxel_size(run, ensemble.voxel_size, tomo_type, settings.voxel_size)
         truth = {name: points * (ensemble.voxel_size / grid) for name, points in truth.items()}
-        val.append(ValRun(run.name, ensemble.member_heatmaps(run, settings, echo), truth))
+        val.append(ValRun(run.name, ensemble.member_heatmaps(run, settings, echo, progress), truth))
     return val
 
 

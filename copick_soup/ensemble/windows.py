@@ -161,11 +161,12 @@ def ensemble_batch(sources, slabs, weights, corners, window, device="cpu"):
 
 
 def predict_volume(predict_batch, volume, n_classes: int, tiling: Tiling | int = 64, batch_size: int | None = None,
-                   stats=None, device: str = "cpu") -> np.ndarray:
-    """The whole (C, Z, Y, X) float32 heatmap of one input (for validation, tests and saved heatmaps)."""
+                   stats=None, device: str = "cpu", progress=None) -> np.ndarray:
+    """The whole (C, Z, Y, X) float32 heatmap of one input (for validation, tests and saved heatmaps);
+    `progress(n)` is called as each n windows are done."""
     out = np.empty((n_classes, *volume.shape), dtype=np.float32)
     for chunk in stream_heatmaps([Source(predict_batch, volume, 1.0, stats)], n_classes, tiling, batch_size,
-                                 device=device):
+                                 progress=progress, device=device):
         out[chunk.index()] = chunk.planes
     return out
 

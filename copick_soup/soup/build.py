@@ -40,11 +40,12 @@ def merge_groups(root, paths, kind: str, val_runs, settings: InferenceSettings, 
 
 def build_soup(config, member_sources, val_runs, out, settings: InferenceSettings | None = None,
                truth_user="curation", truth_session="0", step=0.25, name=None, weight_soup="none", tolerance=0.01,
-               echo=print, class_map: dict | None = None) -> Path:
+               echo=print, class_map: dict | None = None, progress=None) -> Path:
     """Search on the validation runs and write OUT/soup.json (members referenced, not copied).
 
     With `weight_soup` uniform or greedy, members of the same variant and tomogram type (fold or seed
-    fine-tunes) are first averaged into one member each, under OUT/merged."""
+    fine-tunes) are first averaged into one member each, under OUT/merged. `progress(n)`: called as each n windows
+    of the members' heatmaps are done."""
     settings = settings or InferenceSettings()
     paths = [p for source in member_sources for p in member_paths(source)]
     if not paths:
@@ -66,7 +67,7 @@ def build_soup(config, member_sources, val_runs, out, settings: InferenceSetting
     mapping = map_classes(ensemble.classes, objects, class_map)
     for line in mapping_lines(ensemble.classes, mapping, class_map):
         echo(line)
-    val = load_val_runs(root, runs, ensemble, settings, truth_user, truth_session, echo, mapping)
+    val = load_val_runs(root, runs, ensemble, settings, truth_user, truth_session, echo, mapping, progress)
     found = search(ensemble, val, step, tolerance=tolerance, echo=echo)
     best, out = found["best"], Path(out)
     singles = {Path(paths[r["weights"].index(1.0)]).stem: dict(score=r["score"], per_class=r["per_class"],

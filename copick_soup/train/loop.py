@@ -59,10 +59,31 @@ def load_init(model, manifest_or_path, classes, warn=print):
                         f"{model.config.norm} norms (set norm: {init.config.norm})")
     state = init.state_dict()
     if manifest.class_names != [c.name for c in classes]:
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        warn(f"{manifest.label}: its classes differ from the project's; class head re-initialised")
+        rows = head_rows(manifest.classes, classes)
+        if rows is None:
+            state = {k: v for k, v in state.items() if not k.startswith("head.")}
+            warn(f"{manifest.label}: its classes differ from the project's; class head re-initialised")
+        else:  # the project's classes are some of the member's: their outputs keep what they learnt
+            state = {k: v[rows] if k.startswith("head.") else v for k, v in state.items()}
+            warn(f"{manifest.label}: the project's {len(classes)} class(es) taken from its {len(manifest.classes)}")
     model.load_state_dict(state, strict=False)
     return init if converting else None
+
+
+def head_rows(member_classes, classes) -> list[int] | None:
+    """Per project class, the index of the member's class it is (by name, else by GO/UniProt identifier, as
+    `pick` matches them: data/classes.py); None when some project class is none of the member's."""
+    names = [c.name for c in member_classes]
+    identifiers = [c.identifier for c in member_classes]
+    rows = []
+    for c in classes:
+        if c.name in names:
+            rows.append(names.index(c.name))
+        elif c.identifier and c.identifier in identifiers:
+            rows.append(identifiers.index(c.identifier))
+        else:
+            return None
+    return rows
 
 
 def fix_norms(model, instance, volumes, rng, device: str, echo=print) -> None:
@@ -83,10 +104,24 @@ def member_manifest(cfg: TrainConfig, classes, voxel_size: float, tomo_type: str
                           training=dict(provenance, config=cfg.as_dict()))
 
 
+def mining_due(cfg: TrainConfig, step: int, mined_at: int | None) -> bool:
+    """Whether to mine hard negatives before this step: at the first step, then every `hard_every` steps while at
+    least half of that many are left to use them (a mining is a pass over every training volume, and negatives
+    mined near the end would steer only a few patches; a short fine-tune mines once)."""
+    if cfg.p_hard <= 0:
+        return False
+    if mined_at is None:
+        return True
+    return step - mined_at >= cfg.hard_every and cfg.steps - step >= cfg.hard_every / 2
+
+
 def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir, voxel_size: float,
                  tomo_type: str, init=None, resume: bool = False, provenance: dict | None = None,
-                 echo=print) -> Path:
-    """Train one member; returns the path of its best manifest (`out_dir/best.json`)."""
+                 echo=print, report=None) -> Path:
+    """Train one member; returns the path of its best manifest (`out_dir/best.json`).
+
+    `report(phase, n)`, if given, hears of the work as it is done (and the loop draws no bar of its own):
+    ("mining", windows), ("training", steps), ("validating", windows)."""
     import torch
     from tqdm import tqdm
 
@@ -125,12 +160,15 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     device_type = torch.device(device).type
 
     losses, started = [], time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=step, desc=manifest.name, unit="step", leave=False)
+    bar = None if report else tqdm(total=cfg.steps, initial=step, desc=manifest.name, unit="step", leave=False)
+    write = bar.write if bar else echo
+    report = report or (lambda phase, n: bar.update(n) if phase == "training" else None)
     net = ema if ema is not None else model  # what is validated, saved and mined
     mined_at = None
     while step < cfg.steps:
-        if cfg.p_hard > 0 and (mined_at is None or step - mined_at >= cfg.hard_every):
-            sampler.negatives = mine(net, train_volumes, classes, cfg, voxel_size, device, bar.write)
+        if mining_due(cfg, step, mined_at):
+            sampler.negatives = mine(net, train_volumes, classes, cfg, voxel_size, device, write,
+                                     lambda n: report("mining", n))
             mined_at = step
         image, target = (torch.from_numpy(a).to(device) for a in sampler.batch(cfg.batch_size))
         for group in optimizer.param_groups:
@@ -148,14 +186,15 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
                     e.copy_(cfg.ema * e + (1 - cfg.ema) * p) if e.is_floating_point() else e.copy_(p)
         step += 1
         losses.append(loss.item())
-        bar.update()
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        report("training", 1)
+        if bar:
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if step % cfg.val_every and step < cfg.steps:
             continue
 
         # End of an epoch: validate, keep the best, save the state, log.
-        score, thresholds = (validate(net, val_volumes, classes, cfg, voxel_size, device) if val_volumes
-                             else (None, None))
+        score, thresholds = (validate(net, val_volumes, classes, cfg, voxel_size, device,
+                                      progress=lambda n: report("validating", n)) if val_volumes else (None, None))
         f4 = score.weighted if score else float("nan")
         history.append(dict(step=step, loss=float(np.mean(losses)), val_f4=f4, lr=learning_rate(cfg, step - 1),
                             seconds=time.perf_counter() - started,
@@ -172,14 +211,17 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
                    dict(best=best, history=history, classes=[c.as_dict() for c in classes], config=cfg.as_dict(),
                         numpy_rng=rng.bit_generator.state))
         write_log(out_dir, history)
-        bar.write(f"{manifest.name} step {step}: loss {history[-1]['loss']:.4f}  val F4 {f4:.3f}")
-    bar.close()
+        write(f"{manifest.name} step {step}: loss {history[-1]['loss']:.4f}"
+              + (f"  val F4 {f4:.3f}" if score else "  (not validated)"))
+    if bar:
+        bar.close()
     return out_dir / "best.json"
 
 
-def mine(net, volumes, classes, cfg: TrainConfig, voxel_size: float, device: str, echo) -> list[np.ndarray]:
+def mine(net, volumes, classes, cfg: TrainConfig, voxel_size: float, device: str, echo,
+         progress=None) -> list[np.ndarray]:
     """The net's current hard negatives on its training volumes (see negatives.py), with a one-line count."""
-    negatives = mine_negatives(net, volumes, classes, cfg, voxel_size, device)
+    negatives = mine_negatives(net, volumes, classes, cfg, voxel_size, device, progress)
     echo(f"hard negatives: {sum(len(n) for n in negatives)} false peaks above {cfg.hard_threshold} in "
          f"{len(volumes)} training volume(s)")
     return negatives

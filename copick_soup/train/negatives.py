@@ -27,11 +27,12 @@ def false_peaks(peaks: np.ndarray, truth: np.ndarray, radius: float) -> np.ndarr
     return peaks[distance > radius]
 
 
-def mine_negatives(net, volumes, classes, cfg, voxel_size: float, device: str) -> list[np.ndarray]:
-    """Per training volume, the (N, 3) voxel (z, y, x) centres of the net's false peaks, all classes together."""
+def mine_negatives(net, volumes, classes, cfg, voxel_size: float, device: str, progress=None) -> list[np.ndarray]:
+    """Per training volume, the (N, 3) voxel (z, y, x) centres of the net's false peaks, all classes together.
+    The net runs as validation runs it (validation.py: as `pick` does); `progress(n)` sees each n windows."""
     ensemble = Ensemble.of_model(net.eval(), classes, voxel_size)
     mined = []
-    for volume, heat in zip(volumes, volume_heatmaps(ensemble, volumes, cfg, device)):
+    for volume, heat in zip(volumes, volume_heatmaps(ensemble, volumes, cfg, device, progress)):
         picks = ensemble.picks(heat, cfg.hard_threshold)
         found = [false_peaks(angstrom_to_voxel(picks[c.name][0], voxel_size), volume.points[i],
                              c.radius / voxel_size) for i, c in enumerate(classes)]

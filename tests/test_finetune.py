@@ -1,0 +1,118 @@
+"""`copick-soup finetune`: a lab's path in one command, its plan, its budget and its one-line errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from copick_soup.cli import main
+
+TRAIN, VAL = ["--train-runs", "exp_000,exp_001"], ["--val-runs", "exp_002"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def lab_objects(**per_tomogram):
+    """Some of the CZII objects, each with this many particles per full-size tomogram (dense: the runs are tiny)."""
+    from copick_soup.objects import czii_pickable_objects
+
+    chosen = [o for o in czii_pickable_objects() if o["name"] in per_tomogram]
+    for o in chosen:
+        o["metadata"] = dict(o["metadata"], simulation=dict(o["metadata"].get("simulation", {}),
+                                                           per_tomogram=per_tomogram[o["name"]]))
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def init_soup(tmp_path_factory):
+    """A soup of two unet3d_test members (denoised, wbp) of the six CZII classes."""
+    from helpers import make_test_soup
+
+    return make_test_soup(tmp_path_factory.mktemp("init"), tomo_types=("denoised", "wbp"))[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A lab's project: three annotated runs holding only `denoised` tomograms, two of the soup's six classes."""
+    from copick_soup.simulate import simulate_project
+
+    return simulate_project(tmp_path_factory.mktemp("lab") / "lab", runs=3, shape=(32, 64, 64), crowding=4.0,
+                            tomo_types=["denoised"], objects=lab_objects(**{"apo-ferritin": 1500, "ribosome": 1000}))
+
+
+def test_finetune_writes_a_soup_that_pick_uses_leaving_out_the_member_the_runs_cannot_feed(init_soup, lab, tmp_path):
+    from copick_soup.data import open_project
+    from copick_soup.model.manifest import MemberManifest
+
+    out = tmp_path / "soups" / "lab"
+    result = invoke("finetune", "-c", lab, "--init", init_soup, *TRAIN, *VAL, "--steps", 2, "--out", out)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    plan = lines.index("plan:")
+    assert lines[plan + 1].startswith("  unet3d_test-denoised: 2 steps (")
+    assert lines[plan + 2] == "  unet3d_test-wbp: left out (no 'wbp' tomograms at 10.012 Å in the training runs)"
+    assert lines[plan + 3].startswith("  expected: mining 0 s, training ") and "; total " in lines[plan + 3]
+    assert lines.index("plan:") < min(i for i, line in enumerate(lines) if "fine-tuning on 2 run(s)" in line)
+    assert "the project's 2 class(es) taken from its 6" in result.output  # the head keeps what it learnt
+    soup = json.loads((out / "soup.json").read_text())
+    assert [m["path"] for m in soup["members"]] == ["members/unet3d_test-denoised.json"]
+    member = MemberManifest.read(out / "members" / "unet3d_test-denoised.json")
+    assert member.class_names == ["apo-ferritin", "ribosome"]
+    assert member.training["validated_by"] == "the soup search" and member.training["val_f4"] is not None
+    assert member.training["config"]["steps"] == 2 and member.training["train_runs"] == ["exp_000", "exp_001"]
+    assert not list((out / "members" / "stages").rglob("state.*"))  # nothing resumes them
+    assert (out / "members" / "stages" / "unet3d_test-denoised" / "finetune" / "log.csv").exists()
+
+    picked = invoke("pick", "-c", lab, "--soup", out, "-r", "exp_002", "--user-id", "lab")
+    assert picked.exit_code == 0, picked.output
+    run = open_project(lab).get_run("exp_002")
+    assert {p.pickable_object_name for p in run.picks if p.user_id == "lab"} == {"apo-ferritin", "ribosome"}
+
+
+def test_a_budget_the_plan_exceeds_is_refused_before_any_work(init_soup, lab, tmp_path):
+    result = invoke("finetune", "-c", lab, "--init", init_soup, *TRAIN, *VAL, "--steps", 500, "--budget", 0.01,
+                    "--out", tmp_path / "out")
+    last = result.output.strip().splitlines()[-1]
+    assert result.exit_code == 1 and last.startswith("Error: the plan takes about ")
+    assert "over --budget 0.01 min: " in last and "fine-tune fewer members with --members" in last
+    assert "plan:" in result.output and not (tmp_path / "out").exists()  # the plan said, nothing written
+
+
+def project(folder: Path, **kwargs) -> Path:
+    from copick_soup.simulate import simulate_project
+
+    kwargs.setdefault("objects", lab_objects(**{"apo-ferritin": 1500, "ribosome": 1000}))
+    kwargs.setdefault("crowding", 4.0)
+    return simulate_project(folder, runs=3, shape=(32, 64, 64), tomo_types=["denoised"], **kwargs)
+
+
+def test_bad_input_is_one_line_before_any_work(init_soup, lab, tmp_path):
+    proteasome = dict(name="proteasome", is_particle=True, label=9, radius=100.0)
+    cases = [
+        (lab, [*TRAIN, "--val-runs", "exp_001"], "Error: run(s) exp_001 are both training and validation runs"),
+        (lab, ["--train-runs", "exp_000,exp_009", *VAL], "Error: unknown run(s) exp_009; the project has "),
+        (lab, [*TRAIN, *VAL, "--members", "unet3d_tiny-denoised"],
+         "Error: --members: no member unet3d_tiny-denoised in the init soup; it has unet3d_test-denoised, "),
+        (project(tmp_path / "new", objects=[*lab_objects(ribosome=1000), proteasome]), [*TRAIN, *VAL],
+         "Error: class(es) proteasome of the project match no class of the members of "),
+        (project(tmp_path / "unpicked", objects=lab_objects(ribosome=1000, **{"beta-amylase": 0})), [*TRAIN, *VAL],
+         "Error: no training run (exp_000, exp_001) holds picks of beta-amylase by user 'curation' session '0'"),
+        (project(tmp_path / "empty", crowding=0.0), [*TRAIN, *VAL],
+         "Error: training run(s) exp_000, exp_001 hold no picks by user 'curation' session '0'"),
+    ]
+    for config, runs, error in cases:
+        result = invoke("finetune", "-c", config, "--init", init_soup, *runs, "--out", tmp_path / "out")
+        assert result.exit_code == 1 and result.output.strip().splitlines()[-1].startswith(error), result.output
+        assert "plan:" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_copick_discovers_the_finetune_plugin():
+    copick = Path(sys.executable).parent / "copick"
+    out = subprocess.run([copick, "training", "soup-finetune", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "--budget" in out.stdout and "--val-runs" in out.stdout
