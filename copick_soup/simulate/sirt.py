@@ -11,7 +11,8 @@ and scored here shows what it learnt of the particles rather than of a simulator
 - acquisition: a bidirectional scheme from a start angle near 0 to one end, then back to the other end, over a
   range drawn per run (+-50-65 degrees, asymmetric, 2-3 degree steps); radiation damage as a B-factor growing with
   the accumulated dose (instead of an exposure filter); each tilt's CTF with its own defocus (drift around the
-  run's) and astigmatism (instead of a defocus gradient across the tilt axis);
+  run's) and astigmatism (instead of a defocus gradient across the tilt axis); each tilt shifted by a residual
+  alignment error of a fraction of a pixel to a pixel, which blurs the reconstruction as real alignments do;
 - detection: Poisson counting of the electrons at a drawn dose, attenuated by the ice path (1 / cos tilt),
   with crystalline ice as an amplitude object that diffracts strongly at a few tilts, then the detector's MTF
   (pixel sinc times a roll-off): noise shaped as a counting detector's, not Gaussian noise added per image;
@@ -46,14 +47,14 @@ SKIMAGE_MISSING = ("--engine sart needs scikit-image (its non-local means makes 
 # distractors and slab), so that the other engines' draws stay as they were.
 RANGES = {
     "simulated": dict(dose=(100.0, 160.0), defocus_um=(2.5, 4.0), astigmatism_um=(0.0, 0.2), tilt_step=(2.0, 3.0),
-                      tilt_min=(55.0, 65.0), tilt_max=(55.0, 65.0), start=(-10.0, 10.0), b_factor=(400.0, 900.0),
-                      contrast=(0.9, 1.2), ice_field=(0.04, 0.10), ice_crystals=(0.0, 1.0), carbon=(0.0, 0.2),
-                      mtf_half=(0.25, 0.4), iterations=(10.0, 16.0)),
+                      tilt_min=(55.0, 65.0), tilt_max=(55.0, 65.0), start=(-10.0, 10.0), b_factor=(1500.0, 3000.0),
+                      contrast=(0.9, 1.2), ice_field=(0.02, 0.06), ice_crystals=(0.0, 1.0), carbon=(0.0, 0.2),
+                      mtf_half=(0.25, 0.4), iterations=(10.0, 16.0), misalignment=(0.2, 0.6)),
     "experimental": dict(dose=(60.0, 120.0), defocus_um=(3.0, 5.0), astigmatism_um=(0.0, 0.4),
                          tilt_step=(2.0, 3.0), tilt_min=(50.0, 62.0), tilt_max=(50.0, 62.0), start=(-20.0, 20.0),
-                         b_factor=(700.0, 1600.0), contrast=(0.6, 1.0), ice_field=(0.08, 0.2),
+                         b_factor=(2000.0, 4500.0), contrast=(0.6, 1.0), ice_field=(0.04, 0.12),
                          ice_crystals=(0.0, 4.0), carbon=(0.0, 0.5), mtf_half=(0.2, 0.35),
-                         iterations=(6.0, 14.0)),
+                         iterations=(6.0, 14.0), misalignment=(0.4, 1.2)),
 }
 
 
@@ -68,13 +69,15 @@ class SartConditions:
     tilt_min: float  # degrees below 0 (the range needn't be symmetric)
     tilt_max: float
     start: float  # degrees, where the bidirectional scheme starts
-    b_factor: float  # Å^2: the pseudo-atoms' blur
+    b_factor: float  # Å^2: the pseudo-atoms' blur (thermal motion, and the drift and beam-induced motion that
+    # limit a tomogram to ~30 Å: exp(-B k^2 / 4) halves the signal at 1/30 Å^-1 for B ~ 2500 Å^2)
     contrast: float  # x the phase per density unit
     ice_field: float  # std of the amorphous ice's density fluctuations
     ice_crystals: float  # mean crystals per run
     carbon_edge: bool
     mtf_half: float  # detector MTF's roll-off, cycles per pixel
     iterations: int  # SIRT
+    misalignment: float  # pixels, std of each tilt's residual alignment error (a random shift)
 
     def as_dict(self) -> dict:
         return {f"sart_{k}": v for k, v in asdict(self).items()}
@@ -84,7 +87,8 @@ def sample_sart_conditions(profile: str, rng: np.random.Generator) -> SartCondit
     r = {k: float(rng.uniform(lo, hi)) for k, (lo, hi) in RANGES[profile].items()}
     return SartConditions(r["dose"], r["defocus_um"], r["astigmatism_um"], round(r["tilt_step"]), r["tilt_min"],
                           r["tilt_max"], r["start"], r["b_factor"], r["contrast"], r["ice_field"], r["ice_crystals"],
-                          bool(rng.random() < r["carbon"]), r["mtf_half"], int(round(r["iterations"])))
+                          bool(rng.random() < r["carbon"]), r["mtf_half"], int(round(r["iterations"])),
+                          r["misalignment"])
 
 
 def require_skimage() -> None:
@@ -157,7 +161,10 @@ def record(phase: np.ndarray, crystal: np.ndarray, angle: float, accumulated: fl
     local_defocus = mean + astig * np.cos(2 * (np.arctan2(ky, kx) - azimuth))
     # ctf() is negative at low frequency: the weak-phase image of protein comes out dark.
     damage = np.exp(-DAMAGE_B_PER_DOSE * accumulated * k2 / 4)
-    contrast = 2 * np.fft.irfft2(np.fft.rfft2(phase) * ctf(k2, local_defocus) * damage, s=phase.shape)
+    dy, dx = rng.normal(0, sc.misalignment * voxel_size, 2)  # the tilt's residual alignment error, Å
+    shift = np.exp(-2j * np.pi * (ky * dy + kx * dx))
+    contrast = 2 * np.fft.irfft2(np.fft.rfft2(phase) * ctf(k2, local_defocus) * damage * shift, s=phase.shape)
+    crystal = np.fft.irfft2(np.fft.rfft2(crystal) * shift, s=crystal.shape)
     bragg = rng.uniform(0.04, 0.1) * (4.0 if rng.random() < 0.15 else 1.0)  # strong at the tilts where it diffracts
     electrons = dose_per_tilt * voxel_size**2 * np.exp(-thickness / (ICE_MEAN_FREE_PATH * np.cos(angle)))
     expected = electrons * np.exp(-bragg * crystal) * np.clip(1 + contrast, 0, None)
