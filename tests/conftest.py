@@ -1,10 +1,9 @@
 """Shared fixtures: small simulated copick projects on disk, made by the project's own simulator."""
 
 import os
-import shutil
-from pathlib import Path
 
 import pytest
+from helpers import copy_project
 
 import copick_soup  # noqa: F401  (before anything imports torch: its CPU settings apply to the whole suite)
 
@@ -36,15 +35,6 @@ def simulated(tmp_path_factory):
     from copick_soup.simulate import simulate_project
 
     return simulate_project(tmp_path_factory.mktemp("simulated") / "project", runs=2, shape=SMALL, crowding=4.0)
-
-
-def copy_project(config: Path, folder: Path) -> Path:
-    """A copy of a simulated project in `folder`; its copick.json (the only file that names the folder) points at
-    the copy, so that picks written there do not reach the original."""
-    shutil.copytree(config.parent, folder)
-    copied = folder / config.name
-    copied.write_text(config.read_text().replace(str(config.parent), str(folder)))
-    return copied
 
 
 @pytest.fixture

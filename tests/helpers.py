@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
+from pathlib import Path
 
 
 def free_port() -> int:
@@ -10,6 +12,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def copy_project(config: Path, folder: Path) -> Path:
+    """A copy of a simulated project in `folder`; its copick.json (the only file that names the folder) points at
+    the copy, so that picks written there do not reach the original."""
+    shutil.copytree(config.parent, folder)
+    copied = folder / config.name
+    copied.write_text(config.read_text().replace(str(config.parent), str(folder)))
+    return copied
 
 
 def make_test_soup(folder, tomo_types=("denoised",), weights=None, seed=9):
