@@ -29,7 +29,7 @@ PORTAL_RUNS = {"16463": "exp_000", "16464": "exp_001", "16465": "exp_002"}  # co
 def portal(tmp_path_factory):
     """(local project, the same runs as portal datasets 10440 and 10446 at 10.000 Å, the stand-in)."""
     folder = tmp_path_factory.mktemp("portal")
-    local = simulate_project(folder / "local", runs=3, shape=(32, 96, 96), crowding=12.0, seed=41)
+    local = simulate_project(folder / "local", runs=3, shape=(32, 64, 64), crowding=12.0, seed=41)
     with S3Server() as s3, pytest.MonkeyPatch.context() as env:
         data = PortalData()
         config = publish_portal(local, s3, data, DATASETS, folder / "overlay")
@@ -83,16 +83,26 @@ def test_the_portals_names_alone_give_the_kind_its_metadata_gives(portal):
         assert kind_of(tomogram.tomo_type) == kind_from_metadata(tomogram.meta.portal_metadata.portal_metadata)
 
 
-def test_pick_reads_every_member_by_the_portals_names_and_writes_under_its_object_names(portal, soup):
-    local, config, _ = portal
-    args = ["--soup", soup, "--window", "32", "--amp", "none", "--device", "cpu"]
-    result = CliRunner().invoke(main, ["pick", "-c", str(config), *args])
+def pick_args(soup) -> list[str]:
+    return ["--soup", str(soup), "--window", "32", "--amp", "none", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def picked(portal, soup) -> str:
+    """Every portal run picked once with the test soup (user copick-soup, session 0); what pick said."""
+    _, config, _ = portal
+    result = CliRunner().invoke(main, ["pick", "-c", str(config), *pick_args(soup)])
     assert result.exit_code == 0, result.output
-    assert "  apo-ferritin -> ferritin-complex (by identifier GO:0070288)" in result.output
-    assert "reads 'wbp-denoised-denoiset-ctfdeconv' (also of its kind: wbp-denoised-isonet)" in result.output
-    assert "reads 'wbp-raw'" in result.output and "reads 'wbp-filtered-ctfdeconv'" in result.output
-    assert "left out" not in result.output
-    assert CliRunner().invoke(main, ["pick", "-c", str(local), *args]).exit_code == 0
+    return result.output
+
+
+def test_pick_reads_every_member_by_the_portals_names_and_writes_under_its_object_names(portal, soup, picked):
+    local, config, _ = portal
+    assert "  apo-ferritin -> ferritin-complex (by identifier GO:0070288)" in picked
+    assert "reads 'wbp-denoised-denoiset-ctfdeconv' (also of its kind: wbp-denoised-isonet)" in picked
+    assert "reads 'wbp-raw'" in picked and "reads 'wbp-filtered-ctfdeconv'" in picked
+    assert "left out" not in picked
+    assert CliRunner().invoke(main, ["pick", "-c", str(local), *pick_args(soup)]).exit_code == 0
     root, source = open_project(config), open_project(local)
     pairs = {"apo-ferritin": "ferritin-complex", "thyroglobulin": "thyroglobulin-1", "ribosome": "cytosolic-ribosome"}
     total = 0
@@ -106,11 +116,8 @@ def test_pick_reads_every_member_by_the_portals_names_and_writes_under_its_objec
     assert total > 0
 
 
-def test_score_on_portal_ground_truth_equals_the_same_points_under_one_session(portal, soup):
+def test_score_on_portal_ground_truth_equals_the_same_points_under_one_session(portal, picked):
     _, config, _ = portal
-    result = CliRunner().invoke(main, ["pick", "-c", str(config), "--soup", soup, "--window", "32", "--device", "cpu",
-                                       "--user-id", "scored", "--overwrite"])
-    assert result.exit_code == 0, result.output
     root = open_project(config)
     names = [o.name for o in root.pickable_objects]
     for run in root.runs:  # the portal's annotations, copied as they are under one user and session
@@ -118,7 +125,7 @@ def test_score_on_portal_ground_truth_equals_the_same_points_under_one_session(p
             run.new_picks(name, "0", "copy").from_numpy(points) if len(points) else None
 
     def score(*reference):
-        done = CliRunner().invoke(main, ["score", "-c", str(config), *reference, "--candidate-user", "scored",
+        done = CliRunner().invoke(main, ["score", "-c", str(config), *reference, "--candidate-user", "copick-soup",
                                          "--json"])
         assert done.exit_code == 0, done.output
         return json.loads(done.output)
