@@ -10,11 +10,13 @@ tiling for fixed-norm members): to mine hard negatives (once, for a short fine-t
 could change the checkpoint chosen, that is when there are two or more; a lone final validation would only repeat
 what the soup search computes on the same runs, and the search's scores for each member go into its manifest.
 
-OUT/soup.json is the soup (`pick --soup OUT`), OUT/members/ its members, OUT/members/stages/ their training logs.
+OUT/soup.json is the soup (`pick --soup OUT`), OUT/members/ its members, OUT/members/stages/ their training logs,
+OUT/finetune.json the plan's and the real time of each phase.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -46,7 +48,6 @@ from copick_soup.train.recipe import (
     finetune_member,
     lab_config,
     lab_volumes,
-    refuse_earlier_training,
     runnable_members,
     split_runs,
 )
@@ -284,12 +285,14 @@ def validation_steps(cfg: TrainConfig) -> list[int]:
     return sorted({*range(cfg.val_every, cfg.steps + 1, cfg.val_every), cfg.steps})
 
 
-def plan_search(members: list[MemberPlan], classes, peak_s: float) -> tuple[int, dict]:
-    """(windows, {'heatmaps': s, 'search': s}) of the soup search: each member over each validation run, then a
-    blend and a peak search per weighting tried (and three more with cross-class suppression)."""
+def plan_search(members: list[MemberPlan], classes, peak_s: float, settings) -> tuple[int, dict]:
+    """(windows, {'heatmaps': s, 'search': s}) of the soup search with `settings`: each member over each
+    validation run, in the tiling chosen for all of them (as `pick` chooses it), then a blend and a peak search per
+    weighting tried (and three more with cross-class suppression)."""
     val = members[0].val_volumes
-    windows = sum(t.count(shape) for m in members for t, shape in m.tilings(val))
-    heat = sum(m.rate.pass_seconds(m.tilings(val)) for m in members)
+    tilings = [(settings.tiling(v.image.shape, [m.unet for m in members], len(members)), v.image.shape) for v in val]
+    windows = len(members) * sum(t.count(shape) for t, shape in tilings)
+    heat = sum(m.rate.pass_seconds(tilings) for m in members)
     weightings = len(simplex_grid(len(members), SEARCH_STEP)) + 3
     search = weightings * sum(v.image.size for v in val) * len(classes) * peak_s
     return windows, dict(heatmaps=heat, search=search)
@@ -299,13 +302,12 @@ def plan_search(members: list[MemberPlan], classes, peak_s: float) -> tuple[int,
 
 
 def plan_finetune(config, init: str, out, train_runs, val_runs, picks_user="curation", picks_session="0",
-                  steps: int | None = None, members=(), echo=print):
-    """Check everything, read the tomograms, measure the rates and return (root, classes, train, val, Plan).
-    Writes nothing."""
+                  steps: int | None = None, members=(), settings=None, echo=print):
+    """Check everything, read the tomograms, measure the rates and return (root, classes, train, val, Plan);
+    `settings`: the soup search's InferenceSettings (resolved). Writes nothing."""
     out = Path(out)
-    if (out / "soup.json").exists():
-        raise SoupError(f"{out / 'soup.json'} exists; choose another --out")
-    refuse_earlier_training(out / "members", resume=False)
+    if out.exists() and any(out.iterdir()):  # a soup, or an interrupted fine-tune's members: nothing is overwritten
+        raise SoupError(f"--out {out}: not empty; choose a new folder for the soup")
     if not val_runs:
         raise SoupError("--val-runs: name the validation runs (annotated runs that do not train)")
     root = open_project(config)
@@ -334,7 +336,7 @@ def plan_finetune(config, init: str, out, train_runs, val_runs, picks_user="cura
         plans.append(m)
     if not plans:
         raise SoupError("no member can be fine-tuned on these runs: " + "; ".join(left_out))
-    windows, search = plan_search(plans, classes, peak_s)
+    windows, search = plan_search(plans, classes, peak_s, settings)
     return root, classes, train, val, Plan(plans, left_out, read_s, windows, search)
 
 
@@ -354,19 +356,28 @@ def check_budget(plan: Plan, budget: float | None) -> None:
 
 class Progress:
     """One bar over the whole job, in estimated seconds of work, so that its ETA is the plan's, corrected by the
-    pace the job really goes at; the description names the phase."""
+    pace the job really goes at; the description names the phase. It also adds up the wall time each phase took
+    (the time up to a report is the reported phase's), for OUT/finetune.json."""
 
     def __init__(self, plan: Plan):
         from tqdm import tqdm
 
         self.bar = tqdm(total=round(plan.total, 1), bar_format="{desc}: {percentage:3.0f}%|{bar}| "
                         "[{elapsed} elapsed, about {remaining} left]", dynamic_ncols=True)
+        self.spent = dict.fromkeys(PHASES, 0.0)
+        self.last = time.perf_counter()
+
+    def done(self, phase: str, seconds_of_plan: float) -> None:
+        now = time.perf_counter()
+        self.spent[phase] += now - self.last
+        self.last = now
+        self.bar.update(seconds_of_plan)
 
     def member(self, m: MemberPlan):
         """The `report(phase, n)` a member's training loop calls."""
         def report(phase, n):
             self.set(f"{m.name}: {phase}")
-            self.bar.update(n * m.per_unit(phase))
+            self.done(phase, n * m.per_unit(phase))
         return report
 
     def set(self, description: str) -> None:
@@ -374,7 +385,7 @@ class Progress:
             self.bar.set_description_str(description)
 
     def finish(self) -> None:
-        self.bar.update(max(self.bar.total - self.bar.n, 0))
+        self.done("soup search", max(self.bar.total - self.bar.n, 0))
         self.bar.close()
 
 
@@ -384,31 +395,34 @@ def finetune_soup(config, init: str, out, train_runs, val_runs, picks_user="cura
     """Fine-tune the members of `init` on the training runs, search the soup on the validation runs, write
     OUT/soup.json; returns its path. Every check, the plan and the budget come before any work."""
     out = Path(out)
+    settings = (settings or InferenceSettings()).resolved()
     root, classes, train, val, plan = plan_finetune(config, init, out, train_runs, val_runs, picks_user,
-                                                    picks_session, steps, members, echo)
+                                                    picks_session, steps, members, settings, echo)
     for line in plan.lines():
         echo(line)
     check_budget(plan, budget)
 
     progress = Progress(plan)
     say = progress.bar.write
-    started = time.perf_counter()
     tuned = []
     for m in plan.members:
         progress.set(f"{m.name}: starting")
         tuned.append(finetune_member(root, m.manifest, m.cfg, classes, m.volumes, m.val_volumes if m.validate else [],
                                      out / "members", train, val, echo=say, report=progress.member(m)))
-    trained = time.perf_counter()
-    progress.set("soup search: heatmaps")
+    progress.set("soup search")
     per_window = plan.search_s["heatmaps"] / max(plan.search_windows, 1)
     soup = build_soup(config, [str(p) for p in tuned], [r.name for r in val], out,
-                      (settings or InferenceSettings()).resolved(), picks_user, picks_session, SEARCH_STEP,
-                      name=out.name, echo=say, progress=lambda n: progress.bar.update(n * per_window))
+                      settings, picks_user, picks_session, SEARCH_STEP,
+                      name=out.name, echo=say, progress=lambda n: progress.done("soup search", n * per_window))
     progress.finish()
     record_member_scores(soup)
     tidy(out / "members")
-    echo(f"fine-tuning took {minutes(trained - started)}, the soup search {minutes(time.perf_counter() - trained)} "
-         f"(planned {minutes(plan.total - sum(plan.search_s.values()))} and {minutes(sum(plan.search_s.values()))})")
+    planned = plan.phase_seconds()
+    record = dict(steps={m.name: m.cfg.steps for m in plan.members}, left_out=plan.left_out, read_s=plan.read_s,
+                  planned_s=planned, spent_s=progress.spent)
+    (out / "finetune.json").write_text(json.dumps(record, indent=2))
+    echo("took " + ", ".join(f"{p} {minutes(progress.spent[p])} (planned {minutes(planned[p])})" for p in PHASES)
+         + f"; total {minutes(sum(progress.spent.values()))}")
     return soup
 
 

@@ -67,6 +67,13 @@ def test_finetune_writes_a_soup_that_pick_uses_leaving_out_the_member_the_runs_c
     assert member.training["config"]["steps"] == 2 and member.training["train_runs"] == ["exp_000", "exp_001"]
     assert not list((out / "members" / "stages").rglob("state.*"))  # nothing resumes them
     assert (out / "members" / "stages" / "unet3d_test-denoised" / "finetune" / "log.csv").exists()
+    record = json.loads((out / "finetune.json").read_text())  # each phase's planned and real time
+    assert set(record["planned_s"]) == set(record["spent_s"]) == {"mining", "training", "validating", "soup search"}
+    assert record["steps"] == {"unet3d_test-denoised": 2} and any(line.startswith("took mining ") for line in lines)
+
+    again = invoke("finetune", "-c", lab, "--init", init_soup, *TRAIN, *VAL, "--steps", 2, "--out", out)
+    assert again.exit_code == 1 and again.output.strip().splitlines()[-1] == (
+        f"Error: --out {out}: not empty; choose a new folder for the soup")
 
     picked = invoke("pick", "-c", lab, "--soup", out, "-r", "exp_002", "--user-id", "lab")
     assert picked.exit_code == 0, picked.output
@@ -116,3 +123,39 @@ def test_copick_discovers_the_finetune_plugin():
     out = subprocess.run([copick, "training", "soup-finetune", "--help"], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0 and "--budget" in out.stdout and "--val-runs" in out.stdout
+
+
+def test_a_short_fine_tune_mines_hard_negatives_once():
+    from copick_soup.train.config import TrainConfig
+    from copick_soup.train.loop import mining_due
+
+    def minings(steps):
+        mined, at = None, []
+        for step in range(steps):
+            if mining_due(TrainConfig(steps=steps, p_hard=0.3, hard_every=500), step, mined):
+                mined = step
+                at.append(step)
+        return at
+
+    assert minings(100) == minings(600) == [0]  # at 500, 100 steps left would hardly use new negatives
+    assert minings(800) == [0, 500] and minings(2500) == [0, 500, 1000, 1500, 2000]  # the recipes' as before
+    assert not mining_due(TrainConfig(p_hard=0.0), 0, None)
+
+
+def test_a_project_with_some_of_the_member_s_classes_keeps_their_outputs(init_soup):
+    import torch
+
+    from copick_soup.model.checkpoint import load_member
+    from copick_soup.model.manifest import member_paths
+    from copick_soup.model.registry import create_model
+    from copick_soup.train.loop import load_init
+
+    path = member_paths(init_soup)[0]
+    init, manifest = load_member(path)
+    classes = [c for c in manifest.classes if c.name in ("apo-ferritin", "ribosome")][::-1]  # some, reordered
+    model = create_model("unet3d_test", n_classes=len(classes))
+    said = []
+    load_init(model, path, classes, warn=said.append)
+    rows = [manifest.class_names.index(c.name) for c in classes]
+    assert torch.equal(model.head.weight, init.head.weight[rows]) and torch.equal(model.head.bias, init.head.bias[rows])
+    assert said == [f"{manifest.label}: the project's 2 class(es) taken from its 6"]
