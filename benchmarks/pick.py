@@ -5,15 +5,18 @@ MONAI runs at the settings a user of the 8th-place code would (64³ windows, ove
 at `pick`'s defaults: the crop tiling (`--window auto`: windows shaped to the tomogram within --max-memory, margins
 cropped, each voxel computed about once), streamed, and on a CPU the networks run by OpenVINO (`--runtime auto`;
 `--runtime torch` runs them as MONAI does). `--ours-window 64` runs MONAI's 64³ cubes instead (pick's default
-before the default soup's norms were fixed). Both sides run in this process on
-the same tomogram with the same batch of windows per network call (by default the one `pick` uses: 1 on a CPU, 4 on
-a GPU) and the same TTA views, and end with the same peak extraction. Ours streams the input from zarr and never
-holds the whole C-channel heatmap; MONAI gets the tomogram as one tensor, as its API requires. Peak memory is the
-peak RSS above the RSS before the call, sampled every 5 ms, and on a GPU also the peak of torch's GPU allocations.
-Both engines first run once on a small volume (one-time kernel set-up). With --repeat N a case runs each engine N
-times, alternating which goes first, and keeps each engine's fastest run. Order is not neutral on the CPU here: in a
-full-size tiny TTA 4 check the engine that ran second was the faster in both pairs (by 1% and 5%), so --repeat 1
-(ours always first) is biased against ours.
+before the default soup's norms were fixed). Both sides run on the same tomogram with the same batch of windows per
+network call (by default the one `pick` uses: 1 on a CPU, 4 on a GPU) and the same TTA views, and end with the same
+peak extraction. Ours streams the input from zarr and never holds the whole C-channel heatmap; MONAI gets the
+tomogram as one tensor, as its API requires.
+
+Each engine runs in a fresh process of its own (this script again, with --child), which imports what that engine
+needs, loads the model and runs the tomogram once. Memory is that whole process's peak resident memory (VmHWM:
+interpreter, libraries, model, OpenVINO's compiled plans and the run), as the operating system, its OOM killer and
+a Ray node's memory monitor count it, and on a GPU also the peak of torch's GPU allocations. Time is the engine's
+call, its one-time set-up included (OpenVINO's conversion and compile, oneDNN's kernel selection), as a `pick` of
+one run pays it. With --repeat N a case runs each engine N times (N processes each), alternating which goes
+first, and keeps each engine's fastest run and highest peak.
 
 `--cases calls` times the network calls alone: ours' predictor (as `pick` builds it for --runtime) against the one
 MONAI's side runs, on the same 64³ window batch, in short blocks that alternate which goes first, so that a drift
@@ -49,13 +52,16 @@ import copick_soup  # noqa: F401  (first, as in `copick-soup pick`: its huge-pag
 # isort: split
 import argparse
 import itertools
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from memory import PeakRSS  # benchmarks/memory.py
+from memory import process_peak_gb  # benchmarks/memory.py
 from table import device_name, huge_pages_line, markdown, publish  # benchmarks/table.py
 
 from copick_soup.data import open_project, open_tomogram
@@ -75,6 +81,8 @@ SOUP = Ensemble.load("default")
 WINDOW, OVERLAP = 64, 0.25  # MONAI's side: the settings a user of the 8th-place code runs
 COMPILED = {}  # --runtime openvino: one predictor per model, precision and views, as Ensemble.predictor keeps
 OURS = dict(window=None, max_memory=1.0, runtime="auto")  # ours: pick's defaults unless --ours-window ...
+AMP_NAMES = {None: "none", torch.bfloat16: "bf16", torch.float16: "fp16"}
+ENGINES = {}  # name -> function(model, volume, classes, views, device, amp, batch), filled below
 
 
 class NoNetwork(torch.nn.Module):
@@ -109,9 +117,8 @@ def bench_model(variant: str, n_classes: int, device: str):
 def ours_settings(device, amp, batch, tta) -> InferenceSettings:
     """`pick`'s settings for a case: its default tiling (or --ours-window), the precision, batch and TTA views
     compared (the views choose square windows where they turn the plane, as in `pick`)."""
-    amp_name = {None: "none", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
     return InferenceSettings(window=OURS["window"], max_memory=OURS["max_memory"], batch_size=batch, device=device,
-                             amp=amp_name, runtime=OURS["runtime"], tta=tta)
+                             amp=AMP_NAMES[amp], runtime=OURS["runtime"], tta=tta)
 
 
 def ours_tiling(model, shape, device, amp, batch, tta):
@@ -142,6 +149,9 @@ def ours(model, volume, classes, views, device, amp, batch):
     return peaks.picks()
 
 
+ENGINES["ours"] = ours
+
+
 def monai(model, volume, classes, views, device, amp, batch):
     from monai.inferers import sliding_window_inference
 
@@ -154,6 +164,9 @@ def monai(model, volume, classes, views, device, amp, batch):
                                         mode="gaussian")
     del x
     return heatmaps_to_picks(heat[0].cpu().numpy(), classes, VOXEL_SIZE, SOUP.thresholds)
+
+
+ENGINES["monai"] = monai
 
 
 def monai_predictor(model, views):
@@ -196,30 +209,38 @@ def compare_calls(model, views, device, amp, batch, args) -> dict:
     return times
 
 
-def measure(fn, model, volume, classes, views, device, amp, batch):
-    """(seconds, peak host GB, peak GPU GB or None) of one call."""
+def measure(engine: str, case: dict) -> tuple:
+    """(seconds, peak host GB, peak GPU GB or None) of one run of `engine` on a case, in a fresh process."""
+    cmd = [sys.executable, __file__, "--child", engine, "--case", json.dumps(case)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{engine} failed on {case}:\n{done.stderr}")
+    return tuple(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def child(engine: str, case: dict) -> tuple:
+    """One run of `engine` on the case's tomogram in this (fresh) process; (seconds, whole-process peak host GB,
+    peak GPU GB or None)."""
+    OURS.update(case["ours"])
+    device, amp = case["device"], amp_dtype(case["amp"], case["device"])
+    volume, classes = tomogram(tuple(case["shape"]), Path(case["data"]))
+    model = bench_model(case["variant"], len(classes), device)
     cuda = torch.device(device).type == "cuda"
+    start = time.perf_counter()
+    ENGINES[engine](model, volume, classes, tta_views(case["tta"]), device, amp, case["batch"])
     if cuda:
         torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    with PeakRSS() as rss:
-        start = time.perf_counter()
-        fn(model, volume, classes, views, device, amp, batch)
-        if cuda:
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-    return seconds, rss.gb, (torch.cuda.max_memory_allocated() - base) / 1e9 if cuda else None
+    seconds = time.perf_counter() - start
+    return seconds, process_peak_gb(), torch.cuda.max_memory_allocated() / 1e9 if cuda else None
 
 
-def compare(model, volume, classes, views, device, amp, batch, repeat):
-    """Fastest of `repeat` runs of each engine (alternating which goes first), with the peak memory seen."""
+def compare(case: dict, repeat: int) -> dict:
+    """Fastest of `repeat` runs of each engine (alternating which goes first), with the highest peak memory seen."""
     runs = {"ours": [], "monai": []}
     for i in range(repeat):
-        order = [("ours", ours), ("monai", monai)]
-        for name, fn in order if i % 2 == 0 else order[::-1]:
-            runs[name].append(measure(fn, model, volume, classes, views, device, amp, batch))
+        order = ["ours", "monai"]
+        for name in order if i % 2 == 0 else order[::-1]:
+            runs[name].append(measure(name, case))
     return {name: (min(r[0] for r in rs), max(r[1] for r in rs), max(r[2] or 0 for r in rs))
             for name, rs in runs.items()}
 
@@ -234,15 +255,6 @@ def tomogram(shape, folder: Path):
         simulate_project(config.parent, runs=1, shape=shape, tomo_types=("denoised",))
     root = open_project(config)
     return open_tomogram(root.runs[0], VOXEL_SIZE, "denoised"), classes_from_root(root)
-
-
-def warm_up(device, precisions, batches, folder: Path) -> None:
-    """One small run of each engine per precision and batch: kernel selection and caches are paid before timing."""
-    volume, classes = tomogram((64, 96, 96), folder)
-    model = bench_model("unet3d_tiny", len(classes), device)
-    for amp, batch in itertools.product(precisions, batches):
-        ours(model, volume, classes, tta_views(1), device, amp, batch)
-        monai(model, volume, classes, tta_views(1), device, amp, batch)
 
 
 def main() -> None:
@@ -271,7 +283,12 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=4, help="calls: blocks per predictor")
     parser.add_argument("--out", default=None, help="results file name (default pick[-CASES][-gpu].md)")
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "copick-soup-bench-pick"))
+    parser.add_argument("--child", default=None, choices=list(ENGINES), help=argparse.SUPPRESS)
+    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, json.loads(args.case))))
+        return
     OURS.update(window=None if args.ours_window == "auto" else int(args.ours_window), max_memory=args.max_memory,
                 runtime=args.runtime)
     if args.cases == "calls":
@@ -291,21 +308,18 @@ def tomograms(args) -> None:
     rows, cuda = [], torch.device(args.device).type == "cuda"
     precisions = list(dict.fromkeys(amp_dtype(a, args.device) for a in args.amp))
     batches = args.batch or [default_batch_size(args.device)]
-    warm_up(args.device, precisions, batches, Path(args.data))
     for (shape, variant, tta), amp, batch in itertools.product(cases, precisions, batches):
-        volume, classes = tomogram(shape, Path(args.data))
-        model = bench_model(variant, len(classes), args.device)
-        views = tta_views(tta)
+        tomogram(shape, Path(args.data))  # simulated here, once, before the engines' processes read it
+        case = dict(shape=shape, variant=variant, tta=tta, amp=AMP_NAMES[amp], batch=batch, device=args.device,
+                    data=args.data, ours=OURS)
         voxels = float(np.prod(shape))
-        (t_ours, m_ours, g_ours), (t_monai, m_monai, g_monai) = compare(
-            model, volume, classes, views, args.device, amp, batch, args.repeat).values()
+        (t_ours, m_ours, g_ours), (t_monai, m_monai, g_monai) = compare(case, args.repeat).values()
         memory_ratio = (m_ours + g_ours) / (m_monai + g_monai)
-        tiling = ours_tiling(model, shape, args.device, amp, batch, tta).describe(shape)
+        tiling = ours_tiling(bench_model(variant, 6, "cpu"), shape, args.device, amp, batch, tta).describe(shape)
         rows.append(f"| {'x'.join(map(str, shape))} | {variant} | {tiling} | {tta} | {batch} | {precision_name(amp)} | "
                     f"{voxels / t_ours / 1e3:.1f} | {voxels / t_monai / 1e3:.1f} | {t_monai / t_ours:.2f} | "
                     f"{m_ours:.2f} | {m_monai:.2f} | {gb(g_ours, cuda)} | {gb(g_monai, cuda)} | {memory_ratio:.2f} |")
         print(rows[-1], flush=True)
-        del model
         write_table(args, rows)  # after every row: a long run that is cut short keeps what it measured
     print(write_table(args, rows))
 
@@ -345,9 +359,11 @@ def write_table(args, rows) -> str:
         "Both engines run under the same autocast precision in each row ('auto' is what `pick` uses by default).",
         "unet3d_tiny, unet3d_medium: the default soup's trained denoised members (real peaks); large: random weights, "
         "zeroed output layer, the soup's norms; none: no network (zero heatmaps), each engine's own work alone.",
-        f"Speed: the fastest of {args.repeat} run(s) per engine after a warm-up. Memory ratio: (host + GPU peak) "
-        "ours / MONAI.",
-        huge_pages_line() + " Process-wide: both engines run with it.",
+        "Each engine in a fresh process of its own. Host GB: that process's whole peak resident memory (VmHWM: "
+        "interpreter, libraries, model, compiled plans and the run), as the OOM killer counts it.",
+        f"Speed: the fastest of {args.repeat} run(s) per engine, one-time set-up (OpenVINO's conversion and compile) "
+        "included. Memory ratio: (host + GPU peak) ours / MONAI.",
+        huge_pages_line() + " Both engines run with it.",
         "",
         *markdown(["tomogram", "model", "ours: tiling", "TTA", "batch", "precision", "ours kvox/s", "MONAI kvox/s",
                    "speed-up", "ours host GB", "MONAI host GB", "ours GPU GB", "MONAI GPU GB", "memory ratio"], rows),

@@ -22,16 +22,34 @@ from copick_soup.ensemble.settings import InferenceSettings
 from copick_soup.ensemble.tiling import Tiling
 from copick_soup.ensemble.windows import Source, predict_volume, stream_heatmaps
 from copick_soup.errors import SoupError
-from copick_soup.model.checkpoint import load_member
+from copick_soup.model.checkpoint import check_member, load_member
 from copick_soup.model.manifest import MemberManifest, SoupManifest, check_compatible
+from copick_soup.model.registry import model_config
 from copick_soup.objects import ParticleClass
 
 
-@dataclass
 class Member:
-    model: object  # a torch module in eval mode
-    manifest: MemberManifest
-    weight: float = 1.0
+    """A soup member: its manifest, its weight and its network (a torch module in eval mode), which a member read
+    from disk loads only when first used, so that members no run uses (weight 0, or a tomogram type the runs
+    lack) cost neither memory nor time."""
+
+    def __init__(self, model, manifest: MemberManifest, weight: float = 1.0, device: str = "cpu"):
+        self._model, self.manifest, self.weight, self.device = model, manifest, weight, device
+
+    @property
+    def model(self):
+        if self._model is None and self.manifest.path is not None:
+            self._model = load_member(self.manifest, self.device)[0]
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def config(self):
+        """The U-Net's config (UNetConfig), from the manifest while the network is not loaded."""
+        return self._model.config if self.loaded else model_config(self.manifest.variant, **self.manifest.unet)
 
 
 def run_weights(weights, can_run) -> list[float] | None:
@@ -72,7 +90,7 @@ class Ensemble:
     def of_members(cls, paths, device: str = "cpu", weights=None) -> Ensemble:
         """Members that agree on classes and voxel size, equal weights unless given, no thresholds yet."""
         weights = weights or [1.0] * len(paths)
-        members = [Member(*load_member(p, device), float(w)) for p, w in zip(paths, weights)]
+        members = [Member(None, check_member(p), float(w), device) for p, w in zip(paths, weights)]
         check_compatible([m.manifest for m in members])
         first = members[0].manifest
         return cls("members", members, first.classes, first.voxel_size, {})
@@ -147,7 +165,7 @@ class Ensemble:
         that each member's heatmap is the same in the soup search (one member at a time) as in `pick` (all
         together). It must be for members with instance norms: they take their statistics over the window, so
         their heatmaps depend on the window's shape, not only at the borders."""
-        unets = [m.model.config for m in self.members] if settings.window is None else []  # cubes need none
+        unets = [m.config for m in self.members] if settings.window is None else []  # cubes need none
         return settings.tiling(shape, unets, len(self.members))
 
     def stream(self, sources: list[Source], settings: InferenceSettings, progress=None, dtype=np.float16,

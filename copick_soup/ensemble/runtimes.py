@@ -47,9 +47,16 @@ def mean_over_views(run, x, views):
 
 class OpenVinoPredictor:
     """`predict_batch` for one torch model run by OpenVINO on the CPU (`--runtime openvino`): the model is
-    converted once, compiled once per window shape (TTA's turns swap y and x), in bf16 where the CPU computes it
-    natively (OpenVINO's own choice under `amp` auto and bf16), else float32. Takes and returns torch tensors on
-    the CPU, as `TorchPredictor` does."""
+    converted once, compiled once per window shape, in bf16 where the CPU computes it natively (OpenVINO's own
+    choice under `amp` auto and bf16), else float32. Takes and returns torch tensors on the CPU, as
+    `TorchPredictor` does.
+
+    A compiled shape holds its working memory (every activation of a window: 0.3 GB for unet3d_medium at
+    128x96x96) from its first call until `release`; the stream releases each member's after its call when
+    several members run, so that they take turns holding one. At most KEEP_SHAPES compiled shapes are kept (a
+    run needs one, or two where a last batch is short); an older one is dropped, weights, kernels and all."""
+
+    KEEP_SHAPES = 2
 
     def __init__(self, model, amp_dtype=None, views=None):
         import openvino as ov
@@ -73,9 +80,17 @@ class OpenVinoPredictor:
             static.reshape({0: list(key)})
             # as many threads as torch may use (a Ray actor sets that to its CPUs), not every core of the machine
             config = {"INFERENCE_PRECISION_HINT": self.precision, "INFERENCE_NUM_THREADS": torch.get_num_threads()}
+            while len(self.compiled) >= self.KEEP_SHAPES:
+                del self.compiled[next(iter(self.compiled))]  # the oldest shape: another run's
             self.compiled[key] = self.core.compile_model(static, "CPU", config)
         out = self.compiled[key]([np.ascontiguousarray(x.numpy())])[0]
         return torch.from_numpy(np.asarray(out, dtype=np.float32))
+
+    def release(self):
+        """Free the working memory of every compiled shape (each allocates it again on its next call, for about
+        1% of that call's CPU time: the page faults)."""
+        for compiled in self.compiled.values():
+            compiled.release_memory()
 
     def __call__(self, batch):
         import torch

@@ -9,11 +9,13 @@ of the memory of whole-volume sliding-window inference. The accumulator lives on
 on a GPU, windows are joined there and only finished planes cross to the host.
 
 What it streams over lives beside it: the slabs are read by slabs.py, and each member's windows are run by a
-`predict_batch` from runtimes.py (torch or OpenVINO), which this module never looks inside.
+`predict_batch` from runtimes.py (torch or OpenVINO), which this module never looks inside beyond asking it to
+`release` its working memory (OpenVINO's) between members and after the run.
 """
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -134,6 +136,25 @@ def stream_heatmaps(sources: list[Source], n_classes: int, tiling: Tiling | int 
             acc.narrow(a + 1, depth - n, n).zero_()
             if i + 1 < len(starts[a]):
                 next_slabs = pending.result()
+    for source in sources:  # the run is done: an idle process (between runs, a Ray actor) holds no activations
+        release(source.predict_batch)
+    return_freed_memory()
+
+
+def release(predict_batch) -> None:
+    """Free the working memory a predictor holds between calls, where it holds any (OpenVINO's compiled shapes)."""
+    if hasattr(predict_batch, "release"):
+        predict_batch.release()
+
+
+def return_freed_memory() -> None:
+    """Hand the memory a run freed back to the operating system (glibc's malloc_trim; a no-op elsewhere). glibc
+    keeps freed blocks for reuse, most of all the read-ahead thread's heap, which nothing else reuses: 0.14-0.25 GB
+    of a 128x256x256 run's slabs stayed resident after it (benchmarks/pick_memory.py, before this was added)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def add_window(acc, pred, weights, offsets) -> None:
@@ -154,6 +175,8 @@ def ensemble_batch(sources, slabs, weights, corners, window, device="cpu"):
     total = None
     for source, slab, w in zip(sources, slabs, weights):
         pred = torch.as_tensor(source.predict_batch(_batch(slab, corners, window)), device=device)
+        if len(sources) > 1:  # members take turns holding one network's working memory, not one each
+            release(source.predict_batch)
         if w != 1:
             pred *= float(w)
         total = pred if total is None else total.add_(pred)

@@ -36,17 +36,25 @@ def save_member(path, model, manifest: MemberManifest) -> Path:
     return written.write(json_path)
 
 
-def load_member(path, device="cpu"):
-    """(model in eval mode on `device`, its MemberManifest) from a member written by `save_member`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+def check_member(path) -> MemberManifest:
+    """The MemberManifest of a member written by `save_member`, its weights file checked (present, SHA-256 as
+    recorded) without loading it: a soup checks every member up front and loads only those a run uses."""
     manifest = path if isinstance(path, MemberManifest) else MemberManifest.read(path)
     weights = manifest.weights_path
     if not weights.is_file():
         raise SoupError(f"{weights}: weights file missing for member {manifest.label}")
     if sha256(weights) != manifest.sha256:
         raise SoupError(f"{weights}: corrupt checkpoint (SHA-256 does not match its manifest)")
+    return manifest
+
+
+def load_member(path, device="cpu"):
+    """(model in eval mode on `device`, its MemberManifest) from a member written by `save_member`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    manifest = check_member(path)
+    weights = manifest.weights_path
     try:
         model = create_model(manifest.variant, **manifest.unet)
     except SoupError as err:
