@@ -3,7 +3,7 @@
 import os
 
 import pytest
-from helpers import copy_project
+from helpers import SMALL, SMALLER, copy_project
 
 import copick_soup  # noqa: F401  (before anything imports torch: its CPU settings apply to the whole suite)
 
@@ -11,8 +11,6 @@ import copick_soup  # noqa: F401  (before anything imports torch: its CPU settin
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-SMALL = (64, 128, 128)
 
 
 @pytest.fixture
@@ -42,6 +40,20 @@ def project(simulated, tmp_path):
     """A fresh copy of the default small project (2 runs of 64x128x128) that a test may change: copying it takes a
     fraction of the 2 s simulating it takes, and some 40 tests use one."""
     return copy_project(simulated, tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def simulated_smaller(tmp_path_factory):
+    """2 runs of SMALLER, simulated once for the session (tests get copies: `smaller_project`)."""
+    from copick_soup.simulate import simulate_project
+
+    return simulate_project(tmp_path_factory.mktemp("smaller") / "project", runs=2, shape=SMALLER, crowding=4.0)
+
+
+@pytest.fixture
+def smaller_project(simulated_smaller, tmp_path):
+    """A fresh copy of the SMALLER project that a test may change."""
+    return copy_project(simulated_smaller, tmp_path / "smaller")
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import pytest
 from click.testing import CliRunner
-from helpers import make_test_soup
+from helpers import SMALLER, make_test_soup
 
 from copick_soup.cli import main
 from copick_soup.data import open_project, read_picks
@@ -46,7 +46,7 @@ def soup(tmp_path_factory):
 
 def test_a_portal_made_project_gets_the_picks_under_its_own_names(soup, make_project):
     assert all(c.identifier for c in SoupManifest.read(soup).classes)  # recorded from the training project
-    config = make_project("portal", runs=1, objects=portal_objects(), seed=5)
+    config = make_project("portal", runs=1, objects=portal_objects(), seed=5, shape=SMALLER)
     result = CliRunner().invoke(main, ["pick", "-c", str(config), "--soup", str(soup), "--window", "32",
                                        "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -59,7 +59,8 @@ def test_a_portal_made_project_gets_the_picks_under_its_own_names(soup, make_pro
 
 
 def test_a_class_without_a_match_stops_before_any_run_and_names_the_candidates(soup, make_project):
-    config = make_project("unmatched", runs=1, objects=portal_objects(drop_identifier_of="ribosome"), seed=6)
+    config = make_project("unmatched", runs=1, objects=portal_objects(drop_identifier_of="ribosome"), seed=6,
+                          shape=SMALLER)
     result = CliRunner().invoke(main, ["pick", "-c", str(config), "--soup", str(soup), "--window", "32"])
     assert result.exit_code != 0
     assert result.output.strip().splitlines()[-1].startswith(

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import make_test_soup
+from helpers import SMALLER, make_test_soup
 
 from copick_soup.cli import main
 from copick_soup.data import open_project, read_picks
@@ -59,7 +59,7 @@ def invoke(*args):
 
 
 def test_portal_named_tomograms_are_read_by_kind_and_picked_as_the_kaggle_names_are(soup, make_project):
-    kaggle, portal = make_project("kaggle", runs=1, seed=8), make_project("portal", runs=1, seed=8)
+    kaggle, portal = (make_project(name, runs=1, seed=8, shape=SMALLER) for name in ("kaggle", "portal"))
     rename_as_the_portal_does(portal)
     for config in (kaggle, portal):
         result = invoke("pick", "-c", config, "--soup", soup, "--window", 32, "--amp", "none", "--device", "cpu")
@@ -78,7 +78,7 @@ def test_portal_named_tomograms_are_read_by_kind_and_picked_as_the_kaggle_names_
 
 
 def test_tomo_map_overrides_the_match_and_names_what_exists_when_wrong(soup, make_project):
-    config = make_project("mapped", runs=1, seed=9)
+    config = make_project("mapped", runs=1, seed=9, shape=SMALLER)
     rename_as_the_portal_does(config)
     result = invoke("pick", "-c", config, "--soup", soup, "--window", 32, "--device", "cpu",
                     "--tomo-map", "denoised=wbp-raw")

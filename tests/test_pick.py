@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import copy_project, make_test_soup
+from helpers import SMALLER, copy_project, make_test_soup
 
 from copick_soup.cli import main
 from copick_soup.data import open_project, read_picks
@@ -24,7 +24,6 @@ from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.pick import PickOptions, pick_run, pick_runs, summary_table
 
 W32 = InferenceSettings(window=32)
-SHAPE = (32, 96, 96)  # (z, y, x) of the runs of `project` here
 
 
 def write_soup(path, members, classes, voxel_size, thresholds):
@@ -34,20 +33,10 @@ def write_soup(path, members, classes, voxel_size, thresholds):
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory):
-    """The project this module's tests pick with the test soup: 2 runs of 32x96x96, a quarter of conftest's
-    64x128x128. The test soup's thresholds are 0, so every local maximum is a pick, and writing thousands of picks
-    as copick JSON is most of each pick's time."""
-    from copick_soup.simulate import simulate_project
-
-    return simulate_project(tmp_path_factory.mktemp("small") / "project", runs=2, shape=SHAPE, crowding=4.0)
-
-
 @pytest.fixture
-def project(small, tmp_path):
-    """A fresh copy of `small` for each test (conftest's `project`, smaller)."""
-    return copy_project(small, tmp_path / "project")
+def project(smaller_project):
+    """Here the test soup picks 2 runs of SMALLER, not conftest's 64x128x128 `project`."""
+    return smaller_project
 
 
 @pytest.fixture
@@ -76,7 +65,7 @@ def test_pick_writes_every_class_once_and_refuses_to_overwrite(members, project)
     picks = read_picks(run, [c.name for c in soup.classes], "soupy", "3", with_scores=True)
     assert {n: len(p[0]) for n, p in picks.items()} == stats["picks"]
     assert sum(stats["picks"].values()) > 0  # threshold 0: an untrained net still has local maxima
-    extent = np.array(SHAPE[::-1]) * VOXEL_SIZE
+    extent = np.array(SMALLER[::-1]) * VOXEL_SIZE
     for pos, scores in picks.values():
         assert np.all(pos >= -0.5 * VOXEL_SIZE) and np.all(pos <= extent)
         assert np.all(np.diff(scores) <= 0)  # strongest first
@@ -227,7 +216,7 @@ def test_heatmaps_are_saved_as_tomograms_that_read_back_through_copick(members, 
     for name in names:
         [tomogram] = run.voxel_spacings[0].get_tomograms(f"heatmap-{name}-heat-0")
         heat = np.asarray(zarr.open(tomogram.zarr(), mode="r")["0"])
-        assert heat.dtype == np.float32 and heat.shape == SHAPE and 0 <= heat.min() <= heat.max() <= 1
+        assert heat.dtype == np.float32 and heat.shape == SMALLER and 0 <= heat.min() <= heat.max() <= 1
         for xyz, score in zip(*picks[name]):  # a pick's score is the heatmap at its peak (to a byte's step)
             z, y, x = np.round(xyz[::-1] / VOXEL_SIZE).astype(int)
             near = heat[max(z - 1, 0):z + 2, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2]

@@ -207,7 +207,7 @@ def test_openvino_converts_every_shipped_variant(variant):
     np.testing.assert_allclose(OpenVinoPredictor(net)(x).numpy(), want, atol=1e-4 * np.abs(want).max())
 
 
-def test_the_auto_runtime_is_openvino_on_a_cpu_where_installed_else_torch(monkeypatch, test_soup, project):
+def test_the_auto_runtime_is_openvino_on_a_cpu_where_installed_else_torch(monkeypatch, test_soup, smaller_project):
     from click.testing import CliRunner
 
     from copick_soup.cli import main
@@ -215,7 +215,8 @@ def test_the_auto_runtime_is_openvino_on_a_cpu_where_installed_else_torch(monkey
 
     assert InferenceSettings().engine == "openvino" and InferenceSettings(runtime="torch").engine == "torch"
     assert InferenceSettings(device="cuda").engine == "torch"  # a GPU runs torch; an explicit openvino is refused
-    args = ["pick", "-c", str(project), "--soup", test_soup, "--window", "32", "--device", "cpu", "-r", "exp_000"]
+    args = ["pick", "-c", str(smaller_project), "--soup", test_soup, "--window", "32", "--device", "cpu", "-r",
+            "exp_000"]
     picked = CliRunner().invoke(main, [*args, "--user-id", "ov"])
     assert picked.exit_code == 0 and "OpenVINO), TTA 1" in picked.output, picked.output
     monkeypatch.setattr(settings, "openvino_installed", lambda: False)
@@ -231,12 +232,12 @@ def test_openvino_is_refused_beside_a_gpu():
         InferenceSettings(runtime="tensorrt")
 
 
-def test_pick_with_auto_windows_and_a_budget_too_small_names_the_minimum(test_soup, project):
+def test_pick_with_auto_windows_and_a_budget_too_small_names_the_minimum(test_soup, smaller_project):
     from click.testing import CliRunner
 
     from copick_soup.cli import main
 
-    args = ["pick", "-c", str(project), "--soup", test_soup, "--window", "auto", "--device", "cpu"]
+    args = ["pick", "-c", str(smaller_project), "--soup", test_soup, "--window", "auto", "--device", "cpu"]
     result = CliRunner().invoke(main, [*args, "--max-memory", "0.001", "-r", "exp_000"])
     assert result.exit_code != 0
     assert "--max-memory 0.001: too small for the smallest windows" in result.output
@@ -244,5 +245,5 @@ def test_pick_with_auto_windows_and_a_budget_too_small_names_the_minimum(test_so
     picked = CliRunner().invoke(main, [*args, "--user-id", "auto", "-r", "exp_000"])
     assert picked.exit_code == 0, picked.output
     assert "margins cropped" in picked.output  # the tiling it used, said per run
-    bad = CliRunner().invoke(main, ["pick", "-c", str(project), "--window", "big"])
+    bad = CliRunner().invoke(main, ["pick", "-c", str(smaller_project), "--window", "big"])
     assert bad.exit_code != 0 and "--window big: give a side in voxels (e.g. 64) or auto" in bad.output
