@@ -10,14 +10,22 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from helpers import copy_project  # noqa: E402
+
 from copick_soup.data import open_project  # noqa: E402
 from copick_soup.simulate import simulate_project  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def four_runs(tmp_path_factory):
+    """A 4-run project, simulated once for the module (tests get copies)."""
+    return simulate_project(tmp_path_factory.mktemp("four") / "p", runs=4, shape=(32, 64, 64), crowding=10.0, seed=21)
+
+
 @pytest.fixture
-def batch(tmp_path, ray_cluster, test_soup):
-    """A 4-run project and a soup of one unet3d_test member."""
-    config = simulate_project(tmp_path / "p", runs=4, shape=(32, 64, 64), crowding=10.0, seed=21)
+def batch(four_runs, tmp_path, ray_cluster, test_soup):
+    """A fresh copy of the 4-run project and a soup of one unet3d_test member."""
+    config = copy_project(four_runs, tmp_path / "p")
     return str(config), test_soup, [r.name for r in open_project(config).runs]
 
 
@@ -79,12 +87,12 @@ def test_a_run_with_bad_data_is_reported_and_the_batch_goes_on(batch):
 
 
 @pytest.fixture
-def s3_batch(tmp_path, ray_cluster, test_soup):
-    """The 4-run project of `batch`, served from a real local S3 server as the portal serves data."""
+def s3_batch(four_runs, tmp_path, ray_cluster, test_soup):
+    """A copy of the 4-run project of `batch`, served from a real local S3 server as the portal serves data."""
     pytest.importorskip("moto")
     from copick_soup.testing.s3server import FAST_FAIL, S3Server, publish_project
 
-    local = simulate_project(tmp_path / "p", runs=4, shape=(32, 64, 64), crowding=10.0, seed=22)
+    local = copy_project(four_runs, tmp_path / "p")
     with S3Server() as server:
         config = publish_project(local, server, "10445", tmp_path / "overlay", fs_args=FAST_FAIL)
         yield str(config), test_soup, [r.name for r in open_project(local).runs], server
