@@ -28,6 +28,33 @@ def copy_project(config: Path, folder: Path) -> Path:
     return copied
 
 
+def assert_same_picks(picks: dict, pinned: dict, thresholds: dict, position, score: float) -> None:
+    """{run: {class: [[x, y, z, score], ...]}}: every run and class has the pinned (expected) picks, each within
+    `position` Å ({class: Å} or one for all) and `score` of its own pinned pick (paired one to one by distance:
+    near-equal scores may come in another order). A pick within `score` of its class threshold may be on one side
+    only: the same small difference takes it across. For picks made on another CPU or by another path (test_pinned,
+    test_ensemble), which round differently."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    assert sorted(picks) == sorted(pinned)
+    for run, classes in pinned.items():
+        for name, expected in classes.items():
+            got = np.asarray(picks[run][name]).reshape(-1, 4)
+            expected = np.asarray(expected).reshape(-1, 4)
+            limit = position[name] if isinstance(position, dict) else position
+            distance = cdist(got[:, :3], expected[:, :3])
+            rows, cols = linear_sum_assignment(distance)
+            paired = distance[rows, cols] <= limit
+            rows, cols = rows[paired], cols[paired]
+            for side, points, used in (("new", got, rows), ("pinned", expected, cols)):
+                alone = np.delete(points[:, 3], used)
+                assert np.all(alone < thresholds[name] + score), \
+                    f"{run} {name}: {len(alone)} {side} pick(s) with no counterpart within {limit:g} Å, scores {alone}"
+            np.testing.assert_allclose(got[rows, 3], expected[cols, 3], atol=score, err_msg=f"{run} {name} scores")
+
+
 def make_test_soup(folder, tomo_types=("denoised",), weights=None, seed=9):
     """(member manifests, soup.json): unet3d_test members trained for 2 steps, thresholds 0 (so every local
     maximum is a pick and picking is deterministic but not empty)."""

@@ -22,6 +22,7 @@ import pytest
 DATA = Path(__file__).resolve().parent / "data"
 sys.path.insert(0, str(DATA))
 
+from helpers import assert_same_picks  # noqa: E402
 from pin_default_picks import PINNED, PROJECT, SETTINGS, default_soup_picks  # noqa: E402
 
 # A twentieth of the class radius: 3 Å (0.3 voxel) for apo-ferritin, 7.5 Å for the ribosome; half the tenth of a
@@ -56,30 +57,6 @@ def test_the_default_soup_picks_what_it_was_pinned_to(tmp_path):
                       position={name: 0.2 * radius for name, radius in radii.items()}, score=2 * SCORE)
     assert sum(len(v) for classes in pinned["picks"].values() for v in classes.values()) >= 40
     assert all(sum(1 for v in classes.values() if v) >= 4 for classes in pinned["picks"].values())  # most classes
-
-
-def assert_same_picks(picks: dict, pinned: dict, thresholds: dict, position, score: float) -> None:
-    """Every run and class has the pinned picks, each within `position` Å ({class: Å} or one for all) and `score`
-    of its own pinned pick (paired one to one by distance: near-equal scores may come in another order). A pick
-    within `score` of its class threshold may be on one side only: the same small difference takes it across."""
-    from scipy.optimize import linear_sum_assignment
-    from scipy.spatial.distance import cdist
-
-    assert sorted(picks) == sorted(pinned)
-    for run, classes in pinned.items():
-        for name, expected in classes.items():
-            got = np.asarray(picks[run][name]).reshape(-1, 4)
-            expected = np.asarray(expected).reshape(-1, 4)
-            limit = position[name] if isinstance(position, dict) else position
-            distance = cdist(got[:, :3], expected[:, :3])
-            rows, cols = linear_sum_assignment(distance)
-            paired = distance[rows, cols] <= limit
-            rows, cols = rows[paired], cols[paired]
-            for side, points, used in (("new", got, rows), ("pinned", expected, cols)):
-                alone = np.delete(points[:, 3], used)
-                assert np.all(alone < thresholds[name] + score), \
-                    f"{run} {name}: {len(alone)} {side} pick(s) with no counterpart within {limit:g} Å, scores {alone}"
-            np.testing.assert_allclose(got[rows, 3], expected[cols, 3], atol=score, err_msg=f"{run} {name} scores")
 
 
 def test_the_pin_check_catches_a_moved_a_lost_or_a_new_pick_but_not_one_at_the_threshold():
