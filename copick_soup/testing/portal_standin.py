@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from copick_soup.data import open_project, read_picks
+
 HOST = "graphql.cryoetdataportal.czscience.com"
 BUCKET = "cryoet-data-portal-public"
 
@@ -219,8 +221,6 @@ def publish_portal(config, s3, data: PortalData, datasets: dict[int, list[str]],
     tomograms and ground truth to the S3 server `s3` at the portal's paths and their metadata to `data`. Writes
     and returns a portal copick config for those datasets (objects named as the portal names them) with
     `overlay` as its overlay."""
-    from copick_soup.data import open_project
-
     local = open_project(config)
     fs = s3.filesystem()
     if not fs.exists(BUCKET):
@@ -238,8 +238,6 @@ def publish_portal(config, s3, data: PortalData, datasets: dict[int, list[str]],
 
 def publish_run(run, portal_name: str, run_id: int, dataset_id: int, fs, data: PortalData, voxel_size: float,
                 truth) -> None:
-    from copick_soup.data import read_picks
-
     prefix = f"{BUCKET}/{dataset_id}/{portal_name}"
     reconstructions = f"{prefix}/Reconstructions/VoxelSpacing{voxel_size:.3f}"
     data.add("runs", id=run_id, datasetId=dataset_id, name=portal_name, s3Prefix=f"s3://{prefix}/")
