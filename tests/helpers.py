@@ -8,8 +8,8 @@ from pathlib import Path
 
 SMALL = (64, 128, 128)  # (z, y, x) of the runs of conftest's `project`
 # For tests that pick with the test soup (`smaller_project`): its thresholds are 0, so every local maximum is a pick,
-# and writing them as copick JSON is most of such a pick's time; a quarter of SMALL's voxels, a quarter of the picks.
-SMALLER = (32, 96, 96)
+# and writing them as copick JSON is most of such a pick's time; an eighth of SMALL's voxels, an eighth of the picks.
+SMALLER = (32, 64, 64)
 
 
 def free_port() -> int:
