@@ -12,7 +12,7 @@ from pathlib import Path
 
 from copick_soup.errors import SoupError
 
-AMP_CHOICES = ("auto", "none", "bf16", "fp16", "int8")  # int8: OpenVINO's INT8 members (ensemble/int8.py)
+AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 
 
 def resolve_device(name: str) -> str:
@@ -37,8 +37,6 @@ def amp_dtype(name: str, device: str = "cpu"):
     import torch
 
     dtypes = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if name == "int8" and is_cpu(device):  # the layers INT8 leaves unquantised run as under auto
-        name = "auto"
     if name == "auto":
         if torch.device(device).type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -61,8 +59,6 @@ def precision_choice(amp: str, device: str = "cpu") -> str:
     """The precision an `amp` setting gives on `device`, and why, as `pick` prints it: 'bfloat16 (native on this
     CPU: avx512_bf16)', 'float32 (this CPU has no native bf16: ...)', 'float32 (--amp none)'."""
     dtype = precision_name(amp_dtype(amp, device))
-    if amp == "int8":
-        return f"int8 (--amp int8: OpenVINO's INT8 members; the rest in {dtype})"
     if amp != "auto":
         return f"{dtype} (--amp {amp})"
     if not is_cpu(device):

@@ -26,7 +26,6 @@ from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.overlap import cut_picks
 from copick_soup.errors import AlreadyPicked, SoupError
 from copick_soup.objects import classes_from_root
-from copick_soup.simulate.calibration import calibration_windows
 from copick_soup.viz import save_qc_png
 
 
@@ -79,8 +78,6 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
     if taken and not opts.overwrite:
         raise AlreadyPicked(f"run {run.name}: picks by user '{opts.user_id}' session '{opts.session_id}' already "
                             f"exist for {', '.join(taken)}; pass --overwrite to replace them")
-    if settings.amp == "int8" and ensemble.calibration is None:  # to quantise members not in the cache yet
-        ensemble.calibration = calibration_windows
     sources = ensemble.inputs(run, settings, echo)
     shape = tuple(sources[0].volume.shape)
     heat = np.zeros((len(ensemble.classes), *shape), dtype=np.uint8) if opts.save_heatmaps else None

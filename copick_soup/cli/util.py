@@ -74,8 +74,7 @@ batch_option = click.option("--batch-size", default=None, type=click.IntRange(1)
                             help="Windows per network call.  [default: 1 on a CPU, 4 on a GPU]")
 amp_option = click.option("--amp", default="auto", show_default=True, type=click.Choice(AMP_CHOICES),
                           help="Autocast precision; auto: bf16 where the device computes it natively, else float32 "
-                               "on CPU; int8: INT8 members on OpenVINO (needs copick-soup[int8]; quantised once, "
-                               "cached).")
+                               "on CPU.")
 runtime_option = click.option("--runtime", default="auto", show_default=True,
                               type=click.Choice(["auto", "torch", "openvino"]),
                               help="What runs the networks: torch, or OpenVINO on a CPU; auto: OpenVINO on a CPU "

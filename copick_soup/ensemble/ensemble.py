@@ -15,7 +15,6 @@ import numpy as np
 from copick_soup.data.kinds import match_tomogram
 from copick_soup.data.project import list_names
 from copick_soup.data.tomogram import normalisation_stats, run_tomo_types, run_volume
-from copick_soup.ensemble.int8 import int8_network
 from copick_soup.ensemble.overlap import cut_picks, suppress_overlaps
 from copick_soup.ensemble.peaks import PeakStream, heatmaps_to_picks
 from copick_soup.ensemble.runtimes import OpenVinoPredictor, TorchPredictor
@@ -75,9 +74,6 @@ class Ensemble:
     overlap: float = 0.0  # cross-class suppression (overlap.py); 0: off
     manifest: SoupManifest | None = None
     compiled: dict = field(default_factory=dict, repr=False, compare=False)  # OpenVINO predictors, made once
-    # --amp int8: (tomo_type, normalisation) -> windows to quantise a member on, where its INT8 network is not
-    # cached yet (simulate/calibration.py's, which `pick_run` sets)
-    calibration: object = field(default=None, repr=False, compare=False)
 
     @classmethod
     def load(cls, soup, device: str = "cpu") -> Ensemble:
@@ -128,8 +124,7 @@ class Ensemble:
         if settings.engine == "openvino":
             key = (id(member.model), settings.amp, settings.tta)
             if key not in self.compiled:
-                network = int8_network(member, self.calibration) if settings.amp == "int8" else None
-                self.compiled[key] = OpenVinoPredictor(member.model, settings.amp_dtype, settings.views, network)
+                self.compiled[key] = OpenVinoPredictor(member.model, settings.amp_dtype, settings.views)
             return self.compiled[key]
         return TorchPredictor(member.model, settings.device, settings.amp_dtype, settings.views)
 

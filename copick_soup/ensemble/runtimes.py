@@ -58,12 +58,16 @@ class OpenVinoPredictor:
 
     KEEP_SHAPES = 2
 
-    def __init__(self, model, amp_dtype=None, views=None, network=None):
+    def __init__(self, model, amp_dtype=None, views=None):
         import openvino as ov
+        import torch
 
         self.core = ov.Core()
-        self.model = network or convert(model)  # `network`: already an OpenVINO model (an INT8 one, int8.py)
-        self.precision = "bf16" if amp_dtype is not None else "f32"  # of what is not quantised, for INT8
+        shape = ov.PartialShape([-1, 1, -1, -1, -1])
+        side = 2 * getattr(model, "divisor", 8)  # the example must leave the deepest level more than one voxel
+        self.model = ov.convert_model(model.float().eval(), example_input=torch.zeros(1, 1, side, side, side),
+                                      input=[shape])
+        self.precision = "bf16" if amp_dtype is not None else "f32"
         self.views = views or tta_views(1)
         self.compiled = {}
 
@@ -92,16 +96,6 @@ class OpenVinoPredictor:
         import torch
 
         return mean_over_views(lambda v: self.run(v.contiguous()), torch.as_tensor(batch), self.views)
-
-
-def convert(model):
-    """The torch model as an OpenVINO model taking windows of any shape."""
-    import openvino as ov
-    import torch
-
-    side = 2 * getattr(model, "divisor", 8)  # the example must leave the deepest level more than one voxel
-    return ov.convert_model(model.float().eval(), example_input=torch.zeros(1, 1, side, side, side),
-                            input=[ov.PartialShape([-1, 1, -1, -1, -1])])
 
 
 def cast_weights(model, dtype):

@@ -58,20 +58,16 @@ class InferenceSettings:
     def resolved(self) -> InferenceSettings:
         """The settings on a concrete device ('auto' chosen), with the precision checked against it."""
         settings = replace(self, device=resolve_device(self.device))
-        settings.check_runtime()
         amp_dtype(settings.amp, settings.device)  # fp16 on a CPU without native float16 fails here
-        if settings.runtime == "openvino" or settings.amp == "int8":
+        if settings.runtime == "openvino":
+            settings.check_runtime()
             if not openvino_installed():
-                raise SoupError(f"--{'runtime openvino' if settings.amp != 'int8' else 'amp int8'}: OpenVINO is not "
-                                "installed (pip install openvino)")
+                raise SoupError("--runtime openvino: OpenVINO is not installed (pip install openvino)")
         return settings
 
     def check_runtime(self) -> None:
         if self.runtime == "openvino" and not self.on_cpu:
             raise SoupError(f"--runtime openvino runs on the CPU; --device {self.device} needs --runtime torch")
-        if self.amp == "int8" and (self.runtime == "torch" or not self.on_cpu):
-            raise SoupError(f"--amp int8 runs INT8 members on OpenVINO, on a CPU; not with --runtime {self.runtime} "
-                            f"--device {self.device}")
 
     @property
     def engine(self) -> str:
