@@ -46,6 +46,8 @@ bench: install
 	$(BIN)/python benchmarks/runtimes.py
 	$(BIN)/python benchmarks/thp.py
 	$(BIN)/python benchmarks/tiling.py
+	$(BIN)/python benchmarks/pick_memory.py
+	$(BIN)/python benchmarks/precision.py
 	$(BIN)/python benchmarks/voxel_sizes.py
 	$(BIN)/python benchmarks/ray_scaling.py
 	$(PICK_FULL) --tta 1 --repeat 2 --out pick-full-tta1-auto.md
