@@ -56,6 +56,22 @@ def smaller_project(simulated_smaller, tmp_path):
     return copy_project(simulated_smaller, tmp_path / "smaller")
 
 
+@pytest.fixture(scope="session")
+def simulated_crowded(tmp_path_factory):
+    """1 run of 48x96x96 at crowding 8, simulated once for the session (tests get copies: `crowded_project`): the
+    default soup picks 10 particles there, as many as on the first run of `project`, in under half the voxels."""
+    from copick_soup.simulate import simulate_project
+
+    return simulate_project(tmp_path_factory.mktemp("crowded") / "project", runs=1, shape=(48, 96, 96), crowding=8.0,
+                            seed=1)
+
+
+@pytest.fixture
+def crowded_project(simulated_crowded, tmp_path):
+    """A fresh copy of the crowded 1-run project that a test may change."""
+    return copy_project(simulated_crowded, tmp_path / "crowded")
+
+
 @pytest.fixture
 def root(project):
     from copick_soup.data import open_project

@@ -21,10 +21,10 @@ RECIPES = Path(__file__).parent.parent / "configs" / "recipes"
 
 
 @pytest.mark.slow
-def test_the_soup_search_scores_the_picks_that_pick_writes(project):
+def test_the_soup_search_scores_the_picks_that_pick_writes(crowded_project):
     """Two paths to one run's picks: the search's (each member's whole heatmap cached, blended, cut) and pick's
     (members streamed together in z). They differ only in the streamed buffers' float16 rounding."""
-    root = open_project(project)
+    root = open_project(crowded_project)
     run = root.runs[0]
     ensemble = Ensemble.load("default")  # trained: clear peaks, no float ties at the thresholds
     settings = InferenceSettings(amp="none")

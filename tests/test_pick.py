@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from helpers import SMALLER, assert_same_picks, copy_project, make_test_soup
+from helpers import SMALLER, assert_same_picks, make_test_soup
 
 from copick_soup.cli import main
 from copick_soup.data import open_project, read_picks
@@ -37,12 +37,6 @@ BIN = Path(sys.executable).parent
 def project(smaller_project):
     """Here the test soup picks 2 runs of SMALLER, not conftest's 64x128x128 `project`."""
     return smaller_project
-
-
-@pytest.fixture
-def default_project(simulated, tmp_path):
-    """A fresh copy of conftest's 64x128x128 project, for the default soup: crowded enough for clashes."""
-    return copy_project(simulated, tmp_path / "default")
 
 
 @pytest.fixture(scope="module")
@@ -300,8 +294,8 @@ def test_members_with_zero_weight_stand_in_only_when_nothing_else_can_run(member
 
 
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")
-def test_pick_on_a_gpu_finds_the_cpu_s_picks(default_project):
-    run = open_project(default_project).runs[0]
+def test_pick_on_a_gpu_finds_the_cpu_s_picks(crowded_project):
+    run = open_project(crowded_project).runs[0]
     found = {}
     for session, device in enumerate(("cpu", "cuda")):
         soup = Ensemble.load("default", device=device)  # trained: its picks are clear peaks, not float ties
@@ -315,12 +309,12 @@ def test_pick_on_a_gpu_finds_the_cpu_s_picks(default_project):
     assert_same_picks(found[1], found[0], soup.thresholds, position=0.1 * VOXEL_SIZE, score=5e-3)
 
 
-def test_cross_class_suppression_keeps_a_subset_and_leaves_no_overlap(default_project):
+def test_cross_class_suppression_keeps_a_subset_and_leaves_no_overlap(crowded_project):
     import dataclasses
 
     from scipy.spatial.distance import cdist
 
-    run = open_project(default_project).runs[0]
+    run = open_project(crowded_project).runs[0]
     soup = Ensemble.load("default")
     found = {}
     for session, overlap in enumerate((0.0, 1.0)):
