@@ -135,8 +135,15 @@ def test_score_on_portal_ground_truth_equals_the_same_points_under_one_session(p
     assert sum(c["tp"] for c in portal_score["classes"].values()) > 0
 
 
-def test_a_portal_answering_503_is_retried_then_a_one_line_error(portal, soup, tmp_path):
+def test_a_portal_answering_503_is_retried_then_a_one_line_error(portal, soup, tmp_path, monkeypatch):
+    import functools
+
+    from copick.impl import cryoet_data_portal
+
     _, config, server = portal
+    # copick's own retries, as many, without its pauses (1, 2 and 4 s, each plus up to 1 s): 10 s of waiting
+    quick = functools.partial(cryoet_data_portal._retry_portal_call, base_delay=0.01, max_delay=0.01)
+    monkeypatch.setattr(cryoet_data_portal, "_retry_portal_call", quick)
     server.fail_next = 2  # a brief outage: the client's own retries ride it out
     assert len(open_project(config).runs) == 3
     server.fail_next, before = 10**6, server.queries
