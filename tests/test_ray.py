@@ -37,7 +37,7 @@ def make(config, soup, slow=False):
     return lambda: PickActor.options(num_cpus=1).remote(config, soup, settings, options, False)
 
 
-def test_every_run_is_picked_exactly_once(batch):
+def test_every_run_is_picked_exactly_once_and_a_run_left_half_written_is_picked_again(batch):
     from ray_jobs.pick import runs_to_pick, schedule
 
     config, soup, runs = batch
@@ -49,6 +49,20 @@ def test_every_run_is_picked_exactly_once(batch):
         assert len(run.get_picks(user_id="ray", session_id="0", object_name="ribosome")) == 1
     todo, skipped, unfinished = runs_to_pick(config, soup, None, "ray", "0", overwrite=False)
     assert todo == [] and sorted(skipped) == sorted(runs) and not unfinished  # a rerun has nothing left to do
+    # A writer killed in the middle of runs[1] left one class unwritten; runs[3] was never picked: a rerun picks
+    # both, replacing the partial picks, and skips the rest.
+    [partial] = root.get_run(runs[1]).get_picks(user_id="ray", session_id="0", object_name="ribosome")
+    root.get_run(runs[1]).delete_picks(user_id="ray", session_id="0", object_name=partial.pickable_object_name)
+    for picks in root.get_run(runs[3]).get_picks(user_id="ray", session_id="0"):
+        root.get_run(runs[3]).delete_picks(user_id="ray", session_id="0", object_name=picks.pickable_object_name)
+    messages = []
+    todo, skipped, unfinished = runs_to_pick(config, soup, None, "ray", "0", overwrite=False, echo=messages.append)
+    assert (todo, skipped, unfinished) == ([runs[1], runs[3]], [runs[0], runs[2]], [runs[1]])
+    assert "interrupted write left picks for 5 of 6 classes" in messages[0]
+    report = schedule(make(config, soup), todo, n_actors=1, echo=lambda m: None, timeout=120,
+                      unfinished=set(unfinished))
+    assert sorted(r["run"] for r in report["done"]) == [runs[1], runs[3]] and not report["failed"]
+    assert runs_to_pick(config, soup, None, "ray", "0", overwrite=False)[:2] == ([], runs)
 
 
 def test_killing_an_actor_mid_batch_still_completes_every_run(batch):
@@ -146,22 +160,29 @@ def test_dataset_ids_are_checked_against_the_portal_before_ray_starts(tmp_path, 
     assert "run(s) to pick" not in done.stdout  # no Ray work started
 
 
-def test_bad_pick_options_are_an_error_before_ray_starts(tmp_path, test_soup):
+def test_bad_pick_options_are_an_error_before_ray_starts(tmp_path, test_soup, capsys, monkeypatch):
+    from ray_jobs import pick
+
     config = simulate_project(tmp_path / "p", runs=1, shape=(16, 32, 32))
     done = subprocess.run([sys.executable, "-m", "ray_jobs.pick", "-c", str(config), "--soup", test_soup,
                            "--window", "33"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr == "Error: --window 33: this soup's members (unet3d_test) need a multiple of 2; try 32 or 34\n"
     assert "run(s) to pick" not in done.stdout  # no Ray work started
-    # Values outside an option's range are refused by click, exactly as `copick-soup pick` refuses them.
+
+    def no_ray(*args, **kwargs):  # a check that stopped refusing fails here instead of picking in this process
+        raise AssertionError("ray.init called: bad input reached Ray")
+
+    monkeypatch.setattr(pick.ray, "init", no_ray)
+    # Values outside an option's range are refused by click, exactly as `copick-soup pick` refuses them; checked in
+    # this process (each subprocess costs seconds of imports): main's return value is the exit status.
     for option, error in ((["--tta", "9"], "Error: Invalid value for '--tta': 9 is not in the range 1<=x<=8."),
                           (["--batch-size", "0"], "Error: Invalid value for '--batch-size': 0 is not in the range "
                                                   "x>=1.")):
-        done = subprocess.run([sys.executable, "-m", "ray_jobs.pick", "-c", str(config), "--soup", test_soup,
-                               *option], capture_output=True, text=True, timeout=120, cwd=tmp_path)
-        assert done.returncode == 2
-        assert done.stderr.strip().splitlines()[-1] == error
-        assert "run(s) to pick" not in done.stdout
+        assert pick.main(["-c", str(config), "--soup", test_soup, *option]) == 2
+        out, err = capsys.readouterr()
+        assert err.strip().splitlines()[-1] == error
+        assert "run(s) to pick" not in out
 
 
 def test_the_example_cluster_yaml_is_a_valid_ray_cluster_config():
@@ -172,21 +193,3 @@ def test_the_example_cluster_yaml_is_a_valid_ray_cluster_config():
     validate_config(prepare_config(config))  # Ray's own schema: raises on a wrong or missing field
     assert config["available_node_types"]["head"]["resources"] == {"GPU": 0}  # actors never land on the head
 
-
-def test_a_run_left_half_written_by_a_killed_writer_is_picked_again(batch):
-    from ray_jobs.pick import runs_to_pick, schedule
-
-    config, soup, runs = batch
-    report = schedule(make(config, soup), runs[:2], n_actors=1, echo=lambda m: None, timeout=120)
-    assert len(report["done"]) == 2
-    root = open_project(config)
-    [partial] = root.get_run(runs[1]).get_picks(user_id="ray", session_id="0", object_name="ribosome")
-    root.get_run(runs[1]).delete_picks(user_id="ray", session_id="0", object_name=partial.pickable_object_name)
-    messages = []
-    todo, skipped, unfinished = runs_to_pick(config, soup, None, "ray", "0", overwrite=False, echo=messages.append)
-    assert (todo, skipped, unfinished) == (runs[1:], runs[:1], runs[1:2])
-    assert "interrupted write left picks for 5 of 6 classes" in messages[0]
-    report = schedule(make(config, soup), todo, n_actors=1, echo=lambda m: None, timeout=120,
-                      unfinished=set(unfinished))
-    assert sorted(r["run"] for r in report["done"]) == runs[1:] and not report["failed"]
-    assert runs_to_pick(config, soup, None, "ray", "0", overwrite=False)[:2] == ([], runs)
