@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("moto")
 
-from helpers import free_port  # noqa: E402
+from helpers import copy_project, free_port  # noqa: E402
 
 from copick_soup.data import open_project, open_tomogram, read_picks  # noqa: E402
 from copick_soup.ensemble import Ensemble, InferenceSettings  # noqa: E402
@@ -29,10 +29,18 @@ def server():
         yield s
 
 
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """A 2-run project, simulated once for the module (tests get copies)."""
+    from copick_soup.simulate import simulate_project
+
+    return simulate_project(tmp_path_factory.mktemp("two") / "p", runs=2, shape=(32, 64, 64), crowding=10.0, seed=31)
+
+
 @pytest.fixture
-def s3_project(make_project, server, tmp_path):
+def s3_project(two_runs, server, tmp_path):
     """(local config, the same project served from S3 with its own overlay, S3 prefix)."""
-    local = make_project(runs=2, shape=(32, 64, 64), crowding=10.0, seed=31)
+    local = copy_project(two_runs, tmp_path / "project")
     prefix = f"{tmp_path.name}/10440"
     return local, publish_project(local, server, prefix, tmp_path / "overlay", fs_args=FAST_FAIL), prefix
 
