@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build on this machine's disk; GPU users pass their own, e.g. make TORCH=torch test.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint bench bench-gpu clean default-soup
+.PHONY: install demo test test-slow lint bench bench-gpu clean default-soup
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,12 @@ demo: install
 	$(BIN)/copick-soup demo --out demo_out
 
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# The slow tier: end-to-end runs on a real Ray head (`ray job submit`, a tune over the cluster), about 2 minutes
+# more on 2 cores. .ci/run runs it after `make test`.
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
 
 lint: install
 	$(BIN)/ruff check .

@@ -20,7 +20,6 @@ from copick_soup.train.recipe import load_recipe, recipe_members
 RECIPES = Path(__file__).parent.parent / "configs" / "recipes"
 
 
-@pytest.mark.slow
 def test_the_soup_search_scores_the_picks_that_pick_writes(crowded_project):
     """Two paths to one run's picks: the search's (each member's whole heatmap cached, blended, cut) and pick's
     (members streamed together in z). They differ only in the streamed buffers' float16 rounding."""

@@ -38,7 +38,6 @@ def pin_tolerances(soup) -> dict:
     return {c.name: POSITION * c.radius for c in soup.classes}
 
 
-@pytest.mark.slow
 def test_the_default_soup_picks_what_it_was_pinned_to(tmp_path):
     from copick_soup.model.manifest import SoupManifest
 

@@ -20,6 +20,7 @@ def recipe(tmp_path):
                                             profile="experimental"), folds="leave-one-run-out"))
 
 
+@pytest.mark.slow
 def test_tune_fans_out_members_settings_and_folds_then_writes_a_soup(tmp_path, ray_cluster):
     from ray_jobs.tune import parse_grid, tune
 
