@@ -2,15 +2,15 @@
 that is not meant to change picks (a restructuring, a faster engine) must leave every pick where it was.
 A change meant to move picks re-pins with `python tests/data/pin_default_picks.py` and says so in its commit.
 
-The pin was taken on another CPU, and float32 kernels differ between CPUs (AVX2, AVX-512, AMX), as do the
-simulator's numpy and scipy paths that make the runs here. So the pin holds picks to tolerances a picker cares about,
-not to float digits: a pick is where it was within a twentieth of its class radius and scores what it did within a
-score step. Measured in float32 on an Intel Xeon with AVX-512 and AVX512-BF16, no AMX, against the pin: every pick
-within 0.001 Å and with the same score, but one virus-like particle (score 0.548) moved 0.14 Å (0.014 voxel), as the
-issue saw on a Xeon without bf16, because one voxel beside
-its broad peak came out one float16 step (0.0005) apart, and the sub-voxel fit moves a pick about 0.01 voxel per
-such step on a peak that broad. The tolerances leave twenty times that and still catch what matters: a pick that
-moved a tenth of its radius or vanished (test_the_pin_check_fails_when_any_pinned_pick_moves_or_goes).
+The pin was taken on another CPU, and float32 kernels differ between CPUs (AVX2, AVX-512, AMX), as do the simulator's
+numpy and scipy paths that make the runs here. So the pin holds picks to tolerances a picker cares about, not to float
+digits: a pick is where it was within a twentieth of its class radius and scores what it did within a score step.
+Measured in float32 on an Intel Xeon with AVX-512 and AVX512-BF16, no AMX, against the pin: every pick within 0.001 Å
+and with the same score, but one virus-like particle (score 0.548) moved 0.14 Å (0.014 voxel), as the issue saw on a
+Xeon without bf16, because one voxel beside its broad peak came out one float16 step (0.0005) apart, and the sub-voxel
+fit moves a pick about 0.01 voxel per such step on a peak that broad. The tolerances leave twenty times that and still
+catch what matters: a pick that moved a tenth of its radius or vanished
+(test_the_pin_check_fails_when_any_pinned_pick_moves_or_goes).
 """
 
 import json
