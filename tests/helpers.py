@@ -93,3 +93,15 @@ def batch_norm_unet(seed: int, n_classes: int = 2, norm: str = "batch"):
             layer.running_mean.uniform_(-0.5, 0.5)
             layer.running_var.uniform_(0.5, 2.0)
     return net.eval()
+
+
+def cube_means(volume, points, r=1) -> list[float]:
+    """Mean of the volume in (2r + 1)-voxel cubes around each point (z, y, x in voxels): where a phantom engine's
+    truth says a particle is, its tests compare these against random points."""
+    import numpy as np
+
+    out = []
+    for p in np.round(points).astype(int):
+        lo, hi = np.maximum(p - r, 0), p + r + 1
+        out.append(volume[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].mean())
+    return out

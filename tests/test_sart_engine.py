@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import cube_means
 
 from copick_soup.data import open_project, open_tomogram, read_picks
 from copick_soup.data.coords import angstrom_to_voxel
@@ -23,15 +24,6 @@ def foreign(tmp_path_factory):
     # seed 3 places every class in this small volume at this crowding
     return simulate_project(tmp_path_factory.mktemp("sart") / "p", runs=1, shape=(64, 128, 128), seed=3,
                             crowding=10.0, engine="sart")
-
-
-def cube_means(volume, points, r=1):
-    """Mean of the volume in (2r + 1)-voxel cubes around each point."""
-    out = []
-    for p in np.round(points).astype(int):
-        lo, hi = np.maximum(p - r, 0), p + r + 1
-        out.append(volume[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].mean())
-    return out
 
 
 def test_the_project_has_truth_for_every_class_where_the_protein_is_dark(foreign):

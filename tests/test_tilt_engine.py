@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from helpers import cube_means
 
 from copick_soup.data import open_project, open_tomogram, read_picks
 from copick_soup.data.coords import angstrom_to_voxel
@@ -54,15 +55,6 @@ def test_a_project_from_the_tilt_engine_has_truth_for_every_class_at_dark_protei
         elsewhere = np.random.default_rng(0).uniform(0, np.array(volume.shape) - 1, (200, 3))
         # protein is dark where the truth says it is (within a voxel or so: 3-voxel cubes around each centre)
         assert np.mean(cube_means(volume, solid)) < np.mean(cube_means(volume, elsewhere)) - 0.3, tomo_type
-
-
-def cube_means(volume, points, r=1):
-    """Mean of the volume in (2r + 1)-voxel cubes around each point."""
-    out = []
-    for p in np.round(points).astype(int):
-        lo, hi = np.maximum(p - r, 0), p + r + 1
-        out.append(volume[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].mean())
-    return out
 
 
 def test_a_template_lands_centred_on_its_fractional_position():
