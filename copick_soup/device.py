@@ -40,7 +40,7 @@ def amp_dtype(name: str, device: str = "cpu"):
     if name == "auto":
         if torch.device(device).type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if torch.device(device).type == "cpu" and cpu_bf16()[0] else None
+        return torch.bfloat16 if torch.device(device).type == "cpu" and cpu_has_bf16() else None
     if name not in dtypes:
         raise SoupError(f"amp: choose one of {', '.join(AMP_CHOICES)}, got '{name}'")
     if name == "fp16" and torch.device(device).type == "cpu" and not cpu_has_fp16():
@@ -57,7 +57,7 @@ def precision_name(dtype) -> str:
 
 def precision_choice(amp: str, device: str = "cpu") -> str:
     """The precision an `amp` setting gives on `device`, and why, as `pick` prints it: 'bfloat16 (native on this
-    CPU: avx512_bf16)', 'float32 (this CPU has no native bf16: ...)', 'float32 (--amp none)'."""
+    CPU: avx512_bf16)', 'float32 (this CPU has no native bf16 (...))', 'float32 (--amp none)'."""
     dtype = precision_name(amp_dtype(amp, device))
     if amp != "auto":
         return f"{dtype} (--amp {amp})"
