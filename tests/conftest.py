@@ -13,6 +13,13 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def converted_networks(tmp_path_factory):
+    """One cache of OpenVINO-converted networks for the session (each shipped member is converted once, as on a
+    user's machine), not the user's own ~/.cache; subprocesses and Ray workers inherit it."""
+    os.environ["COPICK_SOUP_CACHE"] = str(tmp_path_factory.mktemp("copick-soup-cache"))
+
+
 @pytest.fixture
 def make_project(tmp_path):
     """Factory: a fresh simulated project under tmp_path; returns the path of its copick.json."""

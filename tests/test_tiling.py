@@ -207,6 +207,40 @@ def test_openvino_converts_every_shipped_variant(variant):
     np.testing.assert_allclose(OpenVinoPredictor(net)(x).numpy(), want, atol=1e-4 * np.abs(want).max())
 
 
+def test_a_converted_network_is_cached_by_its_weights_and_read_back_the_same(monkeypatch, tmp_path):
+    """A checkpoint's network is converted once per machine: a later process reads it from the cache and computes
+    the same heatmaps to the bit; other weights or a changed architecture get their own entry; a damaged entry is
+    converted again; COPICK_SOUP_CACHE=off and an unwritable cache keep none and still run."""
+    from copick_soup.ensemble import runtimes
+    from copick_soup.ensemble.runtimes import OpenVinoPredictor, cache_key
+
+    monkeypatch.setenv("COPICK_SOUP_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(4)
+    net = create_model("unet3d_test", n_classes=2).eval()
+    x = torch.randn(1, 1, 16, 24, 32)
+    fresh = OpenVinoPredictor(net).run(x)
+    assert not (tmp_path / "cache").exists()  # no checkpoint, no entry
+    written = OpenVinoPredictor(net, weights_sha256="a" * 64).run(x)
+    [xml] = (tmp_path / "cache" / "openvino").glob("*.xml")
+    converts = []
+    monkeypatch.setattr("openvino.convert_model", lambda *a, **k: converts.append(1))  # a read must not convert
+    assert torch.equal(OpenVinoPredictor(net, weights_sha256="a" * 64).run(x), fresh) and torch.equal(written, fresh)
+    assert not converts
+    monkeypatch.undo()
+    monkeypatch.setenv("COPICK_SOUP_CACHE", str(tmp_path / "cache"))
+    other = create_model("unet3d_test", n_classes=3).eval()
+    assert len({cache_key(net, "a" * 64), cache_key(net, "b" * 64), cache_key(other, "a" * 64)}) == 3
+    xml.with_suffix(".bin").write_bytes(b"damaged")
+    assert torch.equal(OpenVinoPredictor(net, weights_sha256="a" * 64).run(x), fresh)
+    assert xml.with_suffix(".bin").stat().st_size > 1000  # rewritten whole
+    for cache in ("off", str(tmp_path / "a-file" / "cache")):
+        (tmp_path / "a-file").write_text("")
+        monkeypatch.setenv("COPICK_SOUP_CACHE", cache)
+        assert torch.equal(OpenVinoPredictor(net, weights_sha256="c" * 64).run(x), fresh)
+    assert runtimes.converted_cache() == tmp_path / "a-file" / "cache" / "openvino"
+    assert len(list((tmp_path / "cache" / "openvino").glob("*.xml"))) == 1
+
+
 def test_the_auto_runtime_is_openvino_on_a_cpu_where_installed_else_torch(monkeypatch, test_soup, smaller_project):
     from click.testing import CliRunner
 

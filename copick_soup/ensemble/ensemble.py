@@ -124,7 +124,8 @@ class Ensemble:
         if settings.engine == "openvino":
             key = (id(member.model), settings.amp, settings.tta)
             if key not in self.compiled:
-                self.compiled[key] = OpenVinoPredictor(member.model, settings.amp_dtype, settings.views)
+                self.compiled[key] = OpenVinoPredictor(member.model, settings.amp_dtype, settings.views,
+                                                       member.manifest.sha256)
             return self.compiled[key]
         return TorchPredictor(member.model, settings.device, settings.amp_dtype, settings.views)
 

@@ -9,6 +9,10 @@ windows.py never knows which.
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -58,15 +62,11 @@ class OpenVinoPredictor:
 
     KEEP_SHAPES = 2
 
-    def __init__(self, model, amp_dtype=None, views=None):
+    def __init__(self, model, amp_dtype=None, views=None, weights_sha256: str = ""):
         import openvino as ov
-        import torch
 
         self.core = ov.Core()
-        shape = ov.PartialShape([-1, 1, -1, -1, -1])
-        side = 2 * getattr(model, "divisor", 8)  # the example must leave the deepest level more than one voxel
-        self.model = ov.convert_model(model.float().eval(), example_input=torch.zeros(1, 1, side, side, side),
-                                      input=[shape])
+        self.model = converted(self.core, model, weights_sha256)
         self.precision = "bf16" if amp_dtype is not None else "f32"
         self.views = views or tta_views(1)
         self.compiled = {}
@@ -96,6 +96,72 @@ class OpenVinoPredictor:
         import torch
 
         return mean_over_views(lambda v: self.run(v.contiguous()), torch.as_tensor(batch), self.views)
+
+
+def converted(core, model, weights_sha256: str = ""):
+    """`model` as an OpenVINO model with dynamic batch and window shape, read from the cache of converted networks
+    where an earlier process left it, else converted from torch (about 0.7-2 s a member: 5 s of a default-soup
+    pick's start) and left there. Networks without a checkpoint's `weights_sha256` (in memory, in training) are
+    converted every time."""
+    import openvino as ov
+    import torch
+
+    folder = converted_cache()
+    key = cache_key(model, weights_sha256) if weights_sha256 and folder else None
+    if key and (folder / f"{key}.xml").exists():
+        try:
+            return core.read_model(folder / f"{key}.xml")
+        except RuntimeError:  # a damaged pair (a disk filled up): converted again and rewritten
+            pass
+    side = 2 * getattr(model, "divisor", 8)  # the example must leave the deepest level more than one voxel
+    network = ov.convert_model(model.float().eval(), example_input=torch.zeros(1, 1, side, side, side),
+                               input=[ov.PartialShape([-1, 1, -1, -1, -1])])
+    if key:
+        save_converted(network, folder, key)
+    return network
+
+
+def converted_cache() -> Path | None:
+    """Where converted networks are kept: $COPICK_SOUP_CACHE/openvino, else the user's cache folder
+    ($XDG_CACHE_HOME or ~/.cache)/copick-soup/openvino. COPICK_SOUP_CACHE=off (or an empty value) keeps none."""
+    root = os.environ.get("COPICK_SOUP_CACHE")
+    if root is None:
+        root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "copick-soup"
+    elif root in ("", "off"):
+        return None
+    return Path(root) / "openvino"
+
+
+def cache_key(model, weights_sha256: str) -> str:
+    """What a converted network depends on: the weights, the architecture (its config and the source of the
+    model package, so that a changed layer is converted again) and the OpenVINO version."""
+    import json
+
+    import openvino as ov
+
+    from copick_soup import model as model_package
+
+    digest = hashlib.sha256(f"{weights_sha256} {ov.__version__} ".encode())
+    digest.update(json.dumps(model.config.as_dict(), sort_keys=True).encode())
+    for source in sorted(Path(model_package.__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def save_converted(network, folder: Path, key: str):
+    """Write `network` as folder/key.xml and .bin, each renamed into place whole, so that a process reading the
+    cache at the same time (another Ray actor) finds a complete pair or nothing; a cache that cannot be written
+    is only slower."""
+    import openvino as ov
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            ov.save_model(network, Path(tmp) / f"{key}.xml", compress_to_fp16=False)  # exact float32 weights
+            os.replace(Path(tmp) / f"{key}.bin", folder / f"{key}.bin")
+            os.replace(Path(tmp) / f"{key}.xml", folder / f"{key}.xml")  # last: its presence means both are there
+    except OSError:
+        pass
 
 
 def cast_weights(model, dtype):
