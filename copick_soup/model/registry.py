@@ -30,7 +30,7 @@ def unet3d_tiny() -> UNetConfig:  # 3 levels, ~1.3 M parameters; 16 features at 
 
 
 @register
-def unet3d_medium() -> UNetConfig:  # 4 levels, ~4.3 M parameters
+def unet3d_medium() -> UNetConfig:  # 4 levels, ~4.4 M parameters
     return UNetConfig(channels=(28, 56, 112, 224))
 
 
