@@ -18,6 +18,8 @@ import numpy as np
 
 from copick_soup.ensemble.tta import apply_view, tta_views, undo_view
 
+MODEL_PACKAGE = Path(__file__).resolve().parents[1] / "model"  # the networks' code: part of a converted one's key
+
 
 class TorchPredictor:
     """`predict_batch` for one torch model: inference mode, optional autocast, optional TTA views. Returns a
@@ -139,11 +141,9 @@ def cache_key(model, weights_sha256: str) -> str:
 
     import openvino as ov
 
-    from copick_soup import model as model_package
-
     digest = hashlib.sha256(f"{weights_sha256} {ov.__version__} ".encode())
     digest.update(json.dumps(model.config.as_dict(), sort_keys=True).encode())
-    for source in sorted(Path(model_package.__file__).parent.glob("*.py")):
+    for source in sorted(MODEL_PACKAGE.glob("*.py")):
         digest.update(source.read_bytes())
     return digest.hexdigest()[:32]
 
