@@ -5,7 +5,7 @@ import os
 import platform
 from pathlib import Path
 
-from copick_soup.device import cpu_has_bf16
+from copick_soup.device import cpu_flags, cpu_has_bf16
 
 KERNEL_THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
@@ -27,13 +27,16 @@ def publish(path: Path, lines: list[str], echo: bool = True) -> str:
 
 
 def cpu() -> str:
-    """The CPU a table was taken on: model, architecture, cores and whether it computes bf16 natively.
+    """The CPU a table was taken on: model, architecture, cores and its bf16: 'bf16 AMX' (native and fast, what
+    `--amp auto` runs in), 'bf16 AVX512-BF16, no AMX' (native, no faster than float32) or 'no native bf16'.
 
     Sessions here land on different CPUs (an Intel with AMX one day, an AMD EPYC without bf16 the next), and
     `--amp auto` resolves to bf16 on one and float32 on the other, so a table that names only the architecture
     cannot be compared with another."""
-    bf16 = "native" if cpu_has_bf16() else "not native"
-    return f"{cpu_model()}, {platform.machine()}, {os.cpu_count()} cores, bf16 {bf16}"
+    flags = cpu_flags(os.environ.get("COPICK_SOUP_CPUINFO", "/proc/cpuinfo")) or frozenset()
+    bf16 = ("bf16 AMX" if cpu_has_bf16() else "bf16 AVX512-BF16, no AMX" if "avx512_bf16" in flags
+            else "no native bf16")
+    return f"{cpu_model()}, {platform.machine()}, {os.cpu_count()} cores, {bf16}"
 
 
 def cpu_model() -> str:

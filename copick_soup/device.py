@@ -31,9 +31,8 @@ def is_cpu(device) -> bool:
 
 
 def amp_dtype(name: str, device: str = "cpu"):
-    """The autocast dtype for an `amp` setting; 'auto' is bf16 where `device` computes it natively (CPUs whose
-    flags show AVX512-BF16 or AMX, `cpu_bf16`; recent GPUs), fp16 on older GPUs, float32 (None: no autocast)
-    elsewhere."""
+    """The autocast dtype for an `amp` setting; 'auto' is bf16 where `device` computes it natively and faster
+    (CPUs with AMX, `cpu_bf16`; recent GPUs), fp16 on older GPUs, float32 (None: no autocast) elsewhere."""
     import torch
 
     dtypes = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -57,7 +56,7 @@ def precision_name(dtype) -> str:
 
 def precision_choice(amp: str, device: str = "cpu") -> str:
     """The precision an `amp` setting gives on `device`, and why, as `pick` prints it: 'bfloat16 (native on this
-    CPU: avx512_bf16)', 'float32 (this CPU has no native bf16 (...))', 'float32 (--amp none)'."""
+    CPU: amx_bf16)', 'float32 (avx512_bf16 without AMX: ...)', 'float32 (--amp none)'."""
     dtype = precision_name(amp_dtype(amp, device))
     if amp != "auto":
         return f"{dtype} (--amp {amp})"
@@ -67,28 +66,35 @@ def precision_choice(amp: str, device: str = "cpu") -> str:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (`cpu_bf16`)."""
+    """Whether `--amp auto` runs bf16 on this CPU (`cpu_bf16`)."""
     return cpu_bf16()[0]
 
 
-# Instructions that compute bf16 natively: AVX512-BF16 (Cooper Lake, Zen 4 and later) or AMX (Sapphire Rapids and
-# later) on x86, the BF16 extension on Arm. oneDNN's own query (torch.ops.mkldnn._is_mkldnn_bf16_supported) also
-# says yes on plain AVX-512, where bf16 is emulated: there a pick took 118 s in bf16 against 65 s in float32
-# (issue 48), so the CPU's flags decide, not oneDNN.
-BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+# bf16 by default only where it was measured faster than float32: AMX (Sapphire Rapids and later), where a 64³
+# window of the tiny U-Net ran 2.4x (OpenVINO) to 3x (torch) faster (benchmarks/results/runtimes.md). AVX512-BF16
+# alone (Cooper Lake, Zen 4, Xeons whose AMX is not exposed) is a vector dot product: on such a Xeon, quiet, bf16
+# ran at 0.56-0.78x float32's speed with OpenVINO and 0.80-1.05x with torch (docs/decisions.md), the conversions
+# between layers costing more than the narrower arithmetic saves on these few-channel 3D convolutions. oneDNN's own
+# query says yes even on plain AVX-512, where bf16 is emulated (a pick 118 s in bf16 against 65 s, issue 48), so the
+# CPU's flags decide. Arm's BF16 extension is not measured here: float32 there until it is.
+FAST_BF16_FLAGS = ("amx_bf16",)
 
 
 def cpu_bf16(cpuinfo: str | None = None) -> tuple[bool, str]:
-    """(native, why): whether the CPU described by `cpuinfo` (a /proc/cpuinfo-style file; default /proc/cpuinfo,
-    or $COPICK_SOUP_CPUINFO, which the tests use to fake a CPU) computes bf16 natively, and the reason in words."""
+    """(bf16, why): whether `--amp auto` runs bf16 on the CPU described by `cpuinfo` (a /proc/cpuinfo-style file;
+    default /proc/cpuinfo, or $COPICK_SOUP_CPUINFO, which the tests use to fake a CPU), and the reason in words."""
     path = cpuinfo or os.environ.get("COPICK_SOUP_CPUINFO", "/proc/cpuinfo")
     flags = cpu_flags(path)
     if flags is None:
         return False, f"not assumed native: {path} lists no CPU flags"
-    native = [flag for flag in BF16_FLAGS if flag in flags]
-    if native:
-        return True, f"native on this CPU: {', '.join(native)}"
-    return False, "this CPU has no native bf16 (no avx512_bf16 or amx_bf16 flag; --amp bf16 would emulate it)"
+    fast = [flag for flag in FAST_BF16_FLAGS if flag in flags]
+    if fast:
+        return True, f"native on this CPU: {', '.join(fast)}"
+    if "avx512_bf16" in flags:
+        return False, "avx512_bf16 without AMX: bf16 ran no faster than float32 on such a CPU; --amp bf16 to use it"
+    if "bf16" in flags:
+        return False, "Arm's bf16 is not measured here; --amp bf16 to use it"
+    return False, "this CPU has no native bf16 (no amx_bf16 or avx512_bf16 flag; --amp bf16 would emulate it)"
 
 
 @functools.lru_cache

@@ -73,8 +73,8 @@ max_memory_option = click.option("--max-memory", default=None, type=float, metav
 batch_option = click.option("--batch-size", default=None, type=click.IntRange(1),
                             help="Windows per network call.  [default: 1 on a CPU, 4 on a GPU]")
 amp_option = click.option("--amp", default="auto", show_default=True, type=click.Choice(AMP_CHOICES),
-                          help="Autocast precision; auto: bf16 where the device computes it natively, else float32 "
-                               "on CPU.")
+                          help="Autocast precision; auto: bf16 where the device computes it natively and faster (GPUs, "
+                               "CPUs with AMX), else float32 on a CPU.")
 runtime_option = click.option("--runtime", default="auto", show_default=True,
                               type=click.Choice(["auto", "torch", "openvino"]),
                               help="What runs the networks: torch, or OpenVINO on a CPU; auto: OpenVINO on a CPU "

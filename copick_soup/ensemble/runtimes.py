@@ -54,7 +54,7 @@ def mean_over_views(run, x, views):
 class OpenVinoPredictor:
     """`predict_batch` for one torch model run by OpenVINO on the CPU (`--runtime openvino`): the model is
     converted once, compiled once per window shape, in bf16 where `amp` gives bf16 (auto: where the CPU's flags
-    show it native, device.cpu_bf16), else float32. Takes and returns torch tensors on the CPU, as
+    show it native and faster: AMX, device.cpu_bf16), else float32. Takes and returns torch tensors on the CPU, as
     `TorchPredictor` does.
 
     A compiled shape holds its working memory (every activation of a window: 0.3 GB for unet3d_medium at
