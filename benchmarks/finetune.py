@@ -32,6 +32,7 @@ from copick_soup.objects import classes_from_root
 from copick_soup.pick import PickOptions, pick_runs
 from copick_soup.simulate import simulate_project
 from copick_soup.soup.build import build_soup
+from copick_soup.train.config import parse_overrides
 from copick_soup.train.dataset import load_volumes
 from copick_soup.train.recipe import lab_config
 
@@ -81,6 +82,8 @@ def main() -> None:
     parser.add_argument("--crowding", type=float, default=2.0,
                         help="particles x the natural count (small runs need more, so that every run has some)")
     parser.add_argument("--steps", type=int, default=100, help="training steps per member")
+    parser.add_argument("--set", dest="settings", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="fine-tuning settings over the lab's, as `finetune --set` (e.g. train_layers=all)")
     parser.add_argument("--out", default="/tmp/copick-soup-bench-finetune")
     parser.add_argument("--results", default="finetune.md")
     args = parser.parse_args()
@@ -100,7 +103,9 @@ def main() -> None:
     soup_dir = out / "soup"
     shutil.rmtree(soup_dir, ignore_errors=True)  # an earlier run's: finetune writes into a new folder only
     lines = []
-    soup = finetune_soup(config, "default", soup_dir, TRAIN, VAL, steps=args.steps, echo=lines.append)
+    overrides = parse_overrides(args.settings)
+    soup = finetune_soup(config, "default", soup_dir, TRAIN, VAL, steps=args.steps, overrides=overrides,
+                         echo=lines.append)
     after = score_soup(config, soup, held_out, "after")
     record = json.loads((soup_dir / "finetune.json").read_text())
 
@@ -108,7 +113,8 @@ def main() -> None:
     scores = [f"| {label} | {s.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in s.classes) + " |"
               for label, s in (("default soup", before),
                                (f"default members, weights and thresholds searched on {len(VAL)} lab run", searched),
-                               (f"`copick-soup finetune` ({args.steps} steps per member)", after))]
+                               (f"`copick-soup finetune` ({args.steps} steps per member"
+                                + "".join(f", {k}={v}" for k, v in overrides.items()) + ")", after))]
     phases = [f"| {p} | {record['planned_s'][p]:.0f} | {record['spent_s'][p]:.0f} |" for p in PHASES]
     phases.append(f"| total | {sum(record['planned_s'].values()):.0f} | {sum(record['spent_s'].values()):.0f} |")
     members = ", ".join(f"{name} ({steps} steps)" for name, steps in record["steps"].items())

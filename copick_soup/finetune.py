@@ -201,7 +201,8 @@ def time_step(cfg: TrainConfig, classes, volumes, voxel_size: float) -> float:
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg.amp, device)
     model = create_model(cfg.variant, n_classes=len(classes), norm=cfg.norm).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    model.freeze(cfg.train_layers)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     sampler = PatchSampler(volumes, classes, cfg.patch, voxel_size, cfg.sigma_scale, np.random.default_rng(0),
                            cfg.p_particle, randomisation=cfg.randomisation)
     times = []
@@ -302,9 +303,10 @@ def plan_search(members: list[MemberPlan], classes, peak_s: float, settings) -> 
 
 
 def plan_finetune(config, init: str, out, train_runs, val_runs, picks_user="curation", picks_session="0",
-                  steps: int | None = None, members=(), settings=None, echo=print):
+                  steps: int | None = None, members=(), settings=None, overrides=None, echo=print):
     """Check everything, read the tomograms, measure the rates and return (root, classes, train, val, Plan);
-    `settings`: the soup search's InferenceSettings (resolved). Writes nothing."""
+    `settings`: the soup search's InferenceSettings (resolved); `overrides`: training settings over the lab's
+    (`--set`). Writes nothing."""
     out = Path(out)
     if out.exists() and any(out.iterdir()):  # a soup, or an interrupted fine-tune's members: nothing is overwritten
         raise SoupError(f"--out {out}: not empty; choose a new folder for the soup")
@@ -319,7 +321,7 @@ def plan_finetune(config, init: str, out, train_runs, val_runs, picks_user="cura
     check_picks(classes, train, val, picks_user, picks_session)
     left_out = []
     kept = runnable_members(manifests, train, echo=left_out.append)
-    configs = [lab_config(m, dict(steps=steps) if steps else None) for m in kept]
+    configs = [lab_config(m, {**(overrides or {}), **({"steps": steps} if steps else {})}) for m in kept]
     started = time.perf_counter()
     volumes = lab_volumes(root, kept, configs, classes, train, val, picks_user, picks_session, echo)
     read_s = time.perf_counter() - started
@@ -391,13 +393,13 @@ class Progress:
 
 def finetune_soup(config, init: str, out, train_runs, val_runs, picks_user="curation", picks_session="0",
                   steps: int | None = None, members=(), budget: float | None = None, settings=None,
-                  echo=print) -> Path:
+                  overrides=None, echo=print) -> Path:
     """Fine-tune the members of `init` on the training runs, search the soup on the validation runs, write
     OUT/soup.json; returns its path. Every check, the plan and the budget come before any work."""
     out = Path(out)
     settings = (settings or InferenceSettings()).resolved()
     root, classes, train, val, plan = plan_finetune(config, init, out, train_runs, val_runs, picks_user,
-                                                    picks_session, steps, members, settings, echo)
+                                                    picks_session, steps, members, settings, overrides, echo)
     for line in plan.lines():
         echo(line)
     check_budget(plan, budget)

@@ -50,7 +50,8 @@ def test_finetune_writes_a_soup_that_pick_uses_leaving_out_the_member_the_runs_c
     from copick_soup.model.manifest import MemberManifest
 
     out = tmp_path / "soups" / "lab"
-    result = invoke("finetune", "-c", lab, "--init", init_soup, *TRAIN, *VAL, "--steps", 2, "--out", out)
+    result = invoke("finetune", "-c", lab, "--init", init_soup, *TRAIN, *VAL, "--steps", 2, "--out", out,
+                    "--set", "train_layers=head")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     plan = lines.index("plan:")
@@ -65,6 +66,7 @@ def test_finetune_writes_a_soup_that_pick_uses_leaving_out_the_member_the_runs_c
     assert member.class_names == ["apo-ferritin", "ribosome"]
     assert member.training["validated_by"] == "the soup search" and member.training["val_f4"] is not None
     assert member.training["config"]["steps"] == 2 and member.training["train_runs"] == ["exp_000", "exp_001"]
+    assert member.training["config"]["train_layers"] == "head"  # --set reaches each member's fine-tune
     assert not list((out / "members" / "stages").rglob("state.*"))  # nothing resumes them
     assert (out / "members" / "stages" / "unet3d_test-denoised" / "finetune" / "log.csv").exists()
     record = json.loads((out / "finetune.json").read_text())  # each phase's planned and real time
@@ -103,6 +105,8 @@ def test_bad_input_is_one_line_before_any_work(init_soup, lab, tmp_path):
     cases = [
         (lab, [*TRAIN, "--val-runs", "exp_001"], "Error: run(s) exp_001 are both training and validation runs"),
         (lab, ["--train-runs", "exp_000,exp_009", *VAL], "Error: unknown run(s) exp_009; the project has "),
+        (lab, [*TRAIN, *VAL, "--set", "train_layers=encoder"],
+         "Error: --set: 'train_layers' must be one of all, decoder, head, got 'encoder'"),
         (lab, [*TRAIN, *VAL, "--members", "unet3d_tiny-denoised"],
          "Error: --members: no member unet3d_tiny-denoised in the init soup; it has unet3d_test-denoised, "),
         (project(tmp_path / "new", objects=[*lab_objects(ribosome=1000), proteasome]), [*TRAIN, *VAL],

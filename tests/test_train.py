@@ -233,6 +233,25 @@ def test_tiny_trains_loss_falls_and_checkpoint_round_trips(volumes, tmp_path):
     assert manifest.tomo_type == "denoised" and manifest.training["step"] == 40
 
 
+@pytest.mark.parametrize("layers, trained", [("decoder", {"ups", "decoders", "head"}), ("head", {"head"})])
+def test_a_fine_tune_updates_only_the_layers_it_trains(volumes, tmp_path, layers, trained):
+    """train_layers freezes the rest: every frozen tensor leaves the fine-tune bit for bit as it came, every trained
+    one changes."""
+    from copick_soup.model.checkpoint import load_member
+
+    classes, train, _ = volumes
+    cfg = TrainConfig(variant="unet3d_test", patch=16, steps=3, val_every=3, seed=3)
+    start = train_member(cfg, classes, train, [], tmp_path / "start", VOXEL_SIZE, "denoised")
+    tuned = train_member(override(cfg, {"train_layers": layers, "lr": 1e-2}), classes, train, [], tmp_path / layers,
+                         VOXEL_SIZE, "denoised", init=start)
+    before, after = load_member(start)[0].state_dict(), load_member(tuned)[0].state_dict()
+    changed = {name.split(".")[0] for name in before if not torch.equal(before[name], after[name])}
+    assert changed == trained
+    assert all(not torch.equal(before[n], after[n]) for n in before if n.split(".")[0] in trained)
+    with pytest.raises(SoupError, match="'train_layers' must be one of all, decoder, head, got 'encoder'"):
+        override(cfg, {"train_layers": "encoder"})
+
+
 def test_resume_continues_from_the_saved_step(volumes, tmp_path):
     classes, train, _ = volumes
     cfg = TrainConfig(variant="unet3d_test", patch=16, steps=6, val_every=3, seed=3)

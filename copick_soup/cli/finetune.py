@@ -25,8 +25,11 @@ from copick_soup.cli.util import config_option, reports_errors, split_names
               help="User ID of the annotations, or USER/SESSION (portal annotations: data-portal/*).")
 @click.option("--picks-session", default="0", show_default=True,
               help="Session ID of the annotations; '*' or a glob: every session it matches.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Override a fine-tuning setting, e.g. --set lr=1e-4 --set train_layers=all (see TrainConfig).")
 @reports_errors
-def finetune(config, train_runs, val_runs, out, init, member_names, steps, budget, picks_user, picks_session):
+def finetune(config, train_runs, val_runs, out, init, member_names, steps, budget, picks_user, picks_session,
+             settings):
     """Fine-tune a soup's members on your annotated runs and search the new soup, in one command.
 
     It prints its plan first (members kept and left out, steps, the expected time per phase, from rates measured
@@ -39,9 +42,11 @@ def finetune(config, train_runs, val_runs, out, init, member_names, steps, budge
     """
     # deferred: the pipeline (and torch) loads only when the command runs, not when copick lists its plugins
     from copick_soup.finetune import finetune_soup
+    from copick_soup.train.config import parse_overrides
 
     soup = finetune_soup(config, init, out, split_names(train_runs), split_names(val_runs), picks_user,
-                         picks_session, steps, split_names(member_names), budget, echo=click.echo)
+                         picks_session, steps, split_names(member_names), budget,
+                         overrides=parse_overrides(settings), echo=click.echo)
     click.echo(f"soup: {soup}  (pick with --soup {out})")
 
 

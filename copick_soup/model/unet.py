@@ -73,6 +73,11 @@ def conv_block(cin: int, cout: int, norm: str) -> nn.Sequential:
     )
 
 
+# What a fine-tune may train (`train_layers`), by the parts it leaves frozen: everything; the decoder and head on
+# the pretrained encoder's features; the 1x1x1 head alone.
+TRAIN_LAYERS = {"all": (), "decoder": ("encoders", "downs"), "head": ("encoders", "downs", "ups", "decoders")}
+
+
 class UNet3D(nn.Module):
     def __init__(self, config: UNetConfig):
         super().__init__()
@@ -96,6 +101,15 @@ class UNet3D(nn.Module):
     @property
     def divisor(self) -> int:
         return self.config.divisor
+
+    def freeze(self, layers: str = "all") -> list[nn.Module]:
+        """Leave the parts that `layers` (TRAIN_LAYERS) does not train out of the gradient; returns them, for the
+        loop to keep in eval mode (a batch norm among them keeps its statistics). Backward then stops where the
+        first trained layer begins: "decoder" spares the encoder's half of every step's backward pass."""
+        frozen = [getattr(self, name) for name in TRAIN_LAYERS[layers]]
+        for part in frozen:
+            part.requires_grad_(False)
+        return frozen
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 1, D, H, W) -> (B, C, D, H, W)
         skips = []

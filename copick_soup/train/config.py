@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from copick_soup.data.tomogram import NORMALISATIONS
 from copick_soup.errors import SoupError
 from copick_soup.model.registry import model_config
+from copick_soup.model.unet import TRAIN_LAYERS
 from copick_soup.train.augment import Randomisation
 
 # Settings removed because they made members worse (docs/decisions.md), which members trained before still record
@@ -24,6 +25,7 @@ class TrainConfig:
     steps: int = 300
     lr: float = 2e-3
     weight_decay: float = 1e-4
+    train_layers: str = "all"  # all, decoder or head (model/unet.py's TRAIN_LAYERS): what a fine-tune updates
     warmup: int = 20  # steps of linear warm-up before the cosine decay
     ema: float = 0.0  # EMA decay of the weights (0 = off); validation and checkpoints use the EMA
     val_every: int = 50  # an "epoch": steps between validations
@@ -65,6 +67,8 @@ class TrainConfig:
             for key in keys:
                 if not ok(getattr(self, key)):
                     raise SoupError(f"'{key}' must be {rule}, got {getattr(self, key)}")
+        if self.train_layers not in TRAIN_LAYERS:
+            raise SoupError(f"'train_layers' must be one of {', '.join(TRAIN_LAYERS)}, got {self.train_layers!r}")
         if self.normalisation not in NORMALISATIONS:
             raise SoupError(f"'normalisation' must be one of {', '.join(NORMALISATIONS)}, got "
                             f"{self.normalisation!r}")

@@ -141,7 +141,9 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
         if instance is not None and not resuming:  # a resumed state holds the statistics
             fix_norms(model, instance, train_volumes, rng, device, echo)
     ema = copy.deepcopy(model).eval() if cfg.ema > 0 else None
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    frozen = model.freeze(cfg.train_layers)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
     sampler = PatchSampler(train_volumes, classes, cfg.patch, voxel_size, cfg.sigma_scale, rng, cfg.p_particle,
                            p_hard=cfg.p_hard, randomisation=cfg.randomisation)
     manifest = member_manifest(cfg, classes, voxel_size, tomo_type, provenance or {})
@@ -174,6 +176,8 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(cfg, step)
         model.train()
+        for part in frozen:
+            part.eval()
         with torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = weighted_mse(model(image), target, cfg.fg_weight)
         optimizer.zero_grad(set_to_none=True)
