@@ -44,6 +44,8 @@ bench: install
 	$(BIN)/python benchmarks/simulate.py
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/finetune.py
+	$(BIN)/python benchmarks/finetune.py --shape 64,128,128 --crowding 6 --held-out 2 --steps 30 --layers all decoder head \
+		--results finetune-layers.md
 	$(BIN)/python benchmarks/soup.py
 	$(BIN)/python benchmarks/generalization.py
 	$(BIN)/python benchmarks/accuracy.py

@@ -1,13 +1,16 @@
 """A lab's path: `copick-soup finetune` on three annotated runs and one validation run of a phantom engine, with
 the default soup before and after, scored on held-out runs of that engine, and where the time went.
 
-    python benchmarks/finetune.py [--engine sart] [--shape 128,256,256] [--crowding 2] [--held-out 4] [--steps 100]
+    python benchmarks/finetune.py [--engine sart] [--shape 128,256,256] [--crowding 2] [--held-out 4] [--steps N]
+                                  [--layers all decoder head] [--set KEY=VALUE ...]
                                   [--out /tmp/copick-soup-bench-finetune] [--results finetune.md]
+    python benchmarks/finetune.py --shape 64,128,128 --crowding 6 --held-out 2 --steps 30 --layers all decoder head \
+        --results finetune-layers.md     # which layers a few-run fine-tune trains (15 min)
 
 Three tables, written to benchmarks/results/finetune.md (or --results):
 - held-out F4: the default soup; its members with weights and thresholds searched on the validation run (what the
-  search alone does); the soup `copick-soup finetune` writes (what fine-tuning adds);
-- the time of each phase of that command: planned (from the rates it measured before any work) and taken;
+  search alone does); the soup `copick-soup finetune` writes (what fine-tuning adds), one row per --layers choice;
+- the time of each phase of that command: planned (from the rates it measured before any work) and taken, per choice;
 - one pass of each member's network over the training runs, as mining and validation ran it before (torch, 64³
   cubes) and as they run it now (as `pick` does: OpenVINO on a CPU with its conversion, the crop tiling).
 """
@@ -81,9 +84,11 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=4, help="held-out runs to score on")
     parser.add_argument("--crowding", type=float, default=2.0,
                         help="particles x the natural count (small runs need more, so that every run has some)")
-    parser.add_argument("--steps", type=int, default=100, help="training steps per member")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per member (default: the lab's)")
+    parser.add_argument("--layers", nargs="+", default=[None], choices=["all", "decoder", "head"],
+                        help="train_layers to compare, one fine-tune each (default: the lab's)")
     parser.add_argument("--set", dest="settings", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="fine-tuning settings over the lab's, as `finetune --set` (e.g. train_layers=all)")
+                        help="fine-tuning settings over the lab's, as `finetune --set` (e.g. lr=1e-4)")
     parser.add_argument("--out", default="/tmp/copick-soup-bench-finetune")
     parser.add_argument("--results", default="finetune.md")
     args = parser.parse_args()
@@ -99,40 +104,47 @@ def main() -> None:
     before = score_soup(config, "default", held_out, "before")
     searched = build_soup(config, [str(p) for p in member_paths("default")], VAL, out / "soup-searched",
                           echo=lambda m: None)
-    searched = score_soup(config, searched, held_out, "searched")
-    soup_dir = out / "soup"
-    shutil.rmtree(soup_dir, ignore_errors=True)  # an earlier run's: finetune writes into a new folder only
-    lines = []
-    overrides = parse_overrides(args.settings)
-    soup = finetune_soup(config, "default", soup_dir, TRAIN, VAL, steps=args.steps, overrides=overrides,
-                         echo=lines.append)
-    after = score_soup(config, soup, held_out, "after")
-    record = json.loads((soup_dir / "finetune.json").read_text())
+    scores = [("default soup", before),
+              (f"default members, weights and thresholds searched on {len(VAL)} lab run",
+               score_soup(config, searched, held_out, "searched"))]
+    records = []
+    for layers in args.layers:
+        overrides = {**parse_overrides(args.settings), **({"train_layers": layers} if layers else {})}
+        soup_dir = out / f"soup-{layers or 'lab'}"
+        shutil.rmtree(soup_dir, ignore_errors=True)  # an earlier run's: finetune writes into a new folder only
+        soup = finetune_soup(config, "default", soup_dir, TRAIN, VAL, steps=args.steps, overrides=overrides,
+                             echo=lambda m: None)
+        record = json.loads((soup_dir / "finetune.json").read_text())
+        member = json.loads(next((soup_dir / "members").glob("*.json")).read_text())["training"]["config"]
+        label = (f"`copick-soup finetune`: {member['steps']} steps per member, train_layers {member['train_layers']}, "
+                 f"lr {member['lr']:g}")
+        scores.append((label, score_soup(config, soup, held_out, f"after-{layers or 'lab'}")))
+        records.append((member["train_layers"], record))
 
     names = [c.name for c in before.classes]
-    scores = [f"| {label} | {s.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in s.classes) + " |"
-              for label, s in (("default soup", before),
-                               (f"default members, weights and thresholds searched on {len(VAL)} lab run", searched),
-                               (f"`copick-soup finetune` ({args.steps} steps per member"
-                                + "".join(f", {k}={v}" for k, v in overrides.items()) + ")", after))]
-    phases = [f"| {p} | {record['planned_s'][p]:.0f} | {record['spent_s'][p]:.0f} |" for p in PHASES]
-    phases.append(f"| total | {sum(record['planned_s'].values()):.0f} | {sum(record['spent_s'].values()):.0f} |")
-    members = ", ".join(f"{name} ({steps} steps)" for name, steps in record["steps"].items())
+    rows = [f"| {label} | {s.weighted:.3f} | " + " | ".join(f"{c.fbeta():.3f}" for c in s.classes) + " |"
+            for label, s in scores]
+    phases = [f"| {p} | " + " | ".join(f"{r['planned_s'][p]:.0f} | {r['spent_s'][p]:.0f}" for _, r in records) + " |"
+              for p in PHASES]
+    phases.append("| total | " + " | ".join(f"{sum(r['planned_s'].values()):.0f} | {sum(r['spent_s'].values()):.0f}"
+                                          for _, r in records) + " |")
+    members = ", ".join(f"{name} ({steps} steps)" for name, steps in records[0][1]["steps"].items())
     publish(RESULTS / args.results, [
         f"Fine-tuning benchmark: the default soup fine-tuned with `copick-soup finetune` on {len(TRAIN)} annotated "
         f"runs and searched on {len(VAL)}, all of {'x'.join(map(str, shape))} voxels from the `{args.engine}` "
         f"engine (experimental profile, crowding {args.crowding:g}), scored on {args.held_out} held-out runs of "
         f"it; {cpu()}, {time.strftime('%Y-%m-%d')}",
         "",
-        *markdown(["soup", "held-out F4", *names], scores),
+        *markdown(["soup", "held-out F4", *names], rows),
         "",
         f"Where the time went (seconds, wall): {members}; left out: "
-        f"{'; '.join(record['left_out']) or 'none'}. Planned: from one training step, one inference window and "
-        f"one peak search per member, measured before any work; the tomograms were read in {record['read_s']:.0f} s "
-        f"before the plan. A busy machine (other jobs on its cores) makes both columns longer, and the plan only as "
-        f"much as it was busy while measuring.",
+        f"{'; '.join(records[0][1]['left_out']) or 'none'}. Planned: from one training step, one inference window "
+        f"and one peak search per member, measured before any work; the tomograms were read in "
+        f"{records[0][1]['read_s']:.0f} s before the plan. A busy machine (other jobs on its cores) makes both "
+        f"columns longer, and the plan only as much as it was busy while measuring.",
         "",
-        *markdown(["phase", "planned", "took"], phases),
+        *markdown(["phase", *[f"{side} ({layers})" for layers, _ in records for side in ("planned", "took")]],
+                  phases),
         "",
         f"One pass of each member's network over the {len(TRAIN)} training runs (a mining; a validation is the same "
         f"on the validation runs), seconds, wall: as training ran it before (torch, 64³ cubes, Gaussian-blended) "

@@ -51,7 +51,7 @@ def test_finetune_writes_a_soup_that_pick_uses_leaving_out_the_member_the_runs_c
 
     out = tmp_path / "soups" / "lab"
     result = invoke("finetune", "-c", lab, "--init", init_soup, *TRAIN, *VAL, "--steps", 2, "--out", out,
-                    "--set", "train_layers=head")
+                    "--set", "train_layers=decoder")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     plan = lines.index("plan:")
@@ -66,7 +66,7 @@ def test_finetune_writes_a_soup_that_pick_uses_leaving_out_the_member_the_runs_c
     assert member.class_names == ["apo-ferritin", "ribosome"]
     assert member.training["validated_by"] == "the soup search" and member.training["val_f4"] is not None
     assert member.training["config"]["steps"] == 2 and member.training["train_runs"] == ["exp_000", "exp_001"]
-    assert member.training["config"]["train_layers"] == "head"  # --set reaches each member's fine-tune
+    assert member.training["config"]["train_layers"] == "decoder"  # --set over the lab default (head)
     assert not list((out / "members" / "stages").rglob("state.*"))  # nothing resumes them
     assert (out / "members" / "stages" / "unet3d_test-denoised" / "finetune" / "log.csv").exists()
     record = json.loads((out / "finetune.json").read_text())  # each phase's planned and real time
