@@ -42,7 +42,7 @@ from copick_soup.soup.build import build_soup
 from copick_soup.soup.search import simplex_grid
 from copick_soup.train.config import TrainConfig
 from copick_soup.train.dataset import PatchSampler
-from copick_soup.train.loop import head_rows, mining_due
+from copick_soup.train.loop import head_rows, make_optimizer, mining_due
 from copick_soup.train.loss import weighted_mse
 from copick_soup.train.recipe import (
     finetune_member,
@@ -201,8 +201,7 @@ def time_step(cfg: TrainConfig, classes, volumes, voxel_size: float) -> float:
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg.amp, device)
     model = create_model(cfg.variant, n_classes=len(classes), norm=cfg.norm).to(device)
-    model.freeze(cfg.train_layers)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    optimizer, _ = make_optimizer(model, cfg)  # the loop's: the same parameters trained
     sampler = PatchSampler(volumes, classes, cfg.patch, voxel_size, cfg.sigma_scale, np.random.default_rng(0),
                            cfg.p_particle, randomisation=cfg.randomisation)
     times = []

@@ -141,9 +141,7 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
         if instance is not None and not resuming:  # a resumed state holds the statistics
             fix_norms(model, instance, train_volumes, rng, device, echo)
     ema = copy.deepcopy(model).eval() if cfg.ema > 0 else None
-    frozen = model.freeze(cfg.train_layers)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                  weight_decay=cfg.weight_decay)
+    optimizer, frozen = make_optimizer(model, cfg)
     sampler = PatchSampler(train_volumes, classes, cfg.patch, voxel_size, cfg.sigma_scale, rng, cfg.p_particle,
                            p_hard=cfg.p_hard, randomisation=cfg.randomisation)
     manifest = member_manifest(cfg, classes, voxel_size, tomo_type, provenance or {})
@@ -220,6 +218,16 @@ def train_member(cfg: TrainConfig, classes, train_volumes, val_volumes, out_dir,
     if bar:
         bar.close()
     return out_dir / "best.json"
+
+
+def make_optimizer(model, cfg: TrainConfig):
+    """(AdamW over the parameters `cfg.train_layers` trains, the frozen parts): the rest of the U-Net is taken out
+    of the gradient (UNet3D.freeze), and the loop keeps the frozen parts in eval mode."""
+    import torch
+
+    frozen = model.freeze(cfg.train_layers)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay), frozen
 
 
 def mine(net, volumes, classes, cfg: TrainConfig, voxel_size: float, device: str, echo,
