@@ -23,6 +23,7 @@ from copick_soup.data.picks import existing_picks, read_picks, write_picks
 from copick_soup.data.project import select_runs
 from copick_soup.data.tomogram import find_voxel_spacing, run_tomo_types, same_size
 from copick_soup.ensemble import Ensemble, InferenceSettings
+from copick_soup.ensemble.calibrate import calibrate
 from copick_soup.ensemble.overlap import cut_picks
 from copick_soup.errors import AlreadyPicked, SoupError
 from copick_soup.objects import classes_from_root
@@ -42,6 +43,8 @@ class PickOptions:
     thresholds: tuple = ()  # ((soup class, threshold), ...): --threshold, replacing the soup's
     qc: str | None = None  # a folder for one QC picture per run (--qc)
     keep_candidates: bool = True  # every peak above CANDIDATE_FLOOR, with scores, for `copick-soup threshold`
+    calibrate: str = "none"  # valley: each run's thresholds from its own score distributions (ensemble/calibrate.py)
+    one_class: bool = False  # one particle, one class (ensemble/overlap.py's one_class) instead of the soup's overlap
 
     def object_name(self, soup_class: str) -> str:
         """The project object a soup class's picks are written to."""
@@ -93,7 +96,10 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
     floor = {name: min(CANDIDATE_FLOOR, t) for name, t in thresholds.items()}
     candidates = ensemble.stream_candidates(sources, settings, floor, progress,
                                             on_chunk=keep if heat is not None else None, tiling=tiling)
-    picks = ensemble.cut(candidates, thresholds)
+    if opts.calibrate == "valley":
+        thresholds, line = calibrate(candidates, thresholds, keep=dict(opts.thresholds), where=f"run {run.name}: ")
+        echo(line)
+    picks = ensemble.cut(candidates, thresholds, opts.one_class)
     if opts.keep_candidates:  # first: the picks, written last, mark the run done
         write_picks(run, {opts.object_name(n): found for n, found in candidates.items()},
                     candidates_user(opts.user_id), opts.session_id, overwrite=True)
@@ -167,18 +173,41 @@ def run_batch(runs, work, echo=print, progress_factory=None, error_log=None) -> 
     return results
 
 
-def rethreshold_run(run, classes, thresholds: dict, overlap: float, opts: PickOptions) -> dict:
-    """Rewrite a run's picks from the candidate peaks `pick` kept, at new thresholds, without any network: the
-    same points a fresh pick at those thresholds gives (overlap.cut_picks)."""
-    start = time.perf_counter()
-    names = list(opts.objects) or [c.name for c in classes]
+def read_candidates(run, classes, opts: PickOptions) -> dict:
+    """{soup class: (positions, scores)} of the candidate peaks `pick` kept on a run."""
     user = candidates_user(opts.user_id)
     objects = [opts.object_name(c.name) for c in classes]
     if not existing_picks(run, objects, user, opts.session_id):
         raise SoupError(f"run {run.name}: no candidate peaks by user '{user}' session '{opts.session_id}'; pick it "
                         f"first (copick-soup pick keeps them)")
     found = read_picks(run, objects, user, opts.session_id, with_scores=True)
-    picks = cut_picks({c.name: found[o] for c, o in zip(classes, objects)}, classes, thresholds, overlap)
+    return {c.name: found[o] for c, o in zip(classes, objects)}
+
+
+def pooled_valley(runs, classes, thresholds: dict, opts: PickOptions, echo=print) -> dict:
+    """`thresholds` with each class's moved to the valley of its candidate scores over all these runs together
+    (one microscope, one setting: more particles than any one run shows); classes given by hand are kept."""
+    scores = {c.name: [] for c in classes}
+    for run in runs:
+        for name, (_, found) in read_candidates(run, classes, opts).items():
+            scores[name].append(np.asarray(found))
+    pooled = {n: (None, np.concatenate(s) if s else np.zeros(0)) for n, s in scores.items()}
+    values, line = calibrate(pooled, thresholds, keep=dict(opts.thresholds), where=f"{len(runs)} runs pooled: ")
+    echo(line)
+    return values
+
+
+def rethreshold_run(run, classes, thresholds: dict, overlap: float, opts: PickOptions, echo=print) -> dict:
+    """Rewrite a run's picks from the candidate peaks `pick` kept, at new thresholds (or this run's valley
+    thresholds, with opts.calibrate), without any network: the same points a fresh pick at those thresholds gives
+    (overlap.cut_picks)."""
+    start = time.perf_counter()
+    names = list(opts.objects) or [c.name for c in classes]
+    candidates = read_candidates(run, classes, opts)
+    if opts.calibrate == "valley":
+        thresholds, line = calibrate(candidates, thresholds, keep=dict(opts.thresholds), where=f"run {run.name}: ")
+        echo(line)
+    picks = cut_picks(candidates, classes, thresholds, overlap, opts.one_class)
     write_picks(run, {opts.object_name(n): picks[n] for n in names}, opts.user_id, opts.session_id, overwrite=True)
     return dict(run=run.name, processed=True, picks={n: len(picks[n][0]) for n in names}, members=0,
                 seconds=time.perf_counter() - start, error=None)

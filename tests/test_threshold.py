@@ -89,3 +89,48 @@ def test_objects_picks_a_subset_of_the_classes_and_pick_draws_a_qc_picture_and_s
                     "--plot", plot)
     assert result.exit_code == 0, result.output
     assert f"plot: {plot}" in result.output and not_blank(plot)
+
+
+def test_calibrated_one_class_picks_are_the_same_from_pick_and_from_threshold(picked):
+    """`pick --calibrate valley --one-class` and `threshold` over its candidates give the same points; every pair
+    of picks of different classes is further apart than the smaller radius; valley-pooled over one run is valley."""
+    calibrated = ["--calibrate", "valley", "--one-class"]
+    result = invoke("pick", "-c", picked, "--session-id", "cal", "--device", "cpu", "--amp", "none", *calibrated)
+    assert result.exit_code == 0, result.output
+    assert "run exp_000: valley thresholds: apo-ferritin " in result.output
+    first = points(picked, "cal")
+    classes = classes_from_root(open_project(picked))
+    for a in classes:
+        for b in classes:
+            if a.name < b.name and len(first[a.name][0]) and len(first[b.name][0]):
+                gaps = np.linalg.norm(first[a.name][0][:, None] - first[b.name][0][None], axis=2)
+                assert gaps.min() >= min(a.radius, b.radius)
+    for calibration in ("valley", "valley-pooled"):
+        result = invoke("threshold", "-c", picked, "--session-id", "cal", "--calibrate", calibration, "--one-class")
+        assert result.exit_code == 0, result.output
+        same_points(points(picked, "cal"), first)
+    assert "1 runs pooled: valley thresholds:" in result.output
+
+
+def test_threshold_calibrates_from_the_candidates_score_humps_without_labels(picked):
+    """Candidates whose particles peak at 0.3, far under the soup's apo-ferritin threshold (0.4 or so): the valley
+    finds them, the soup's threshold would miss them all, and a class without a second hump keeps the soup's."""
+    from copick_soup.data import write_picks
+
+    rng = np.random.default_rng(5)
+    run = open_project(picked).runs[0]
+    names = [c.name for c in classes_from_root(open_project(picked))]
+    background = 0.05 + rng.exponential(0.02, 200)
+    particles = rng.normal(0.3, 0.02, 12)
+    scores = {n: np.zeros(0) for n in names}
+    scores["apo-ferritin"] = np.concatenate([background, particles])
+    scores["ribosome"] = background[:100]
+    # far apart (1000 Å), so that no suppression takes part
+    candidates = {n: (rng.uniform(0, 1, (len(s), 3)) * 1e5, s) for n, s in scores.items()}
+    write_picks(run, candidates, "synthetic-candidates", "s")
+    result = invoke("threshold", "-c", picked, "--user-id", "synthetic", "--session-id", "s", "--calibrate", "valley")
+    assert result.exit_code == 0, result.output
+    assert "ribosome 0.55 (soup's: one hump" in result.output, result.output
+    picked_apo = read_picks(open_project(picked).runs[0], names, "synthetic", "s", with_scores=True)["apo-ferritin"]
+    assert len(picked_apo[0]) == 12 and picked_apo[1].min() > 0.2
+    assert len(read_picks(open_project(picked).runs[0], names, "synthetic", "s")["ribosome"]) == 0

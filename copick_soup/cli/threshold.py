@@ -16,8 +16,14 @@ from copick_soup.cli.util import config_option, pick_opts, reports_errors, run_l
               help="A class's new threshold, 0-1 (repeat or comma-separate); other classes keep the soup's.")
 @click.option("--objects", multiple=True, metavar="NAME", help="Rewrite only these classes' picks.")
 @click.option("--class-map", multiple=True, metavar="SOUP=OBJECT", help="As for pick.")
+@click.option("--calibrate", type=click.Choice(["none", "valley", "valley-pooled"]), default="none", show_default=True,
+              help="valley: each run's thresholds from its own peak scores (the valley between the background's "
+                   "hump and the particles'); valley-pooled: one valley over the chosen runs' scores together (runs "
+                   "from one microscope and one setting). No labels needed; --set classes are kept as given.")
+@click.option("--one-class", is_flag=True, help="As for pick: one particle, one class.")
 @reports_errors
-def threshold(config, run_names, legacy_run_names, soup, user_id, session_id, thresholds, objects, class_map):
+def threshold(config, run_names, legacy_run_names, soup, user_id, session_id, thresholds, objects, class_map,
+              calibrate, one_class):
     """Rewrite picks at new per-class thresholds from the candidate peaks `pick` kept (user USER-candidates),
     without running any network: the same points a new pick at those thresholds would give. The picks of this user
     and session are replaced; that is what the command is for.
@@ -33,10 +39,18 @@ def threshold(config, run_names, legacy_run_names, soup, user_id, session_id, th
     from copick_soup.data.project import open_project, select_runs
     from copick_soup.errors import SoupError
     from copick_soup.model.manifest import SoupManifest
-    from copick_soup.pick import CANDIDATE_FLOOR, resolve_classes, rethreshold_run, run_batch, summary_table
+    from copick_soup.pick import (
+        CANDIDATE_FLOOR,
+        pooled_valley,
+        resolve_classes,
+        rethreshold_run,
+        run_batch,
+        summary_table,
+    )
 
     manifest = SoupManifest.read(soup)
-    opts = pick_opts(manifest.classes, user_id, session_id, class_map, objects, thresholds)
+    opts = pick_opts(manifest.classes, user_id, session_id, class_map, objects, thresholds,
+                     calibrate=calibrate, one_class=one_class)
     low = {k: v for k, v in opts.thresholds if v < CANDIDATE_FLOOR}
     if low:
         name, value = next(iter(low.items()))
@@ -45,9 +59,11 @@ def threshold(config, run_names, legacy_run_names, soup, user_id, session_id, th
     root = open_project(config)
     opts = resolve_classes(root, manifest.classes, opts, click.echo)
     values = {**manifest.thresholds, **dict(opts.thresholds)}
-    results = run_batch(select_runs(root, run_list(run_names, legacy_run_names)),
-                        lambda run, _: rethreshold_run(run, manifest.classes, values, manifest.overlap, opts),
-                        click.echo)
+    runs = select_runs(root, run_list(run_names, legacy_run_names))
+    if calibrate == "valley-pooled":
+        values = pooled_valley(runs, manifest.classes, values, opts, click.echo)
+    results = run_batch(runs, lambda run, _: rethreshold_run(run, manifest.classes, values, manifest.overlap, opts,
+                                                             click.echo), click.echo)
     click.echo(summary_table(results, manifest.classes))
     failed = [r["run"] for r in results if r["status"] == "failed"]
     if failed:

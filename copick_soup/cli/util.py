@@ -111,6 +111,13 @@ pick_options = options(
     click.option("--threshold", "thresholds", multiple=True, metavar="CLASS=VALUE",
                  help="Replace the soup's threshold of a class (0-1; lower: more picks, higher recall). Change it "
                       "later without the networks: copick-soup threshold."),
+    click.option("--calibrate", type=click.Choice(["none", "valley"]), default="none", show_default=True,
+                 help="valley: each run's thresholds from its own peak scores, in the valley between the "
+                      "background's hump and the particles' (no labels; for tomograms unlike the soup's training "
+                      "data). A class with no valley keeps the soup's threshold, and the log says so."),
+    click.option("--one-class", is_flag=True,
+                 help="One particle, one class: of picks closer than the smaller radius, keep the one furthest above "
+                      "its own class's threshold (for a class whose channel fires on other particles)."),
     inference_options,
     click.option("--overwrite", is_flag=True, help="Replace picks that already exist for this user and session."),
     click.option("--save-heatmaps", is_flag=True,
@@ -150,14 +157,15 @@ def inference_settings(tomo_type=None, device="auto", tta=1, window="auto", over
 
 
 def pick_opts(classes, user_id="copick-soup", session_id="0", class_map=(), objects=(), thresholds=(),
-              overwrite=False, save_heatmaps=False, qc=None):
+              overwrite=False, save_heatmaps=False, qc=None, calibrate="none", one_class=False):
     """The `PickOptions` the pick options describe, for a soup of these classes (ParticleClass)."""
     from copick_soup.data.classes import parse_class_map
     from copick_soup.pick import PickOptions, parse_thresholds  # the pipeline: deferred to the command body
 
     return PickOptions(user_id=user_id, session_id=session_id, overwrite=overwrite, save_heatmaps=save_heatmaps,
                        class_map=tuple(parse_class_map(class_map).items()), objects=tuple(split_names(objects)),
-                       thresholds=tuple(parse_thresholds(thresholds, classes).items()), qc=qc)
+                       thresholds=tuple(parse_thresholds(thresholds, classes).items()), qc=qc,
+                       calibrate=calibrate, one_class=one_class)
 
 
 @dataclass(frozen=True)

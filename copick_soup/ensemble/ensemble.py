@@ -196,10 +196,11 @@ class Ensemble:
         grid = getattr(sources[0].volume, "voxel_size", self.voxel_size)  # 10.000 Å read as the soup's 10.012
         return on_grid(peaks.picks(), grid / self.voxel_size)
 
-    def cut(self, candidates: dict, thresholds: dict | None = None) -> dict:
-        """The picks among candidate peaks: above the thresholds (the soup's by default), then suppression."""
+    def cut(self, candidates: dict, thresholds: dict | None = None, one: bool = False) -> dict:
+        """The picks among candidate peaks: above the thresholds (the soup's by default), then suppression (one
+        particle, one class with `one`: overlap.one_class)."""
         return cut_picks(candidates, self.classes, self.thresholds if thresholds is None else thresholds,
-                         self.overlap)
+                         self.overlap, one)
 
     # ---- whole heatmaps: what the soup search and validation cache ---------------------------------------------
 
