@@ -2,6 +2,7 @@
 weighted back-projection, written as a copick project like the `blobs` engine's."""
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -114,5 +115,12 @@ def test_a_mixed_project_alternates_engines_run_by_run(tmp_path):
     config = simulate_project(tmp_path / "p", runs=3, shape=(48, 96, 96), engine="mixed")
     runs = json.loads((config.parent / "simulation.json").read_text())["runs"]
     assert [runs[name]["engine"] for name in sorted(runs)] == ["blobs", "tilt", "blobs"]
-    with pytest.raises(SoupError, match="^--engine: unknown engine 'polnet'; choose one of blobs, tilt, sart or mixed"):
-        simulate_project(tmp_path / "q", engine="polnet")
+    config = simulate_project(tmp_path / "joined", runs=3, shape=(48, 96, 96), engine="tilt+blobs")
+    runs = json.loads((config.parent / "simulation.json").read_text())["runs"]
+    assert [runs[name]["engine"] for name in sorted(runs)] == ["tilt", "blobs", "tilt"]
+    for bad in ("polnet", "blobs+polnet", "tilt+tilt"):
+        error = (f"--engine: unknown or repeated engine in '{bad}'; choose one of blobs, tilt, sart, several joined "
+                 f"by + (blobs+sart), or mixed (blobs+tilt)")
+        with pytest.raises(SoupError, match="^" + re.escape(error)):
+            simulate_project(tmp_path / "q", engine=bad)
+    assert not (tmp_path / "q").exists()  # refused before anything is written

@@ -22,13 +22,13 @@ from copick_soup.cli.util import parse_shape, reports_errors, split_names
               help="Take the pickable objects from this copick config instead of the six CZII targets.")
 @click.option("--tomo-types", default="wbp,denoised,ctfdeconvolved", show_default=True,
               help="Tomogram types to write (comma-separated).")
-@click.option("--engine", default="blobs", show_default=True,
-              type=click.Choice(["blobs", "tilt", "sart", "mixed"]),
+@click.option("--engine", default="blobs", show_default=True, metavar="ENGINE[+ENGINE...]",
               help="blobs: particles as Gaussian blobs, imaged in Fourier space (fast). tilt: particles as densities "
                    "from atomic models, a real-space tilt series (dose-symmetric, exposure filter, defocus gradient) "
                    "and weighted back-projection. sart: pseudo-atomic models assembled by each complex's symmetry, "
                    "a Poisson-counted tilt series and SIRT, non-local means for 'denoised' (needs scikit-image: "
-                   "the [sim] extra). mixed: runs alternate between blobs and tilt.")
+                   "the [sim] extra). Several joined by + alternate run by run (blobs+tilt+sart); mixed is "
+                   "blobs+tilt.")
 @reports_errors
 def simulate(out, n_runs, seed, shape, profile, crowding, balance, objects_from, tomo_types, engine):
     """Simulate phantom runs (CTF, missing wedge, noise, WBP) into a new copick project.

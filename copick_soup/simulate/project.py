@@ -31,6 +31,17 @@ ENGINES = ("blobs", "tilt", "sart")
 MIXED = "mixed"  # runs alternate between blobs and tilt: pretraining data that no one simulator dominates
 MIXED_ENGINES = ("blobs", "tilt")  # what `mixed` alternates (the default soup's training engines)
 
+
+def engine_names(engine: str) -> list[str]:
+    """The engines a run list alternates through: one engine, `mixed` (blobs, tilt), or several joined by `+`
+    (`blobs+sart`: even runs blobs, odd runs sart); an unknown name is a one-line error naming the choices."""
+    names = list(MIXED_ENGINES) if engine == MIXED else engine.split("+")
+    unknown = [n for n in names if n not in ENGINES]
+    if unknown or len(set(names)) != len(names):
+        raise SoupError(f"--engine: unknown or repeated engine in '{engine}'; choose one of {', '.join(ENGINES)}, "
+                        f"several joined by + (blobs+sart), or {MIXED} (blobs+tilt)")
+    return names
+
 TRUTH_USER, TRUTH_SESSION = "curation", "0"
 
 
@@ -143,7 +154,8 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
     Ground truth goes to user `curation`, session `0`. Refuses to write into an existing project.
     `balance` raises every class's count to at least the median class's (pretraining data only: a network
     sees few distinct copies of a rare class otherwise; the written config keeps the real counts).
-    `engine`: `blobs`, `tilt`, `sart` (see ENGINES) or `mixed` (even runs blobs, odd runs tilt).
+    `engine`: `blobs`, `tilt`, `sart` (see ENGINES), several joined by `+` (run i from the (i mod n)-th), or
+    `mixed` (blobs+tilt).
     """
     import copick
 
@@ -158,12 +170,11 @@ def simulate_project(out, runs: int = 2, seed: int = 0, shape=(64, 128, 128), pr
     if unknown or not tomo_types:
         raise SoupError(f"--tomo-types: the simulator writes {', '.join(TOMO_TYPES)}; got "
                         f"{', '.join(unknown) if unknown else 'none'}")
-    if engine not in (*ENGINES, MIXED):
-        raise SoupError(f"--engine: unknown engine '{engine}'; choose one of {', '.join(ENGINES)} or {MIXED}")
+    names = engine_names(engine)
     objects = objects or czii_pickable_objects()
-    tilted = tilt_engine(objects) if engine in ("tilt", MIXED) else None
-    sart = sart_engine(objects) if engine == "sart" else None
-    simulators = {"blobs": [Engine()], "tilt": [tilted], "sart": [sart], MIXED: [Engine(), tilted]}[engine]
+    tilted = tilt_engine(objects) if "tilt" in names else None
+    sart = sart_engine(objects) if "sart" in names else None
+    simulators = [{"blobs": Engine(), "tilt": tilted, "sart": sart}[n] for n in names]
     if tilted:
         largest = max(max(t.density.shape) for t in tilted.templates.values())
         if min(shape) < largest:
