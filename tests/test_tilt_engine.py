@@ -12,9 +12,9 @@ from helpers import cube_means
 from copick_soup.data import open_project, open_tomogram, read_picks
 from copick_soup.data.coords import angstrom_to_voxel
 from copick_soup.errors import SoupError
-from copick_soup.objects import VOXEL_SIZE, czii_pickable_objects
+from copick_soup.objects import VOXEL_SIZE, classes_from_objects, czii_pickable_objects
 from copick_soup.simulate import simulate_project
-from copick_soup.simulate.templated import render_template
+from copick_soup.simulate.templated import cargo_chance, render_template, with_cargo
 from copick_soup.simulate.templates import HERE, load_templates, template_for
 from copick_soup.simulate.tiltseries import back_project, dose_symmetric, project
 
@@ -124,3 +124,15 @@ def test_a_mixed_project_alternates_engines_run_by_run(tmp_path):
         with pytest.raises(SoupError, match="^" + re.escape(error)):
             simulate_project(tmp_path / "q", engine=bad)
     assert not (tmp_path / "q").exists()  # refused before anything is written
+
+
+def test_capsids_carry_cargo_in_half_the_particles_inside_their_shell_and_apo_ferritin_never():
+    classes = classes_from_objects(czii_pickable_objects())
+    assert {c.name: cargo_chance(c) for c in classes if cargo_chance(c)} == {"virus-like-particle": 0.5}
+    vlp = next(c for c in czii_pickable_objects() if c["name"] == "virus-like-particle")
+    empty = template_for(vlp, load_templates()).density
+    added = with_cargo(empty, np.random.default_rng(0)) - empty
+    r = np.sqrt(((np.indices(empty.shape) - (np.asarray(empty.shape)[:, None, None, None] - 1) / 2) ** 2).sum(0))
+    shell = r[empty > 0.3 * empty.max()].min()  # the shell's inner face
+    assert added.min() >= 0 and added[r >= shell].max() == 0  # all of it inside the cavity
+    assert 0.1 * empty.max() < added[r < 0.5 * shell].mean() < empty.max()
