@@ -13,7 +13,8 @@ from the same heatmaps are compared on the same runs without another network pas
 `thresholds` (the model's own per-class thresholds, as `pick` cuts today), `one class` (one particle, one class:
 of picks closer than the smaller radius, the one furthest above its class's threshold; ensemble/overlap.py),
 `valley` (each class's threshold from the valley of its own score distribution over the held-out runs, no labels;
-ensemble/calibrate.py), `valley per run` (the same from each run alone) and their combinations with `one class`.
+ensemble/calibrate.py; `threshold --calibrate valley-pooled`), `valley per run` (the same from each run alone;
+`pick --calibrate valley`) and `valley + one class`.
 
     python benchmarks/generalization.py [--steps 1000] [--shape 96,256,256] [--test-runs 8] [--soup default]
     python benchmarks/generalization.py --set aug_scale=0.2 --label wider-scale
@@ -33,7 +34,7 @@ import yaml
 from table import cpu, markdown, publish  # benchmarks/table.py
 
 from copick_soup.data import open_project
-from copick_soup.data.picks import read_picks
+from copick_soup.data.picks import existing_picks, read_picks
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.calibrate import valley_thresholds
 from copick_soup.ensemble.overlap import cut_picks, one_class
@@ -50,7 +51,7 @@ RECIPE = Path(__file__).parents[1] / "configs" / "recipes" / "cpu-default.yaml"
 SEEDS = dict(train=7100, val=7200, test=7300)  # no recipe, test or other benchmark uses these
 TOMO_TYPE = "denoised"
 USER = "generalization"
-DECISIONS = ("thresholds", "one class", "valley", "valley + one class", "valley per run + one class")
+DECISIONS = ("thresholds", "one class", "valley", "valley per run", "valley + one class")
 
 
 def projects(out: Path, shape, runs: dict) -> dict:
@@ -96,15 +97,17 @@ def train_on(engines: tuple, made: dict, out: Path, steps: int, settings: dict, 
                         provenance=dict(benchmark="generalization", engines=list(engines)), echo=print)
 
 
-def pick_candidates(soup: str, session: str, config: Path, settings: InferenceSettings):
+def pick_candidates(soup: str, session: str, config: Path, settings: InferenceSettings, reuse: bool = False):
     """(ensemble, classes, [(run name, truth, candidates)], seconds): the model picks the held-out runs once and
-    every decision is made from the candidate peaks it kept."""
+    every decision is made from the candidate peaks it kept (with `reuse`, those of an earlier pick; seconds NaN)."""
     root = open_project(config)
     ensemble = Ensemble.load(soup, settings.device)
-    start = time.perf_counter()
-    pick_runs(root, ensemble, None, settings, PickOptions(user_id=USER, session_id=session, overwrite=True),
-              echo=lambda m: None)
-    seconds = time.perf_counter() - start
+    seconds = float("nan")
+    if not (reuse and existing_picks(root.runs[0], ensemble.class_names, candidates_user(USER), session)):
+        start = time.perf_counter()
+        pick_runs(root, ensemble, None, settings, PickOptions(user_id=USER, session_id=session, overwrite=True),
+                  echo=lambda m: None)
+        seconds = time.perf_counter() - start
     classes = classes_from_root(root)
     names = [c.name for c in classes]
     runs = [(run.name, read_picks(run, names, "curation", "0"),
@@ -148,6 +151,8 @@ def main() -> None:
     parser.add_argument("--label", default="", help="names the members and the table of a --set experiment")
     parser.add_argument("--only", default=None, metavar="TEXT",
                         help="score only the models whose row name holds TEXT (e.g. 'soup')")
+    parser.add_argument("--reuse-picks", action="store_true",
+                        help="decide from the candidates an earlier run kept, without picking again (no seconds)")
     parser.add_argument("--out", default="/tmp/copick-soup-bench-generalization")
     args = parser.parse_args()
     shape = tuple(int(v) for v in args.shape.split(","))
@@ -169,7 +174,8 @@ def main() -> None:
         model = args.soup if name.startswith("soup") else str(train_on(trained_on, made, out, args.steps, settings,
                                                                         label))
         session = f"{label}-{name}-{engine}".replace(" ", "_").replace("'", "")
-        ensemble, classes, runs, seconds = pick_candidates(model, session, made[engine, "test"], inference)
+        ensemble, classes, runs, seconds = pick_candidates(model, session, made[engine, "test"], inference,
+                                                                 args.reuse_picks)
         kind = "in-engine" if engine in trained_on else "held out"
         for decision in DECISIONS:
             pairs = decide(decision, ensemble, classes, runs)

@@ -59,3 +59,12 @@ def test_one_class_keeps_the_pick_furthest_above_its_own_threshold():
              "thyro": (np.array([[170.0, 100, 100]]), np.array([0.6]))}
     assert [len(v[0]) for v in one_class(apart, classes(), thresholds).values()] == [1, 1]
     assert cut_picks(picks, classes(), thresholds, 0.0, one=True)["thyro"][0].tolist() == [[800, 800, 800]]
+
+
+def test_a_channel_that_fires_on_every_particle_is_cut_above_the_others_hump_even_past_1():
+    """Its own particles overshoot to 1.5, the other classes' particles it fires on make a hump at 0.9: the valley
+    between them, above 1, keeps its own (scores are not capped at 1: a regression head overshoots)."""
+    rng = np.random.default_rng(3)
+    fired = np.concatenate([rng.normal(0.9, 0.05, 60), rng.normal(1.5, 0.04, 10)])
+    found = valley(fired, fallback=0.5)
+    assert found.found and 1.1 < found.threshold < 1.4, found

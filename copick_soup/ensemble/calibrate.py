@@ -17,9 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-GRID = np.linspace(0.0, 1.0, 201)  # scores are trained towards 1 at particle centres, 0 elsewhere
+STEP = 0.005  # of the grid the density is evaluated on; scores are trained towards 1 at particle centres, 0 elsewhere,
+# but a regression head overshoots: a channel that fires hard peaks at 1.5, and its valley may lie above 1
 BANDWIDTH = 0.03  # of the Gaussian kernel density estimate, in score units
 MIN_PARTICLES = 3  # candidates the upper hump must hold to be taken for particles
+WHICH = "deepest"  # of several valleys: the deepest, or the highest (below the top hump: a class's own particles
+# where its channel also fires on the others')
 MAX_VALLEY = 0.5  # the valley's density over the lower of its two humps' peaks: deeper than this, or no valley
 
 
@@ -30,34 +33,42 @@ class Calibrated:
     reason: str  # what was found, for the log
 
 
-def density(scores: np.ndarray) -> np.ndarray:
-    """A Gaussian kernel density estimate of the scores on GRID, in candidates per score unit."""
-    diff = (GRID[:, None] - np.asarray(scores, dtype=np.float64)[None, :]) / BANDWIDTH
+def grid(scores: np.ndarray) -> np.ndarray:
+    """Score values from 0 to past the highest score (at least 1), STEP apart."""
+    top = max(1.0, float(np.max(scores, initial=0.0))) + 3 * BANDWIDTH
+    return np.arange(0.0, top + STEP, STEP)
+
+
+def density(scores: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """A Gaussian kernel density estimate of the scores at the values `at`, in candidates per score unit."""
+    diff = (at[:, None] - np.asarray(scores, dtype=np.float64)[None, :]) / BANDWIDTH
     return np.exp(-0.5 * diff ** 2).sum(1) / (BANDWIDTH * np.sqrt(2 * np.pi))
 
 
-def valley(scores, fallback: float, floor: float = 0.05) -> Calibrated:
+def valley(scores, fallback: float, floor: float = 0.05, which: str = WHICH) -> Calibrated:
     """The threshold in the valley between the background's hump and the particles' hump of one class's candidate
     scores (all peaks above `floor`), or `fallback` where there is no such valley."""
     scores = np.asarray(scores, dtype=np.float64)
     scores = scores[scores > floor]
     if len(scores) < 2 * MIN_PARTICLES:
         return Calibrated(fallback, False, f"{len(scores)} candidates: too few for a valley")
-    dens = density(scores)
-    best = None
-    for i in range(1, len(GRID) - 1):  # every local minimum above the floor: the deepest valley wins
-        if GRID[i] <= floor or not (dens[i] <= dens[i - 1] and dens[i] < dens[i + 1]):
+    at = grid(scores)
+    dens = density(scores, at)
+    valleys = []
+    for i in range(1, len(at) - 1):  # every local minimum above the floor
+        if at[i] <= floor or not (dens[i] <= dens[i - 1] and dens[i] < dens[i + 1]):
             continue
-        above = int((scores > GRID[i]).sum())
+        above = int((scores > at[i]).sum())
         # depth: the minimum against the lower of the highest humps on either side, not its neighbouring wiggles
         depth = dens[i] / min(dens[:i].max(), dens[i:].max())
-        if above >= MIN_PARTICLES and depth <= MAX_VALLEY and (best is None or depth < best[1]):
-            best = (i, depth, above)
-    if best is None:
+        if above >= MIN_PARTICLES and depth <= MAX_VALLEY:
+            valleys.append((i, depth, above))
+    if not valleys:
         return Calibrated(fallback, False, f"one hump in {len(scores)} candidates: no valley")
+    best = valleys[-1] if which == "highest" else min(valleys, key=lambda v: v[1])
     cut, depth, above = best
-    return Calibrated(round(float(GRID[cut]), 3), True,
-                      f"valley at {GRID[cut]:.3f} ({above} of {len(scores)} candidates above, depth {depth:.2f})")
+    return Calibrated(round(float(at[cut]), 3), True,
+                      f"valley at {at[cut]:.3f} ({above} of {len(scores)} candidates above, depth {depth:.2f})")
 
 
 def valley_thresholds(candidates: dict, fallback: dict, floor: float = 0.05) -> dict:
