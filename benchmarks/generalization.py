@@ -185,8 +185,9 @@ def main() -> None:
             rows.append(f"| {name} | {engine} ({kind}) | {decision} | {score.weighted:.3f} | "
                         + " | ".join(f"{c.fbeta():.3f}" for c in score.classes) + f" | {seconds:.0f} |")
             print(rows[-1], flush=True)
-            if kind == "held out" and score.weighted < worst.get((name, decision), (2.0, ""))[0]:
-                worst[name, decision] = (score.weighted, engine)
+            group = "members, each without the engine it picks" if name.startswith("member without") else name
+            if kind == "held out" and score.weighted < worst.get((group, decision), (2.0, ""))[0]:
+                worst[group, decision] = (score.weighted, engine)
             if kind == "held out" and decision in ("thresholds", "valley + one class"):
                 confusions += ["", f"{name}, scored on {engine}, {decision}:", "", "```",
                                confusion(pairs, classes).table(), "```"]

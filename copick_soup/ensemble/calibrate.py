@@ -21,8 +21,6 @@ STEP = 0.005  # of the grid the density is evaluated on; scores are trained towa
 # but a regression head overshoots: a channel that fires hard peaks at 1.5, and its valley may lie above 1
 BANDWIDTH = 0.03  # of the Gaussian kernel density estimate, in score units
 MIN_PARTICLES = 3  # candidates the upper hump must hold to be taken for particles
-WHICH = "deepest"  # of several valleys: the deepest, or the highest (below the top hump: a class's own particles
-# where its channel also fires on the others')
 MAX_VALLEY = 0.5  # the valley's density over the lower of its two humps' peaks: deeper than this, or no valley
 
 
@@ -45,7 +43,7 @@ def density(scores: np.ndarray, at: np.ndarray) -> np.ndarray:
     return np.exp(-0.5 * diff ** 2).sum(1) / (BANDWIDTH * np.sqrt(2 * np.pi))
 
 
-def valley(scores, fallback: float, floor: float = 0.05, which: str = WHICH) -> Calibrated:
+def valley(scores, fallback: float, floor: float = 0.05) -> Calibrated:
     """The threshold in the valley between the background's hump and the particles' hump of one class's candidate
     scores (all peaks above `floor`), or `fallback` where there is no such valley."""
     scores = np.asarray(scores, dtype=np.float64)
@@ -65,8 +63,7 @@ def valley(scores, fallback: float, floor: float = 0.05, which: str = WHICH) -> 
             valleys.append((i, depth, above))
     if not valleys:
         return Calibrated(fallback, False, f"one hump in {len(scores)} candidates: no valley")
-    best = valleys[-1] if which == "highest" else min(valleys, key=lambda v: v[1])
-    cut, depth, above = best
+    cut, depth, above = min(valleys, key=lambda v: v[1])  # the deepest (the highest was tried: no better)
     return Calibrated(round(float(at[cut]), 3), True,
                       f"valley at {at[cut]:.3f} ({above} of {len(scores)} candidates above, depth {depth:.2f})")
 
