@@ -1,9 +1,7 @@
 """The `tilt` engine's sample: each particle is its complex's density (a template computed from an atomic model,
-templates/), randomly rotated, slightly deformed (conformational jitter), scaled by up to +-10% and, for capsids,
-filled with cargo in half the particles, placed without overlap in an ice slab among lipid membranes, gold
-fiducials and unlabelled complexes; some of those are look-alikes (a target's density at another size, smoothed),
-so that size and blobness alone do not name a class. The scale and cargo are issue 46's variation: one template
-per class taught the members that one map, not what all of a class's particles share.
+templates/), randomly rotated, slightly deformed (conformational jitter), placed without overlap in an ice slab
+among lipid membranes, gold fiducials and unlabelled complexes; some of those are look-alikes (a target's density
+at another size, smoothed), so that size and blobness alone do not name a class.
 """
 
 from __future__ import annotations
@@ -16,31 +14,6 @@ from copick_soup.simulate.profiles import Conditions
 from copick_soup.simulate.templates import Template
 
 UNIT = 20.0  # template densities peak near 20 of their units; particles here peak near 1, like membranes
-SCALE = 0.1  # each particle's size +- this; look-alikes are 0.6-0.8 or 1.25-1.4 of a target's, well clear of it
-CARGO = 0.5  # the chance that a capsid (a shell of 60 or more subunits: the virus-like particle) carries cargo
-
-
-def cargo_chance(cls) -> float:
-    """The chance a particle of this class is filled: its `simulation.cargo` hint, else CARGO for a capsid (an
-    icosahedral shell has 60T subunits) and none for other shells (apo-ferritin is empty by definition)."""
-    hints = cls.simulation
-    default = CARGO if hints.get("shape") == "shell" and hints.get("subunits", 0) >= 60 else 0.0
-    return float(hints.get("cargo", default))
-
-
-def with_cargo(density: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A shell's density with a smooth random cargo in its cavity (packaged RNA, an iron core), its mean 0.2-0.6 of
-    the shell's radial peak: shells are recognised by the shell, full or empty."""
-    grid = np.indices(density.shape) - (np.asarray(density.shape)[:, None, None, None] - 1) / 2
-    r = np.sqrt((grid ** 2).sum(0))
-    profile = np.array([density[(r >= a) & (r < a + 1)].mean() if ((r >= a) & (r < a + 1)).any() else 0.0
-                        for a in range(int(r.max()) + 1)])
-    cavity = 0.8 * int(np.argmax(profile > 0.3 * profile.max()))  # inside the shell's inner face
-    field = gaussian_filter(rng.standard_normal(density.shape).astype(np.float32), 1.5)
-    inside = r < cavity
-    field = np.clip(field / (field.std() + 1e-6) + 0.5, 0, None) * inside
-    mean = field[inside].mean() if inside.any() else 0.0
-    return density + np.float32(rng.uniform(0.2, 0.6) * profile.max() / (mean + 1e-6)) * field
 
 
 def render_template(volume: np.ndarray, center: np.ndarray, density: np.ndarray, transform: np.ndarray,
@@ -78,11 +51,8 @@ def build_templated_sample(shape, classes, templates: dict[str, Template], distr
         kind, cls = jobs[idx]
         rotation = random_rotation(rng)
         if kind == "class":
-            scale = rng.uniform(1 - SCALE, 1 + SCALE)
-            density, radius = templates[cls.name].density, scale * cls.radius / voxel_size
-            if rng.random() < cargo_chance(cls):
-                density = with_cargo(density, rng)
-            transform = rotation @ (scale * deformation(cond.shape_jitter * 0.5, rng))
+            density, radius = templates[cls.name].density, cls.radius / voxel_size
+            transform = rotation @ deformation(cond.shape_jitter * 0.5, rng)
             amplitude = cond.contrast * rng.uniform(0.85, 1.15) / UNIT
         elif kind == "distractor":
             density, scale = look_alike(distractors, templates, rng)
