@@ -36,8 +36,8 @@ from table import cpu, markdown, publish  # benchmarks/table.py
 from copick_soup.data import open_project
 from copick_soup.data.picks import existing_picks, read_picks
 from copick_soup.ensemble import Ensemble, InferenceSettings
-from copick_soup.ensemble.calibrate import valley_thresholds
-from copick_soup.ensemble.overlap import cut_picks, one_class
+from copick_soup.ensemble.calibrate import calibrate
+from copick_soup.ensemble.overlap import cut_picks
 from copick_soup.metric.czii import confusion, score_picks
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.pick import PickOptions, candidates_user, pick_runs
@@ -117,19 +117,13 @@ def pick_candidates(soup: str, session: str, config: Path, settings: InferenceSe
 
 def decide(decision: str, ensemble, classes, runs) -> list:
     """[(truth, picks)] per run, the picks made from the candidates as `decision` says (DECISIONS)."""
-    fixed = ensemble.thresholds
     pooled = {c.name: (None, [s for _, _, cand in runs for s in cand[c.name][1]]) for c in classes}
-    calibrated = {n: c.threshold for n, c in valley_thresholds(pooled, fixed).items()}
+    thresholds = calibrate(pooled, ensemble.thresholds)[0] if decision.startswith("valley") else ensemble.thresholds
     pairs = []
     for _, truth, candidates in runs:
-        thresholds = fixed
         if decision.startswith("valley per run"):
-            thresholds = {n: c.threshold for n, c in valley_thresholds(candidates, fixed).items()}
-        elif decision.startswith("valley"):
-            thresholds = calibrated
-        picks = cut_picks(candidates, classes, thresholds, 0.0 if "one class" in decision else ensemble.overlap)
-        if "one class" in decision:
-            picks = one_class(picks, classes, thresholds)
+            thresholds = calibrate(candidates, ensemble.thresholds)[0]
+        picks = cut_picks(candidates, classes, thresholds, ensemble.overlap, one="one class" in decision)
         pairs.append((truth, {n: positions for n, (positions, _) in picks.items()}))
     return pairs
 

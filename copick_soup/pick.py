@@ -96,9 +96,7 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
     floor = {name: min(CANDIDATE_FLOOR, t) for name, t in thresholds.items()}
     candidates = ensemble.stream_candidates(sources, settings, floor, progress,
                                             on_chunk=keep if heat is not None else None, tiling=tiling)
-    if opts.calibrate == "valley":
-        thresholds, line = calibrate(candidates, thresholds, keep=dict(opts.thresholds), where=f"run {run.name}: ")
-        echo(line)
+    thresholds = run_thresholds(run.name, candidates, thresholds, opts, echo)
     picks = ensemble.cut(candidates, thresholds, opts.one_class)
     if opts.keep_candidates:  # first: the picks, written last, mark the run done
         write_picks(run, {opts.object_name(n): found for n, found in candidates.items()},
@@ -114,6 +112,16 @@ def pick_run(run, ensemble: Ensemble, settings: InferenceSettings, opts: PickOpt
                     title=f"run {run.name}: soup '{ensemble.name}'")
     return dict(run=run.name, processed=True, picks={n: len(picks[n][0]) for n in names},
                 members=len(sources), seconds=time.perf_counter() - start, error=None)
+
+
+def run_thresholds(run_name: str, candidates: dict, thresholds: dict, opts: PickOptions, echo=print) -> dict:
+    """The thresholds a run's picks are cut at: `thresholds`, or with `--calibrate valley` the run's own valleys
+    (classes given by hand kept), said in one line."""
+    if opts.calibrate != "valley":
+        return thresholds
+    thresholds, line = calibrate(candidates, thresholds, keep=dict(opts.thresholds), where=f"run {run_name}: ")
+    echo(line)
+    return thresholds
 
 
 def heatmap_name(opts: PickOptions, object_name: str) -> str:
@@ -204,9 +212,7 @@ def rethreshold_run(run, classes, thresholds: dict, overlap: float, opts: PickOp
     start = time.perf_counter()
     names = list(opts.objects) or [c.name for c in classes]
     candidates = read_candidates(run, classes, opts)
-    if opts.calibrate == "valley":
-        thresholds, line = calibrate(candidates, thresholds, keep=dict(opts.thresholds), where=f"run {run.name}: ")
-        echo(line)
+    thresholds = run_thresholds(run.name, candidates, thresholds, opts, echo)
     picks = cut_picks(candidates, classes, thresholds, overlap, opts.one_class)
     write_picks(run, {opts.object_name(n): picks[n] for n in names}, opts.user_id, opts.session_id, overwrite=True)
     return dict(run=run.name, processed=True, picks={n: len(picks[n][0]) for n in names}, members=0,
