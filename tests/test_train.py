@@ -11,7 +11,7 @@ from copick_soup.data.tomogram import normalisation_stats
 from copick_soup.ensemble.tiling import Tiling
 from copick_soup.errors import SoupError
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
-from copick_soup.train.augment import Randomisation, augment, zoom_to
+from copick_soup.train.augment import Randomisation, augment, low_frequency_gain, zoom_to
 from copick_soup.train.config import TrainConfig, override, parse_overrides
 from copick_soup.train.dataset import PatchSampler, TrainVolume, load_volumes
 from copick_soup.train.loop import train_member
@@ -73,7 +73,7 @@ def test_randomisation_changes_nothing_when_off_and_zooms_particles_with_their_t
         (a, t), (b, u) = plain.sample(), off.sample()
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(t, u)
-    wide = Randomisation(scale=0.2, blur=1.0, noise_colour=2.0, gamma=0.3, contrast=0.3)
+    wide = Randomisation(scale=0.2, blur=1.0, noise_colour=2.0, gamma=0.3, contrast=0.3, spectrum=1.5)
     sampler = PatchSampler(train, classes, 32, VOXEL_SIZE, 0.3, np.random.default_rng(6), randomisation=wide)
     image, target = sampler.sample()
     assert image.shape == (1, 32, 32, 32) and target.shape == (len(classes), 32, 32, 32)
@@ -82,6 +82,23 @@ def test_randomisation_changes_nothing_when_off_and_zooms_particles_with_their_t
     crop[5, 5, 5] = 1.0
     zoomed, factor = zoom_to(crop, 31)  # twice the size: crop voxel 5 lands on patch voxel 10
     assert factor == 2.0 and np.unravel_index(zoomed.argmax(), zoomed.shape) == (10, 10, 10)
+
+
+def test_low_frequency_gain_moves_a_hollow_shells_bulk_and_keeps_its_ring():
+    """A hollow shell (apo-ferritin's shape: radius 6 voxels, 2 thick) on a flat background. A gain below 1 takes
+    bulk contrast away (the shell's surroundings swing the other way, as a high-passing engine draws a halo), above
+    1 adds it; either way the ring stays where it was and the intensity scale is kept."""
+    z, y, x = np.mgrid[:32, :32, :32] - 16
+    r = np.sqrt(z**2 + y**2 + x**2)
+    shell = ((r > 5) & (r < 7)).astype(np.float32)
+    np.testing.assert_allclose(low_frequency_gain(shell, 1.0, 0.05), shell, atol=1e-5)
+    halo = (r > 8) & (r < 11)
+    for gain in (0.3, 3.0):
+        out = low_frequency_gain(shell, gain, 0.05)
+        assert out.std() == pytest.approx(shell.std(), rel=1e-4)
+        assert out[(r > 5) & (r < 7)].mean() > out[halo].mean() + 0.5  # the ring is still the brightest thing
+    high, low = low_frequency_gain(shell, 0.3, 0.05), low_frequency_gain(shell, 3.0, 0.05)
+    assert high[halo].mean() < 0 < low[halo].mean()  # a halo of the other sign around a high-passed shell
 
 
 def test_robust_normalisation_ignores_a_few_extreme_voxels():

@@ -2,8 +2,12 @@
 the image alone. In-plane only, because the missing wedge makes z different from x and y.
 
 `Randomisation` widens what a network sees beyond what one simulator makes (the cross-engine gap is the reason):
-particle size, blur, the colour of the noise, a monotone intensity non-linearity and a smooth contrast field, so
-that neighbouring particles differ in contrast as they do across a real lamella. Each is off at 0.
+particle size, blur, the colour of the noise, a monotone intensity non-linearity, a smooth contrast field, so
+that neighbouring particles differ in contrast as they do across a real lamella, and the share of low spatial
+frequencies (`spectrum`): how much of a particle's bulk contrast an imaging and reconstruction chain keeps against
+its edges. The engines differ most there: one engine's hollow apo-ferritin is a dark ring with a bright centre and
+halo (CTF fringes, a high-passing back-projection), another's a thin dark ring on a flat background (an iterative
+reconstruction keeps the low frequencies). Each is off at 0.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import fft
 from scipy.ndimage import gaussian_filter, zoom
 
 
@@ -21,6 +26,7 @@ class Randomisation:
     noise_colour: float = 0.0  # added noise smoothed by up to this sigma: white to blotchy
     gamma: float = 0.0  # sign(x) |x|^g with g drawn in [1 / (1 + gamma), 1 + gamma]
     contrast: float = 0.0  # a smooth multiplicative field 1 ± up to this, a few particles wide
+    spectrum: float = 0.0  # half the time, low frequencies scaled by exp(± up to this) (`low_frequency_gain`)
 
 
 def crop_side(patch: int, randomisation: Randomisation, rng: np.random.Generator) -> int:
@@ -59,6 +65,8 @@ def randomise(image: np.ndarray, r: Randomisation, rng: np.random.Generator) -> 
     if r.contrast:
         field = gaussian_filter(rng.standard_normal(image.shape).astype(np.float32), 12.0)
         image = image * (1 + r.contrast * np.clip(field / (field.std() + 1e-12), -2, 2) / 2)
+    if r.spectrum and rng.random() < 0.5:
+        image = low_frequency_gain(image, np.exp(rng.uniform(-r.spectrum, r.spectrum)), rng.uniform(1 / 30, 1 / 10))
     if r.blur and rng.random() < 0.5:
         image = gaussian_filter(image, rng.uniform(0, r.blur))
     if r.noise_colour:
@@ -68,3 +76,14 @@ def randomise(image: np.ndarray, r: Randomisation, rng: np.random.Generator) -> 
         g = np.exp(rng.uniform(-np.log1p(r.gamma), np.log1p(r.gamma)))
         image = np.sign(image) * np.abs(image) ** g
     return image.astype(np.float32, copy=False)
+
+
+def low_frequency_gain(image: np.ndarray, gain: float, cutoff: float) -> np.ndarray:
+    """`image` with its spatial frequencies below about `cutoff` (cycles per voxel) scaled by `gain`, the rest kept:
+    the transfer 1 + (gain - 1) exp(-(k / cutoff)^2). A gain below 1 high-passes (halos, fringes), above 1 keeps
+    more of the bulk (blobby). The standard deviation is restored, so the intensity scale stays the sampler's."""
+    k2 = sum(np.meshgrid(*(fft.fftfreq(n) ** 2 for n in image.shape[:-1]), fft.rfftfreq(image.shape[-1]) ** 2,
+                         indexing="ij", sparse=True))
+    transfer = 1 + (gain - 1) * np.exp(-k2 / cutoff**2)
+    out = fft.irfftn(fft.rfftn(image) * transfer, s=image.shape).astype(np.float32)
+    return out * (image.std() / (out.std() + 1e-12))

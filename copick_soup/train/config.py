@@ -45,12 +45,14 @@ class TrainConfig:
     norm: str = "instance"  # the U-Net's: instance, batch or fixed (the last two: heatmaps that do not depend on the
     # window, model/unet.py; fixed from an instance-norm --init measures its statistics once, train/fixed.py)
     # Randomisation beyond the simulator's (train/augment.py), each off at 0: particle size ± aug_scale, blur up to
-    # aug_blur voxels, noise smoothed up to aug_noise_colour voxels, intensity non-linearity, contrast field.
+    # aug_blur voxels, noise smoothed up to aug_noise_colour voxels, intensity non-linearity, contrast field, low
+    # frequencies scaled by exp(± aug_spectrum).
     aug_scale: float = 0.0
     aug_blur: float = 0.0
     aug_noise_colour: float = 0.0
     aug_gamma: float = 0.0
     aug_contrast: float = 0.0
+    aug_spectrum: float = 0.0
     device: str = "auto"  # auto, cpu, cuda, cuda:1 ...
     amp: str = "none"  # none, bf16, fp16, or auto (bf16 where the device computes it natively)
 
@@ -59,7 +61,8 @@ class TrainConfig:
         rules = [(("patch", "batch_size", "steps", "val_every", "hard_every"), lambda v: v >= 1, "at least 1"),
                  (("val_window",), lambda v: v >= 0, "at least 0 (0: --window auto)"),
                  (("lr", "sigma_scale", "fg_weight"), lambda v: v > 0, "> 0"),
-                 (("warmup", "weight_decay", "aug_blur", "aug_noise_colour", "aug_gamma"), lambda v: v >= 0, ">= 0"),
+                 (("warmup", "weight_decay", "aug_blur", "aug_noise_colour", "aug_gamma", "aug_spectrum"),
+                  lambda v: v >= 0, ">= 0"),
                  (("aug_scale", "aug_contrast"), lambda v: 0 <= v < 0.5, "in [0, 0.5)"),
                  (("p_particle", "p_hard", "val_threshold", "hard_threshold"), lambda v: 0 <= v <= 1, "in [0, 1]"),
                  (("ema",), lambda v: 0 <= v < 1, "in [0, 1) (0: off)")]
@@ -89,7 +92,8 @@ class TrainConfig:
 
     @property
     def randomisation(self) -> Randomisation:
-        return Randomisation(self.aug_scale, self.aug_blur, self.aug_noise_colour, self.aug_gamma, self.aug_contrast)
+        return Randomisation(self.aug_scale, self.aug_blur, self.aug_noise_colour, self.aug_gamma, self.aug_contrast,
+                             self.aug_spectrum)
 
 
 def parse_value(text: str):
