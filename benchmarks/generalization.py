@@ -14,7 +14,9 @@ from the same heatmaps are compared on the same runs without another network pas
 of picks closer than the smaller radius, the one furthest above its class's threshold; ensemble/overlap.py),
 `valley` (each class's threshold from the valley of its own score distribution over the held-out runs, no labels;
 ensemble/calibrate.py; `threshold --calibrate valley-pooled`), `valley per run` (the same from each run alone;
-`pick --calibrate valley`) and `valley + one class`.
+`pick --calibrate valley`), `valley + one class`, and `best thresholds (labels)`: each class's threshold chosen on
+the held-out runs' own truth, the most any threshold calibration could reach, which tells a model whose scores moved
+(thresholds off) from one that ranks the engine's particles below its clutter (recognition lost).
 
     python benchmarks/generalization.py [--steps 1000] [--shape 96,256,256] [--test-runs 8] [--soup default]
     python benchmarks/generalization.py --set aug_scale=0.2 --label wider-scale
@@ -27,6 +29,7 @@ class's held-out particles were picked as, so a model that names particles wrong
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -38,6 +41,7 @@ from copick_soup.data.picks import existing_picks, read_picks
 from copick_soup.ensemble import Ensemble, InferenceSettings
 from copick_soup.ensemble.calibrate import calibrate
 from copick_soup.ensemble.overlap import cut_picks
+from copick_soup.ensemble.thresholds import best_thresholds, threshold_counts
 from copick_soup.metric.czii import confusion, score_picks
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.pick import PickOptions, candidates_user, pick_runs
@@ -51,7 +55,7 @@ RECIPE = Path(__file__).parents[1] / "configs" / "recipes" / "cpu-default.yaml"
 SEEDS = dict(train=7100, val=7200, test=7300)  # no recipe, test or other benchmark uses these
 TOMO_TYPE = "denoised"
 USER = "generalization"
-DECISIONS = ("thresholds", "one class", "valley", "valley per run", "valley + one class")
+DECISIONS = ("thresholds", "one class", "valley", "valley per run", "valley + one class", "best thresholds (labels)")
 
 
 def projects(out: Path, shape, runs: dict) -> dict:
@@ -99,26 +103,31 @@ def train_on(engines: tuple, made: dict, out: Path, steps: int, settings: dict, 
 
 def pick_candidates(soup: str, session: str, config: Path, settings: InferenceSettings, reuse: bool = False):
     """(ensemble, classes, [(run name, truth, candidates)], seconds): the model picks the held-out runs once and
-    every decision is made from the candidate peaks it kept (with `reuse`, those of an earlier pick; seconds NaN)."""
+    every decision is made from the candidate peaks it kept (with `reuse`, those of an earlier pick, and the seconds
+    it took, kept beside the project in seconds.json)."""
     root = open_project(config)
     ensemble = Ensemble.load(soup, settings.device)
-    seconds = float("nan")
+    timings = config.parent / "seconds.json"
+    seconds = json.loads(timings.read_text()) if timings.exists() else {}
     if not (reuse and existing_picks(root.runs[0], ensemble.class_names, candidates_user(USER), session)):
         start = time.perf_counter()
         pick_runs(root, ensemble, None, settings, PickOptions(user_id=USER, session_id=session, overwrite=True),
                   echo=lambda m: None)
-        seconds = time.perf_counter() - start
+        seconds[session] = time.perf_counter() - start
+        timings.write_text(json.dumps(seconds, indent=1))
     classes = classes_from_root(root)
     names = [c.name for c in classes]
     runs = [(run.name, read_picks(run, names, "curation", "0"),
              read_picks(run, names, candidates_user(USER), session, with_scores=True)) for run in root.runs]
-    return ensemble, classes, runs, seconds
+    return ensemble, classes, runs, seconds.get(session, float("nan"))
 
 
 def decide(decision: str, ensemble, classes, runs) -> list:
     """[(truth, picks)] per run, the picks made from the candidates as `decision` says (DECISIONS)."""
     pooled = {c.name: (None, [s for _, _, cand in runs for s in cand[c.name][1]]) for c in classes}
     thresholds = calibrate(pooled, ensemble.thresholds)[0] if decision.startswith("valley") else ensemble.thresholds
+    if decision.startswith("best thresholds"):  # an upper bound: the held-out truth chooses
+        thresholds = best_thresholds(sum(threshold_counts(cand, truth, classes) for _, truth, cand in runs), classes)[0]
     pairs = []
     for _, truth, candidates in runs:
         if decision.startswith("valley per run"):
@@ -202,7 +211,8 @@ def main() -> None:
         "Decisions, all from the same candidate peaks: `thresholds`, the model's own (as `pick` cuts); `one class`, "
         "of picks closer than the smaller radius the one furthest above its class's threshold; `valley`, each "
         "class's threshold from the valley of its score distribution over the engine's held-out runs (no labels; "
-        "the model's own where no valley); `valley per run`, from each run alone.",
+        "the model's own where no valley); `valley per run`, from each run alone; `best thresholds (labels)`, each "
+        "class's threshold chosen on the held-out truth itself: not a method, the bound on any threshold calibration.",
         "",
         "What each class's held-out particles were picked as (a pick of that class within half the particle's "
         "radius; `copick-soup score --confusion`): off the diagonal, particles named wrong; `nothing`, missed; the "
