@@ -2,7 +2,7 @@
 the default soup before and after, scored on held-out runs of that engine, and where the time went.
 
     python benchmarks/finetune.py [--engine sart] [--shape 128,256,256] [--crowding 2] [--held-out 4] [--steps N]
-                                  [--layers all decoder head] [--set KEY=VALUE ...]
+                                  [--layers all decoder head] [--set KEY=VALUE ...] [--members NAME ...]
                                   [--out /tmp/copick-soup-bench-finetune] [--results finetune.md]
     python benchmarks/finetune.py --shape 64,128,128 --crowding 6 --held-out 2 --steps 30 --layers all decoder head \
         --results finetune-layers.md     # which layers a few-run fine-tune trains (15 min)
@@ -89,6 +89,8 @@ def main() -> None:
                         help="train_layers to compare, one fine-tune each (default: the lab's)")
     parser.add_argument("--set", dest="settings", nargs="*", default=[], metavar="KEY=VALUE",
                         help="fine-tuning settings over the lab's, as `finetune --set` (e.g. lr=1e-4)")
+    parser.add_argument("--members", nargs="+", default=(), metavar="NAME",
+                        help="fine-tune only these members of the default soup, as `finetune --members`")
     parser.add_argument("--out", default="/tmp/copick-soup-bench-finetune")
     parser.add_argument("--results", default="finetune.md")
     args = parser.parse_args()
@@ -112,12 +114,12 @@ def main() -> None:
         overrides = {**parse_overrides(args.settings), **({"train_layers": layers} if layers else {})}
         soup_dir = out / f"soup-{layers or 'lab'}"
         shutil.rmtree(soup_dir, ignore_errors=True)  # an earlier run's: finetune writes into a new folder only
-        soup = finetune_soup(config, "default", soup_dir, TRAIN, VAL, steps=args.steps, overrides=overrides,
-                             echo=lambda m: None)
+        soup = finetune_soup(config, "default", soup_dir, TRAIN, VAL, steps=args.steps, members=args.members,
+                             overrides=overrides, echo=lambda m: None)
         record = json.loads((soup_dir / "finetune.json").read_text())
         member = json.loads(next((soup_dir / "members").glob("*.json")).read_text())["training"]["config"]
         label = (f"`copick-soup finetune`: {member['steps']} steps per member, train_layers {member['train_layers']}, "
-                 f"lr {member['lr']:g}")
+                 f"lr {member['lr']:g}" + (f", only {', '.join(args.members)}" if args.members else ""))
         scores.append((label, score_soup(config, soup, held_out, f"after-{layers or 'lab'}")))
         records.append((member["train_layers"], record))
 

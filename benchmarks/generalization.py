@@ -7,6 +7,7 @@ trained with the default recipe's settings (configs/recipes/cpu-default.yaml: pa
 EMA, hard negatives) on the *other* engines' training runs, its checkpoint and per-class thresholds chosen on their
 validation runs, and it picks E's held-out runs. The shipped default soup picks every engine's held-out runs too:
 `sart` is the engine it never saw, the others are sanity checks. The headline is the worst held-out engine.
+`--members` scores each of the soup's members alone too: which of them travel to the engine none of them saw.
 
 Each pick keeps its candidate peaks (every local maximum above 0.05, with its score), so the ways of deciding picks
 from the same heatmaps are compared on the same runs without another network pass (issue 46's habits):
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -43,6 +45,7 @@ from copick_soup.ensemble.calibrate import calibrate
 from copick_soup.ensemble.overlap import cut_picks
 from copick_soup.ensemble.thresholds import best_thresholds, threshold_counts
 from copick_soup.metric.czii import confusion, score_picks
+from copick_soup.model.manifest import member_paths
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.pick import PickOptions, candidates_user, pick_runs
 from copick_soup.simulate import ENGINES, MIXED_ENGINES, simulate_project
@@ -101,6 +104,15 @@ def train_on(engines: tuple, made: dict, out: Path, steps: int, settings: dict, 
                         provenance=dict(benchmark="generalization", engines=list(engines)), echo=print)
 
 
+def model_path(row: str, soup: str, train) -> str:
+    """What a table row picks with: the soup, one of its members (row "'NAME' alone"), or a member `train()`s."""
+    if row.startswith("soup"):
+        return soup
+    if row.endswith("alone"):
+        return str(next(m for m in member_paths(soup) if f"'{m.stem}'" in row))
+    return str(train())
+
+
 def pick_candidates(soup: str, session: str, config: Path, settings: InferenceSettings, reuse: bool = False):
     """(ensemble, classes, [(run name, truth, candidates)], seconds): the model picks the held-out runs once and
     every decision is made from the candidate peaks it kept (with `reuse`, those of an earlier pick, and the seconds
@@ -152,6 +164,8 @@ def main() -> None:
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting for every member (see TrainConfig), e.g. aug_scale=0.2")
     parser.add_argument("--label", default="", help="names the members and the table of a --set experiment")
+    parser.add_argument("--members", action="store_true",
+                        help="also each of the soup's members alone, scored on each engine (which one travels)")
     parser.add_argument("--only", default=None, metavar="TEXT",
                         help="score only the models whose row name holds TEXT (e.g. 'soup')")
     parser.add_argument("--reuse-picks", action="store_true",
@@ -169,13 +183,15 @@ def main() -> None:
     plan += [(f"soup '{args.soup}'", e, tuple(args.soup_engines.split("+"))) for e in ENGINES]
     if args.in_engine:
         plan += [("member on all", e, ENGINES) for e in ENGINES]
+    if args.members:  # each of the soup's members alone, with its own thresholds
+        plan += [(f"'{m.stem}' alone", e, tuple(args.soup_engines.split("+"))) for m in member_paths(args.soup)
+                 for e in ENGINES]
     plan = [p for p in plan if args.only is None or args.only in p[0]]
     inference = InferenceSettings()  # pick's defaults: its tiling, TTA 1, amp auto, on the CPU
 
     rows, names, truth, confusions, worst = [], None, {}, [], {}
     for name, engine, trained_on in plan:
-        model = args.soup if name.startswith("soup") else str(train_on(trained_on, made, out, args.steps, settings,
-                                                                        label))
+        model = model_path(name, args.soup, partial(train_on, trained_on, made, out, args.steps, settings, label))
         session = f"{label}-{name}-{engine}".replace(" ", "_").replace("'", "")
         ensemble, classes, runs, seconds = pick_candidates(model, session, made[engine, "test"], inference,
                                                                  args.reuse_picks)
