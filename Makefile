@@ -47,7 +47,7 @@ bench: install
 	$(BIN)/python benchmarks/finetune.py --shape 64,128,128 --crowding 6 --held-out 2 --steps 30 --layers all decoder head \
 		--results finetune-layers.md
 	$(BIN)/python benchmarks/soup.py
-	$(BIN)/python benchmarks/generalization.py --in-engine
+	$(BIN)/python benchmarks/generalization.py --in-engine --members
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/accuracy.py --window auto --runtime torch openvino --results accuracy-runtime.md
 	$(BIN)/python benchmarks/runtimes.py
