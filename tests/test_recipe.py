@@ -233,3 +233,25 @@ def test_copick_discovers_the_training_plugin():
     copick = Path(sys.executable).parent / "copick"
     out = subprocess.run([copick, "training", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "soup-train" in out.stdout
+
+
+def test_a_leave_one_engine_out_fold_is_the_recipe_with_other_engines(tmp_path):
+    """`train --recipe R --engine blobs+sart` simulates every phantom stage with those engines and changes nothing
+    else; a stage with its own project keeps it. Bad engines are refused before any work."""
+    from copick_soup.train.recipe import load_recipe, with_engine
+
+    default = load_recipe(Path(__file__).parent.parent / "configs" / "recipes" / "cpu-default.yaml")
+    fold = with_engine(default, "blobs+sart")
+    for stage in ("pretrain", "finetune"):
+        assert fold[stage]["simulate"] == {**default[stage]["simulate"], "engine": "blobs+sart"}
+        assert fold[stage]["train"] == default[stage]["train"]
+    assert default["pretrain"]["simulate"]["engine"] == "mixed"  # the recipe itself is left as it was
+    assert fold["fix_norms"] == default["fix_norms"] and fold["variants"] == default["variants"]
+    given = dict(RECIPE, finetune=dict(config="lab.json", train=dict(steps=1)))
+    assert with_engine(given, "sart")["finetune"] == given["finetune"]
+    result = invoke("train", "--recipe", Path(__file__).parent.parent / "configs" / "recipes" / "cpu-default.yaml",
+                    "--engine", "blobs+parakeet", "--out", tmp_path / "o")
+    assert result.exit_code != 0 and "unknown or repeated engine in 'blobs+parakeet'" in result.output
+    assert not (tmp_path / "o" / "data").exists()
+    result = invoke("train", "--engine", "sart", "--out", tmp_path / "o", "-c", "x.json", "--init", "default")
+    assert result.exit_code != 0 and "--engine chooses the simulator of a recipe's phantoms" in result.output

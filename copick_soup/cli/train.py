@@ -12,6 +12,9 @@ from copick_soup.errors import SoupError
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for members and logs.")
 @click.option("--pretrain-config", type=click.Path(dir_okay=False), help="Use this project for pretraining.")
 @click.option("--finetune-config", type=click.Path(dir_okay=False), help="Use this project for fine-tuning.")
+@click.option("--engine", default=None, metavar="ENGINE[+ENGINE...]",
+              help="Simulate the recipe's phantoms with these engines instead of its own (blobs+sart: the "
+                   "leave-one-engine-out fold without tilt).")
 @click.option("-c", "--config", "config", envvar="COPICK_CONFIG", type=click.Path(dir_okay=False),
               help="Lab fine-tuning: the copick project with your annotated runs.")
 @click.option("--init", default=None, help="Lab fine-tuning: start from this soup ('default'), folder or member.")
@@ -26,13 +29,14 @@ from copick_soup.errors import SoupError
 @click.option("--resume", is_flag=True, help="Continue each member from its last saved state in OUT.")
 @add_debug_option
 @reports_errors
-def train(recipe, out, pretrain_config, finetune_config, config, init, train_runs, val_runs, picks_user,
+def train(recipe, out, pretrain_config, finetune_config, engine, config, init, train_runs, val_runs, picks_user,
           picks_session, settings, resume):
     """Train soup members: a recipe (pretrain, then fine-tune), or fine-tune existing members on your runs.
 
     \b
     Examples:
       copick-soup train --recipe configs/recipes/cpu-demo.yaml --out members/cpu-demo
+      copick-soup train --recipe configs/recipes/cpu-default.yaml --engine blobs+sart --out build/fold-tilt
       copick-soup train --config lab.json --init default --train-runs TS_1,TS_2 --val-runs TS_3 --out lab-members
     """
     # deferred: the pipeline (and torch) loads only when the command runs, not when copick lists its plugins
@@ -41,10 +45,13 @@ def train(recipe, out, pretrain_config, finetune_config, config, init, train_run
     overrides = parse_overrides(settings)
     if recipe and (config or init):
         raise SoupError("--recipe trains from a recipe; --config/--init fine-tune existing members: pick one")
+    if engine and not recipe:
+        raise SoupError("--engine chooses the simulator of a recipe's phantoms: give --recipe")
     if recipe:
-        from copick_soup.train.recipe import load_recipe, run_recipe
+        from copick_soup.train.recipe import load_recipe, run_recipe, with_engine
 
-        members = run_recipe(load_recipe(recipe), out, pretrain_config, finetune_config, overrides, resume,
+        loaded = with_engine(load_recipe(recipe), engine) if engine else load_recipe(recipe)
+        members = run_recipe(loaded, out, pretrain_config, finetune_config, overrides, resume,
                              echo=click.echo)
     elif config and init:
         from copick_soup.model.manifest import member_paths

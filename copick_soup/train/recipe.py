@@ -30,6 +30,7 @@ from copick_soup.model.average import weight_soup
 from copick_soup.model.manifest import MemberManifest
 from copick_soup.objects import TOMO_TYPES, VOXEL_SIZE, classes_from_root
 from copick_soup.simulate import simulate_project
+from copick_soup.simulate.project import engine_names
 from copick_soup.train.config import TrainConfig, override
 from copick_soup.train.dataset import load_volumes
 from copick_soup.train.loop import train_member
@@ -62,6 +63,15 @@ def load_recipe(path) -> dict:
         raise SoupError(f"{path}: a recipe needs a 'pretrain' or a 'finetune' stage")
     recipe.setdefault("name", path.stem)
     return recipe
+
+
+def with_engine(recipe: dict, engine: str) -> dict:
+    """The recipe with every phantom stage simulated by `engine` (`blobs+sart`: the default recipe without `tilt`,
+    a leave-one-engine-out fold) instead of its own."""
+    engine_names(engine)  # an unknown engine fails here, before any work
+    stages = {name: dict(recipe[name], simulate={**recipe[name]["simulate"], "engine": engine})
+              for name in STAGES if (recipe.get(name) or {}).get("simulate")}
+    return {**recipe, **stages}
 
 
 def stage_project(stage: dict, name: str, out: Path, config_override=None) -> Path:
