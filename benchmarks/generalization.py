@@ -21,6 +21,8 @@ the held-out runs' own truth, the most any threshold calibration could reach, wh
 
     python benchmarks/generalization.py [--steps 1000] [--shape 96,256,256] [--test-runs 8] [--soup default]
     python benchmarks/generalization.py --set aug_scale=0.2 --label wider-scale
+    python benchmarks/generalization.py --init unet3d_tiny-denoised --only trained --set aug_spectrum=1.5 \
+        --label init-spectrum    # the shipped member trained 500 steps more with a setting, scored on sart
 
 Prints a table and writes benchmarks/results/generalization.md (generalization-LABEL.md with --label: training
 settings given with --set are tried on the same runs), with the confusion of each held-out row below it: what each
@@ -45,6 +47,7 @@ from copick_soup.ensemble.calibrate import calibrate
 from copick_soup.ensemble.overlap import cut_picks
 from copick_soup.ensemble.thresholds import best_thresholds, threshold_counts
 from copick_soup.metric.czii import confusion, score_picks
+from copick_soup.model.checkpoint import check_member
 from copick_soup.model.manifest import member_paths
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.pick import PickOptions, candidates_user, pick_runs
@@ -52,12 +55,14 @@ from copick_soup.simulate import ENGINES, MIXED_ENGINES, simulate_project
 from copick_soup.train.config import TrainConfig, override, parse_overrides
 from copick_soup.train.dataset import load_volumes
 from copick_soup.train.loop import train_member
+from copick_soup.train.recipe import lab_config
 
 RESULTS = Path(__file__).parent / "results" / "generalization.md"
 RECIPE = Path(__file__).parents[1] / "configs" / "recipes" / "cpu-default.yaml"
 SEEDS = dict(train=7100, val=7200, test=7300)  # no recipe, test or other benchmark uses these
 TOMO_TYPE = "denoised"
 USER = "generalization"
+FINETUNE = dict(train_layers="all", lr=5e-4, warmup=20, p_hard=0.3)  # --init: a shipped member trained further
 DECISIONS = ("thresholds", "one class", "valley", "valley per run", "valley + one class", "best thresholds (labels)")
 
 
@@ -86,22 +91,27 @@ def recipe_config(steps: int, settings: dict) -> TrainConfig:
     return override(cfg, settings)
 
 
-def train_on(engines: tuple, made: dict, out: Path, steps: int, settings: dict, label: str) -> Path:
-    """A unet3d_tiny member trained on these engines' training runs, validated on their validation runs."""
-    best = out / "members" / label / "+".join(engines) / "best.json"
+def train_on(engines: tuple, made: dict, out: Path, steps: int, settings: dict, label: str, init=None) -> Path:
+    """A member trained on these engines' training runs, validated on their validation runs: a unet3d_tiny from
+    scratch with the default recipe's settings, or `init` (a soup member's manifest) fine-tuned (FINETUNE)."""
+    best = out / "members" / label / ((f"{init.stem}-" if init else "") + "+".join(engines)) / "best.json"
     if best.exists():
         return best
-    cfg = recipe_config(steps, settings)
+    manifest = check_member(init) if init else None
+    cfg = (recipe_config(steps, settings) if init is None else
+           lab_config(manifest, {**FINETUNE, "steps": steps, "hard_every": max(steps // 2, 1),
+                                 "val_every": max(steps // 4, 1), **settings}))
+    tomo_type = manifest.tomo_type if manifest else TOMO_TYPE
     volumes = {}
     for split in ("train", "val"):
         volumes[split] = []
         for engine in engines:
             root = open_project(made[engine, split])
             classes = classes_from_root(root)
-            volumes[split] += load_volumes(root, root.runs, [TOMO_TYPE], classes, VOXEL_SIZE, "curation", "0",
+            volumes[split] += load_volumes(root, root.runs, [tomo_type], classes, VOXEL_SIZE, "curation", "0",
                                            normalisation=cfg.normalisation)
-    return train_member(cfg, classes, volumes["train"], volumes["val"], best.parent, VOXEL_SIZE, TOMO_TYPE,
-                        provenance=dict(benchmark="generalization", engines=list(engines)), echo=print)
+    return train_member(cfg, classes, volumes["train"], volumes["val"], best.parent, VOXEL_SIZE, tomo_type,
+                        init=init, provenance=dict(benchmark="generalization", engines=list(engines)), echo=print)
 
 
 def model_path(row: str, soup: str, train) -> str:
@@ -166,6 +176,10 @@ def main() -> None:
     parser.add_argument("--label", default="", help="names the members and the table of a --set experiment")
     parser.add_argument("--members", action="store_true",
                         help="also each of the soup's members alone, scored on each engine (which one travels)")
+    parser.add_argument("--init", default=None, metavar="MEMBER",
+                        help="instead of members from scratch, this member of --soup trained further (all layers, "
+                             "lr 5e-4) on the other engines, for each engine the soup never saw: a stronger proxy")
+    parser.add_argument("--init-steps", type=int, default=500, help="training steps with --init")
     parser.add_argument("--only", default=None, metavar="TEXT",
                         help="score only the models whose row name holds TEXT (e.g. 'soup')")
     parser.add_argument("--reuse-picks", action="store_true",
@@ -180,6 +194,13 @@ def main() -> None:
 
     # (row name, scored on, trained on): every member trained without the engine it picks, then the soup everywhere
     plan = [(f"member without {e}", e, tuple(x for x in ENGINES if x != e)) for e in ENGINES]
+    init = None
+    if args.init:  # a shipped member trained further without E: only for the engines it never saw
+        init = next((m for m in member_paths(args.soup) if m.stem == args.init), None)
+        if init is None:
+            raise SystemExit(f"--init {args.init}: not a member of soup '{args.soup}'")
+        plan = [(f"'{args.init}' trained further without {e}", x, trained_on) for _, e, trained_on in plan
+                if e not in args.soup_engines.split("+") for x in ENGINES]  # held out, and its training engines
     plan += [(f"soup '{args.soup}'", e, tuple(args.soup_engines.split("+"))) for e in ENGINES]
     if args.in_engine:
         plan += [("member on all", e, ENGINES) for e in ENGINES]
@@ -191,7 +212,8 @@ def main() -> None:
 
     rows, names, truth, confusions, worst = [], None, {}, [], {}
     for name, engine, trained_on in plan:
-        model = model_path(name, args.soup, partial(train_on, trained_on, made, out, args.steps, settings, label))
+        model = model_path(name, args.soup, partial(train_on, trained_on, made, out, args.init_steps if init else
+                                                    args.steps, settings, label, init))
         session = f"{label}-{name}-{engine}".replace(" ", "_").replace("'", "")
         ensemble, classes, runs, seconds = pick_candidates(model, session, made[engine, "test"], inference,
                                                                  args.reuse_picks)
@@ -213,8 +235,10 @@ def main() -> None:
     headline = [f"- {name}, {decision}: worst held-out engine {engine}, weighted F4 {value:.3f}"
                 for (name, decision), (value, engine) in worst.items()]
     publish(RESULTS.with_name(f"generalization{'-' + args.label if args.label else ''}.md"), [
-        f"Leave-one-engine-out: unet3d_tiny members trained ({args.steps} steps, the default recipe's settings, "
-        f"{TOMO_TYPE}" + (f", {', '.join(args.settings)}" if settings else "") + f") on the other engines' "
+        "Leave-one-engine-out: "
+        + (f"the soup's {args.init} trained further ({args.init_steps} steps, all layers, lr 5e-4" if init else
+           f"unet3d_tiny members trained ({args.steps} steps, the default recipe's settings, {TOMO_TYPE}")
+        + (f", {', '.join(args.settings)}" if settings else "") + f") on the other engines' "
         f"{args.train_runs} runs each, checkpoints and thresholds from their {args.val_runs} validation runs each, "
         f"scored on {args.test_runs} held-out runs of {'x'.join(map(str, shape))} voxels per engine ("
         + ", ".join(f"{e}: {truth[e]} particles" for e in truth) + f"); TTA 1, amp auto; "
