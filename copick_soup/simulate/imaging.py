@@ -60,6 +60,12 @@ def _complex_noise(rng: np.random.Generator, shape) -> np.ndarray:
     return noise
 
 
+# One FFT thread: scipy's pocketfft shuts its thread pool down while any thread of the process forks (its atfork
+# handler), and a transform submitted meanwhile fails with "Work item submitted after shutdown" (seen twice in CI,
+# simulating a test project while another thread started a subprocess). The engines' FFTs are a small part of a run.
+FFT_WORKERS = 1
+
+
 def reconstruct(density: np.ndarray, cond: Conditions, voxel_size: float, rng: np.random.Generator,
                 tomo_types) -> dict:
     """{tomo type: (Z, Y, X) float32} from a clean density. Protein ends up dark, as in real tomograms."""
@@ -70,7 +76,7 @@ def reconstruct(density: np.ndarray, cond: Conditions, voxel_size: float, rng: n
     thickness = cond.slab * shape[0] * voxel_size
     cover = tilt_sampling(kz, kx, cond.tilt_max, cond.tilt_step, thickness)  # (nz, nkx)
     nyquist = 0.5 / voxel_size
-    spectrum = fft.rfftn(density, workers=-1)  # (nz, ny, nkx) complex64
+    spectrum = fft.rfftn(density, workers=FFT_WORKERS)  # (nz, ny, nkx) complex64
     signal_std = float(density.std()) + 1e-12
 
     # Pass 1: the microscope's transfer on the signal, and its power.
@@ -97,7 +103,8 @@ def reconstruct(density: np.ndarray, cond: Conditions, voxel_size: float, rng: n
 
     out = {}
     for tomo_type in tomo_types:
-        volume = fft.irfftn(_filtered(spectrum, tomo_type, cond, kz, ky, kx), s=shape, workers=-1, overwrite_x=True)
+        volume = fft.irfftn(_filtered(spectrum, tomo_type, cond, kz, ky, kx), s=shape, workers=FFT_WORKERS,
+                            overwrite_x=True)
         out[tomo_type] = arbitrary_units(volume.astype(np.float32, copy=False), rng)
     return out
 

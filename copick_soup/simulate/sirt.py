@@ -35,7 +35,7 @@ from scipy import fft
 from scipy.ndimage import gaussian_filter
 
 from copick_soup.errors import SoupError
-from copick_soup.simulate.imaging import ctf
+from copick_soup.simulate.imaging import FFT_WORKERS, ctf
 
 PHASE_PER_UNIT = 0.016  # rad per voxel (10 Å) of path through protein: ~2.5 V over ice, 0.00065 rad/V/Å at 300 kV
 ICE_MEAN_FREE_PATH = 3500.0  # Å, inelastic: electrons lost from the zero-loss image with the ice path
@@ -221,7 +221,7 @@ def tilt_series_sirt(density: np.ndarray, crystals: np.ndarray, slab, sc: SartCo
 
 def radial_power(volume: np.ndarray, voxel_size: float, bins: int = 40):
     """(|k| (1/Å) of each voxel's frequency, shell index, mean power per shell) of the volume's spectrum."""
-    spectrum = fft.rfftn(volume, workers=-1)
+    spectrum = fft.rfftn(volume, workers=FFT_WORKERS)
     k = np.sqrt(fft.fftfreq(volume.shape[0], d=voxel_size)[:, None, None] ** 2
                 + fft.fftfreq(volume.shape[1], d=voxel_size)[None, :, None] ** 2
                 + fft.rfftfreq(volume.shape[2], d=voxel_size)[None, None, :] ** 2)
@@ -239,7 +239,7 @@ def wiener_measured(volume: np.ndarray, defocus_um: float, voxel_size: float) ->
     ssnr = gaussian_filter(np.maximum(power / floor - 1, 0), 1.0)[shell]
     c = ctf(k**2, defocus_um)
     gain = np.where(ssnr > 0, -c * ssnr / (c**2 * ssnr + 1), 0).astype(np.float32)  # sign: protein stays dark
-    return fft.irfftn(spectrum * gain, s=volume.shape, workers=-1).astype(np.float32)
+    return fft.irfftn(spectrum * gain, s=volume.shape, workers=FFT_WORKERS).astype(np.float32)
 
 
 def non_local_means(volume: np.ndarray) -> np.ndarray:

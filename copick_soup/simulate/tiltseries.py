@@ -23,7 +23,7 @@ import torch
 from scipy import fft
 from scipy.ndimage import gaussian_filter
 
-from copick_soup.simulate.imaging import ctf
+from copick_soup.simulate.imaging import FFT_WORKERS, ctf
 from copick_soup.simulate.profiles import Conditions
 
 DOSE_PER_TILT = 3.0  # e/Å^2
@@ -160,7 +160,7 @@ def derived_types(wbp: np.ndarray, cond: Conditions, voxel_size: float, tomo_typ
         # the sign of the gain keeps protein dark, as those tools do.
         ssnr = 10.0 * np.exp(-100.0 * np.sqrt(k2))
         gain = (-c / (c**2 + 1 / ssnr)).astype(np.float32)
-        deconvolved = fft.irfftn(fft.rfftn(wbp, workers=-1) * gain, s=wbp.shape, workers=-1)
+        deconvolved = fft.irfftn(fft.rfftn(wbp, workers=FFT_WORKERS) * gain, s=wbp.shape, workers=FFT_WORKERS)
         deconvolved = deconvolved.astype(np.float32)
         if "ctfdeconvolved" in tomo_types:
             out["ctfdeconvolved"] = deconvolved
