@@ -193,6 +193,7 @@ def main() -> None:
     label = args.label or ("base" if not settings else "-".join(f"{k}{v}" for k, v in settings.items()))
 
     # (row name, scored on, trained on): every member trained without the engine it picks, then the soup everywhere
+    soup_engines = tuple(args.soup_engines.split("+"))
     plan = [(f"member without {e}", e, tuple(x for x in ENGINES if x != e)) for e in ENGINES]
     init = None
     if args.init:  # a shipped member trained further without E: only for the engines it never saw
@@ -200,12 +201,12 @@ def main() -> None:
         if init is None:
             raise SystemExit(f"--init {args.init}: not a member of soup '{args.soup}'")
         plan = [(f"'{args.init}' trained further without {e}", x, trained_on) for _, e, trained_on in plan
-                if e not in args.soup_engines.split("+") for x in ENGINES]  # held out, and its training engines
-    plan += [(f"soup '{args.soup}'", e, tuple(args.soup_engines.split("+"))) for e in ENGINES]
+                if e not in soup_engines for x in ENGINES]  # held out, and its training engines
+    plan += [(f"soup '{args.soup}'", e, soup_engines) for e in ENGINES]
     if args.in_engine:
         plan += [("member on all", e, ENGINES) for e in ENGINES]
     if args.members:  # each of the soup's members alone, with its own thresholds
-        plan += [(f"'{m.stem}' alone", e, tuple(args.soup_engines.split("+"))) for m in member_paths(args.soup)
+        plan += [(f"'{m.stem}' alone", e, soup_engines) for m in member_paths(args.soup)
                  for e in ENGINES]
     plan = [p for p in plan if args.only is None or args.only in p[0]]
     inference = InferenceSettings()  # pick's defaults: its tiling, TTA 1, amp auto, on the CPU
