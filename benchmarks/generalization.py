@@ -7,7 +7,8 @@ trained with the default recipe's settings (configs/recipes/cpu-default.yaml: pa
 EMA, hard negatives) on the *other* engines' training runs, its checkpoint and per-class thresholds chosen on their
 validation runs, and it picks E's held-out runs. The shipped default soup picks every engine's held-out runs too:
 `sart` is the engine it never saw, the others are sanity checks. The headline is the worst held-out engine.
-`--members` scores each of the soup's members alone too: which of them travel to the engine none of them saw.
+`--members` scores each of the soup's members alone too, at its thresholds from the soup's search (soup.json keeps
+them): which of them travel to the engine none of them saw.
 
 Each pick keeps its candidate peaks (every local maximum above 0.05, with its score), so the ways of deciding picks
 from the same heatmaps are compared on the same runs without another network pass (issue 46's habits):
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -48,7 +50,7 @@ from copick_soup.ensemble.overlap import cut_picks
 from copick_soup.ensemble.thresholds import best_thresholds, threshold_counts
 from copick_soup.metric.czii import confusion, score_picks
 from copick_soup.model.checkpoint import check_member
-from copick_soup.model.manifest import member_paths
+from copick_soup.model.manifest import SoupManifest, member_paths
 from copick_soup.objects import VOXEL_SIZE, classes_from_root
 from copick_soup.pick import PickOptions, candidates_user, pick_runs
 from copick_soup.simulate import ENGINES, MIXED_ENGINES, simulate_project
@@ -121,6 +123,13 @@ def model_path(row: str, soup: str, train) -> str:
     if row.endswith("alone"):
         return str(next(m for m in member_paths(soup) if f"'{m.stem}'" in row))
     return str(train())
+
+
+def searched_thresholds(soup: str, fallback: dict, row: str) -> dict:
+    """A member's own thresholds as the soup's search chose them on the soup's validation runs (a soup.json keeps
+    them per member), else `fallback` (its manifest's, from the two validation runs of its training)."""
+    members = SoupManifest.read(soup).validation.get("members", {})
+    return next((m["thresholds"] for name, m in members.items() if f"'{name}'" in row), fallback)
 
 
 def pick_candidates(soup: str, session: str, config: Path, settings: InferenceSettings, reuse: bool = False):
@@ -205,7 +214,7 @@ def main() -> None:
     plan += [(f"soup '{args.soup}'", e, soup_engines) for e in ENGINES]
     if args.in_engine:
         plan += [("member on all", e, ENGINES) for e in ENGINES]
-    if args.members:  # each of the soup's members alone, with its own thresholds
+    if args.members:  # each of the soup's members alone, at its thresholds from the soup's search
         plan += [(f"'{m.stem}' alone", e, soup_engines) for m in member_paths(args.soup)
                  for e in ENGINES]
     plan = [p for p in plan if args.only is None or args.only in p[0]]
@@ -218,6 +227,8 @@ def main() -> None:
         session = f"{label}-{name}-{engine}".replace(" ", "_").replace("'", "")
         ensemble, classes, runs, seconds = pick_candidates(model, session, made[engine, "test"], inference,
                                                                  args.reuse_picks)
+        if name.endswith("alone"):  # the member's thresholds from the soup's search, on the soup's validation runs
+            ensemble = replace(ensemble, thresholds=searched_thresholds(args.soup, ensemble.thresholds, name))
         kind = "in-engine" if engine in trained_on else "held out"
         for decision in DECISIONS:
             pairs = decide(decision, ensemble, classes, runs)

@@ -66,6 +66,31 @@ def test_the_shipped_soup_loads_and_its_manifests_round_trip(tmp_path):
     assert json.loads(copy.read_text()) == data  # relative member paths and unknown keys survive
 
 
+def test_the_fast_soup_is_the_default_soups_tiny_denoised_member_at_the_thresholds_its_search_chose(crowded_project):
+    """`fast` ships no weights of its own: the default soup's tiny members (docs/results.md, the soup against its
+    members), the denoised one alone at the thresholds the default soup's search chose for it alone, the wbp one
+    standing in at weight 0. `pick --soup fast` picks what that member alone picks at those thresholds."""
+    fast, default = SoupManifest.read("fast"), SoupManifest.read("default")
+    shipped = {m.path.stem: m.path for m in default.members}
+    assert [(m.path, m.weight) for m in fast.members] == [(shipped["unet3d_tiny-denoised"], 1.0),
+                                                          (shipped["unet3d_tiny-wbp"], 0.0)]
+    assert fast.thresholds == default.validation["members"]["unet3d_tiny-denoised"]["thresholds"]
+    assert fast.classes == default.classes and fast.voxel_size == default.voxel_size
+    root = open_project(crowded_project)
+    run = root.runs[0]
+    ensemble = Ensemble.load("fast")
+    alone = Ensemble.load(shipped["unet3d_tiny-denoised"])
+    alone = Ensemble(alone.name, alone.members, alone.classes, alone.voxel_size, fast.thresholds, fast.nms_scale)
+    picked = {}
+    for user, soup in (("fast", ensemble), ("alone", alone)):
+        pick_run(run, soup, InferenceSettings(amp="none"), PickOptions(user_id=user), echo=lambda m: None)
+        found = read_picks(run, ensemble.class_names, user, "0", with_scores=True)
+        picked[user] = {run.name: {n: np.column_stack([p, s]).tolist() for n, (p, s) in found.items()}}
+    assert sum(len(v) for v in picked["fast"][run.name].values()) >= 10
+    assert_same_picks(picked["fast"], picked["alone"], fast.thresholds, position=0.01, score=1e-6)
+    assert not ensemble.members[1].loaded  # the wbp member only stands in where a run has no denoised tomogram
+
+
 def test_settings_check_themselves():
     for bad, error in ((dict(tta=9), "--tta: choose 1 to 8 views, got 9"),
                        (dict(overlap=1.0), "--overlap 1: must be at least 0 and below 1"),
