@@ -1,4 +1,4 @@
-"""Float32, bf16 and INT8 for the default soup on a CPU (OpenVINO): speed per member and per tomogram, and held-out
+"""Float32, bf16 and INT8 for shipped soups on a CPU (OpenVINO): speed per member and per tomogram, and held-out
 F4 per class, so that a precision is adopted only where it keeps the picks.
 
 INT8 is post-training quantisation with NNCF (`pip install nncf`, not a dependency of the package: INT8 is not
@@ -17,11 +17,13 @@ Two tables, one file:
                precision finds again (same class, within a fifth of the class radius; the largest move among
                them, in voxels)
 
-Held-out runs are simulated with --engine (tilt by default: densities from atomic models and a real tilt series,
-the engine further from the blobs most of the soup's pretraining saw).
+Held-out runs are simulated with --engine: `sart` by default, the engine no shipped member was trained on (issue
+46: accuracy is judged on an engine the soup never saw); `tilt` and `blobs` are its training engines. --soups names
+the shipped soups (or soup.json files) to compare: `default`, and `fast` (its tiny denoised member alone).
 
-    python benchmarks/precision.py                 # 4 tilt runs of 80x160x160: results/precision.md
-    python benchmarks/precision.py --shape full --runs 3 --members --out precision-full.md   # the 60 s table
+    python benchmarks/precision.py                 # 4 sart runs of 80x160x160: results/precision.md
+    python benchmarks/precision.py --shape full --runs 1 --precisions float32 int8 --out precision-full.md
+                                                   # the full-tomogram table (issue 48's 60 s)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import copick_soup  # noqa: F401  (first, as in `copick-soup pick`: its huge-pag
 
 # isort: split
 import argparse
+import os
 import shutil
 import time
 from pathlib import Path
@@ -87,12 +90,12 @@ class Int8Predictor(OpenVinoPredictor):
         self.model = QUANTISED[id(model)]
 
 
-def calibration_windows(config: Path, soup: Ensemble) -> dict:
+def calibration_windows(config: Path, soups: list[Ensemble]) -> dict:
     """{member name: [(1, 1, s, s, s) float32 windows]} cut at random from the calibration runs."""
     root = open_project(config)
     rng = np.random.default_rng(CALIBRATION["seed"])
-    side, out = CALIBRATION["side"], {}
-    for member in soup.members:
+    side, out, soup = CALIBRATION["side"], {}, soups[0]
+    for member in {m.manifest.name: m for s in soups for m in s.members}.values():
         windows = []
         for run in root.runs:
             volume = run_volume(run, soup.voxel_size, member.manifest.tomo_type, lambda line: None)
@@ -120,10 +123,11 @@ def with_precision(soup: Ensemble, precision: str, windows: dict) -> tuple[Ensem
     return copy, settings
 
 
-def per_window(soup, precisions, windows, shape, calls: int) -> list[str]:
-    """Rows: per member the soup runs, the fastest of `calls` calls on pick's window, per precision."""
-    rows = []
-    for member in [m for m in soup.members if m.weight > 0]:
+def per_window(soups, precisions, windows, shape, calls: int) -> list[str]:
+    """Rows: per member the soups run, the fastest of `calls` calls on pick's window, per precision."""
+    rows, soup = [], soups[0]
+    members = {m.manifest.name: m for s in soups for m in s.members if m.weight > 0}
+    for member in members.values():
         alone = Ensemble(member.manifest.name, [member], soup.classes, soup.voxel_size, soup.thresholds)
         times = {}
         for precision in precisions:
@@ -194,7 +198,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", default="80,160,160", help="Z,Y,X of the held-out runs, or 'full'")
     parser.add_argument("--runs", type=int, default=4, help="held-out runs")
-    parser.add_argument("--engine", default="tilt", choices=["blobs", "tilt", "mixed"])
+    parser.add_argument("--engine", default="sart", choices=["sart", "blobs", "tilt", "mixed"])
+    parser.add_argument("--soups", nargs="+", default=["default", "fast"], help="shipped soups or soup.json files")
     parser.add_argument("--precisions", nargs="+", default=None,
                         help="float32 bf16 int8 (default: all three where bf16 is native, else float32 int8)")
     parser.add_argument("--members", action="store_true", help="also each member alone, at its own thresholds")
@@ -202,14 +207,16 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results file name (default precision.md)")
     parser.add_argument("--data", default="/tmp/copick-soup-bench-precision")
     args = parser.parse_args()
+    args.load = os.getloadavg()[0]  # before this process adds to it
     shape = FULL_SHAPE if args.shape == "full" else tuple(int(v) for v in args.shape.split(","))
     precisions = args.precisions or (["float32", "bf16", "int8"] if cpu_has_bf16() else ["float32", "int8"])
-    soup = Ensemble.load("default")
+    soups = [Ensemble.load(name) for name in args.soups]
+    soup = soups[0]
     calibration = project(Path(args.data), CALIBRATION["runs"], CALIBRATION["shape"], CALIBRATION["seed"], "mixed")
-    windows = calibration_windows(calibration, soup)
+    windows = calibration_windows(calibration, soups)
     root = open_project(project(Path(args.data), args.runs, shape, HELD_OUT_SEED, args.engine))
-    window_rows = per_window(soup, precisions, windows, shape, args.calls)
-    run_rows = per_run(soup, precisions, windows, root, "soup")
+    window_rows = per_window(soups, precisions, windows, shape, args.calls)
+    run_rows = [row for s in soups for row in per_run(s, precisions, windows, root, f"soup {s.name}")]
     if args.members:
         for member in [m for m in soup.members if m.weight > 0]:
             own = soup.manifest.validation["members"][member.manifest.name]["thresholds"]
@@ -220,19 +227,22 @@ def main() -> None:
 
 def table(args, shape, precisions, soup, window_rows, run_rows) -> list[str]:
     return [
-        f"Float32, bf16 and INT8 (OpenVINO; INT8: NNCF post-training quantisation) for the default soup ({cpu()}; "
+        f"Float32, bf16 and INT8 (OpenVINO; INT8: NNCF post-training quantisation) for the soups "
+        f"{', '.join(args.soups)} ({cpu()}; "
         f"{time.strftime('%Y-%m-%d')})",
         f"Held-out: {args.runs} `{args.engine}` runs of {'x'.join(map(str, shape))} (seed {HELD_OUT_SEED}, crowding "
         f"2). INT8 calibration: {CALIBRATION['windows']} windows of {CALIBRATION['side']}³ per member from "
         f"{CALIBRATION['runs']} `mixed` runs of {'x'.join(map(str, CALIBRATION['shape']))} (seed "
         f"{CALIBRATION['seed']}); what NNCF leaves unquantised runs in bf16 where native, else float32.",
-        "Times share a 2-core CPU with other work unless said otherwise: compare rows of one table, not tables.",
+        f"Load average when it started: {args.load:.1f} on {os.cpu_count()} cores (other work on the CPU slows every "
+        "row): compare rows of one table, not tables.",
         "",
         "Per window: seconds per network call on the window `pick` uses (speed-up over the first precision).",
         "",
         *markdown(["member", "window", *precisions], window_rows),
         "",
-        f"Per run: seconds per run (`pick_run`; the mean over runs after the first, which compiles), F4, and "
+        f"Per run: seconds per run (`pick_run`: reading, every member's windows, peaks, writing; the mean over runs "
+        "after the first, which compiles each member, or with one run its time, compiling included), F4, and "
         "float32's picks found "
         f"again (same class, within {AGREE:g} x its radius; the largest move among them, voxels).",
         "",
