@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build on this machine's disk; GPU users pass their own, e.g. make TORCH=torch test.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-slow lint bench bench-gpu clean default-soup loeo-fold
+.PHONY: install demo test test-slow lint bench bench-gpu clean default-soup fast-int8 loeo-fold
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +94,15 @@ default-soup: install
 	# score the same (benchmarks/results/accuracy.md).
 	$(BIN)/copick-soup soup -c build/soup-val/copick.json --members copick_soup/soups/default --window 64 \
 		--val-runs $$(seq -f 'exp_%03g' -s, 0 15) --out copick_soup/soups/default
+
+# The soup `fast` in INT8 (`pick --soup fast-int8`): its tiny denoised member quantised with quantisation-aware
+# fine-tuning, the float member as teacher (copick-soup quantise; NNCF), on runs like the default recipe's
+# fine-tuning runs (both engines, seed 2000). About 5 minutes on 2 CPU cores.
+fast-int8: install
+	test -f build/finetune-runs/copick.json || $(BIN)/copick-soup simulate --out build/finetune-runs --runs 12 \
+		--shape 96,192,192 --profile experimental --engine mixed --seed 2000 --crowding 2
+	$(BIN)/copick-soup quantise -c build/finetune-runs/copick.json \
+		--member copick_soup/soups/default/unet3d_tiny-denoised.json --out copick_soup/soups/fast-int8
 
 # The default recipe without one phantom engine (make loeo-fold HELD_OUT=tilt, or blobs): the leave-one-engine-out
 # fold issue 46 asks for, trained, searched (weights and thresholds on runs of the other two engines) and scored on

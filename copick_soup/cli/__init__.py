@@ -6,6 +6,7 @@ from copick_soup import __version__
 from copick_soup.cli.demo import demo
 from copick_soup.cli.finetune import finetune
 from copick_soup.cli.pick import pick
+from copick_soup.cli.quantise import quantise
 from copick_soup.cli.score import score
 from copick_soup.cli.simulate import simulate
 from copick_soup.cli.soup import soup
@@ -26,4 +27,5 @@ main.add_command(score)
 main.add_command(train)
 main.add_command(soup)
 main.add_command(finetune)
+main.add_command(quantise)
 main.add_command(demo)

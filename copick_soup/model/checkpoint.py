@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from copick_soup.errors import SoupError
+from copick_soup.model.int8 import int8_config, is_int8, with_quantisers
 from copick_soup.model.manifest import MEMBER_FORMAT, MemberManifest, manifest_path
 from copick_soup.model.registry import create_model
 
@@ -24,14 +25,20 @@ def sha256(path) -> str:
 
 
 def save_member(path, model, manifest: MemberManifest) -> Path:
-    """Write `<stem>.safetensors` and `<stem>.json`; returns the manifest's path."""
+    """Write `<stem>.safetensors` and `<stem>.json`; returns the manifest's path. An INT8 member's manifest also
+    records where its quantisers sit (`int8.nncf`; model/int8.py)."""
     from safetensors.torch import save_file
 
     json_path = manifest_path(path)
     weights = json_path.with_suffix(".safetensors")
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    # cloned: an INT8 member's quantisers may be shared between two places (a concatenation's inputs), and
+    # safetensors stores no tensor twice under two names
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(weights), metadata={"format": MEMBER_FORMAT})
+    if is_int8(model):
+        manifest = replace(manifest, extra={**manifest.extra,
+                                            "int8": {**manifest.extra.get("int8", {}), "nncf": int8_config(model)}})
     written = replace(manifest, unet=model.config.as_dict(), weights=weights.name, sha256=sha256(weights))
     return written.write(json_path)
 
@@ -57,6 +64,8 @@ def load_member(path, device="cpu"):
     weights = manifest.weights_path
     try:
         model = create_model(manifest.variant, **manifest.unet)
+        if "int8" in manifest.extra:
+            model = with_quantisers(model, manifest.extra["int8"]["nncf"], manifest.label)
     except SoupError as err:
         raise SoupError(f"{manifest.path}: {err}") from err
     try:
