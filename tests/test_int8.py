@@ -89,3 +89,17 @@ def test_an_int8_member_without_nncf_is_a_one_line_error(members, monkeypatch):
     with pytest.raises(SoupError, match=r"-int8\.json: an INT8 member needs NNCF; pip install 'copick-soup\[int8\]'"):
         load_member(members[1])
     assert MemberManifest.read(members[1]).extra["int8"]  # the manifest itself reads without NNCF
+
+
+def test_cli_quantise_refuses_runs_it_cannot_use_in_one_line_and_writes_nothing(members, project, tmp_path):
+    from click.testing import CliRunner
+
+    from copick_soup.cli import main
+
+    out = tmp_path / "int8"
+    for args, error in ((["-r", "TS_404"], "Error: unknown run(s) TS_404"),
+                        (["--picks-user", "nobody"], "Error: " + str(project) + ": no run has picks by 'nobody'")):
+        result = CliRunner().invoke(main, ["quantise", "-c", str(project), "--member", str(members[0]),
+                                           "--out", str(out), *args])
+        assert result.exit_code != 0 and result.output.strip().splitlines()[-1].startswith(error), result.output
+        assert not out.exists()
