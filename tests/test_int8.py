@@ -86,9 +86,12 @@ def test_the_shipped_int8_soup_finds_fasts_picks(crowded_project):
 
 def test_an_int8_member_without_nncf_is_a_one_line_error(members, monkeypatch):
     monkeypatch.setitem(sys.modules, "nncf", None)  # what `import nncf` meets where it is not installed
-    with pytest.raises(SoupError, match=r"-int8\.json: an INT8 member needs NNCF; pip install 'copick-soup\[int8\]'"):
+    with pytest.raises(SoupError) as error:
         load_member(members[1])
+    assert str(error.value) == f"{members[1]}: an INT8 member needs NNCF; pip install 'copick-soup[int8]' (NNCF)"
     assert MemberManifest.read(members[1]).extra["int8"]  # the manifest itself reads without NNCF
+    with pytest.raises(SoupError, match=r"-int8\.json: an INT8 member needs NNCF"):
+        Ensemble.load("fast-int8")  # refused when the soup is read, before any run is picked
 
 
 def test_cli_quantise_refuses_runs_it_cannot_use_in_one_line_and_writes_nothing(members, project, tmp_path):

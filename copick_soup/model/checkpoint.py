@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from copick_soup.errors import SoupError
-from copick_soup.model.int8 import int8_config, is_int8, with_quantisers
+from copick_soup.model.int8 import int8_config, is_int8, require_nncf, with_quantisers
 from copick_soup.model.manifest import MEMBER_FORMAT, MemberManifest, manifest_path
 from copick_soup.model.registry import create_model
 
@@ -45,13 +45,16 @@ def save_member(path, model, manifest: MemberManifest) -> Path:
 
 def check_member(path) -> MemberManifest:
     """The MemberManifest of a member written by `save_member`, its weights file checked (present, SHA-256 as
-    recorded) without loading it: a soup checks every member up front and loads only those a run uses."""
+    recorded) without loading it, and NNCF present for an INT8 one: a soup checks every member up front and loads
+    only those a run uses."""
     manifest = path if isinstance(path, MemberManifest) else MemberManifest.read(path)
     weights = manifest.weights_path
     if not weights.is_file():
         raise SoupError(f"{weights}: weights file missing for member {manifest.label}")
     if sha256(weights) != manifest.sha256:
         raise SoupError(f"{weights}: corrupt checkpoint (SHA-256 does not match its manifest)")
+    if "int8" in manifest.extra:
+        require_nncf(str(manifest.path))
     return manifest
 
 
@@ -64,10 +67,10 @@ def load_member(path, device="cpu"):
     weights = manifest.weights_path
     try:
         model = create_model(manifest.variant, **manifest.unet)
-        if "int8" in manifest.extra:
-            model = with_quantisers(model, manifest.extra["int8"]["nncf"], manifest.label)
     except SoupError as err:
         raise SoupError(f"{manifest.path}: {err}") from err
+    if "int8" in manifest.extra:
+        model = with_quantisers(model, manifest.extra["int8"]["nncf"], str(manifest.path))
     try:
         state = load_file(str(weights))
     except SafetensorError as err:

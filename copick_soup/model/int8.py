@@ -9,12 +9,15 @@ NNCF (the `int8` extra) is needed to load one, not to run float members.
 
 from __future__ import annotations
 
+import sys
+
 from copick_soup.errors import SoupError
 
 NEEDS = "pip install 'copick-soup[int8]' (NNCF)"
 
 
-def _nncf(what: str):
+def require_nncf(what: str):
+    """NNCF, or a one-line error: `what` (a member's file) needs it, and the extra that installs it."""
     try:
         import nncf
         import nncf.torch
@@ -25,8 +28,6 @@ def _nncf(what: str):
 
 def is_int8(model) -> bool:
     """Whether `model` carries NNCF quantisers (without importing NNCF for a float model)."""
-    import sys
-
     if sys.modules.get("nncf") is None:
         return False
     from nncf.torch.function_hook import is_wrapped  # NNCF 2.16+: quantisers as hooks on the model itself
@@ -36,19 +37,19 @@ def is_int8(model) -> bool:
 
 def int8_config(model) -> dict:
     """Where the quantisers sit, as JSON, for the member's manifest."""
-    return _nncf("saving").torch.get_config(model)
+    return require_nncf("saving").torch.get_config(model)
 
 
 def with_quantisers(model, config: dict, what: str):
     """`model` (a fresh float U-Net) with the quantisers `config` describes put back, ready for its weights."""
-    return _nncf(what).torch.load_from_config(model, config)
+    return require_nncf(what).torch.load_from_config(model, config)
 
 
 def quantised(model, windows: list, what: str = "quantise"):
     """`model` with quantisers placed and ranged by NNCF's post-training quantisation on these (1, 1, D, H, W)
     float32 tensors: the start of quantisation-aware fine-tuning. Activation ranges are min-max (NNCF's default
     quantiles clip the rare high activations, which are the particles); the 1x1x1 head stays in float."""
-    nncf = _nncf(what)
+    nncf = require_nncf(what)
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
 
