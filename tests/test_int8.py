@@ -106,3 +106,16 @@ def test_cli_quantise_refuses_runs_it_cannot_use_in_one_line_and_writes_nothing(
                                            "--out", str(out), *args])
         assert result.exit_code != 0 and result.output.strip().splitlines()[-1].startswith(error), result.output
         assert not out.exists()
+
+
+def test_pick_says_which_members_run_in_int8(project):
+    from click.testing import CliRunner
+
+    from copick_soup.cli import main
+
+    result = CliRunner().invoke(main, ["pick", "-c", str(project), "--soup", "fast-int8", "-r", "exp_000"])
+    assert result.exit_code == 0, result.output
+    assert "INT8 member(s): unet3d_tiny-denoised-int8 (integer kernels)" in result.output
+    plain = CliRunner().invoke(main, ["pick", "-c", str(project), "--soup", "fast", "-r", "exp_000",
+                                      "--user-id", "float"])
+    assert plain.exit_code == 0 and "INT8" not in plain.output
