@@ -37,8 +37,8 @@ def quantise_member(member, volumes, out, steps: int = 300, lr: float = 1e-4, se
     torch.manual_seed(seed)
     teacher, manifest = load_member(member)
     teacher = teacher.float().eval()
-    cfg = TrainConfig(**{k: v for k, v in manifest.training_config().items() if k in TrainConfig.__annotations__})
-    sampler = PatchSampler(volumes, manifest.classes, manifest.patch or cfg.patch, manifest.voxel_size,
+    cfg = TrainConfig.from_saved({**manifest.training_config(), "variant": manifest.variant})
+    sampler = PatchSampler(volumes, manifest.classes, cfg.patch, manifest.voxel_size,
                            cfg.sigma_scale, np.random.default_rng(seed), cfg.p_particle)
     student = quantised(copy.deepcopy(teacher),
                         [torch.from_numpy(sampler.batch(1)[0]) for _ in range(CALIBRATION_PATCHES)], manifest.label)
