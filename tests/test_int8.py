@@ -35,7 +35,7 @@ def test_an_int8_member_keeps_its_quantisers_and_its_teacher_on_disk(members):
     model, manifest = load_member(int8)
     assert is_int8(model) and not is_int8(float_model)
     assert manifest.name == f"{teacher.name}-int8" and manifest.tomo_type == teacher.tomo_type
-    assert manifest.extra["int8"]["teacher_sha256"] == teacher.sha256 and manifest.extra["int8"]["steps"] == 4
+    assert manifest.int8["teacher_sha256"] == teacher.sha256 and manifest.int8["steps"] == 4
     assert manifest.thresholds() == teacher.thresholds()  # its target was the teacher's heatmap: same scale
     x = torch.randn(1, 1, 16, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -89,7 +89,7 @@ def test_an_int8_member_without_nncf_is_a_one_line_error(members, monkeypatch):
     with pytest.raises(SoupError) as error:
         load_member(members[1])
     assert str(error.value) == f"{members[1]}: an INT8 member needs NNCF; pip install 'copick-soup[int8]' (NNCF)"
-    assert MemberManifest.read(members[1]).extra["int8"]  # the manifest itself reads without NNCF
+    assert MemberManifest.read(members[1]).int8  # the manifest itself reads without NNCF
     with pytest.raises(SoupError, match=r"-int8\.json: an INT8 member needs NNCF"):
         Ensemble.load("fast-int8")  # refused when the soup is read, before any run is picked
 

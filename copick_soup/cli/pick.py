@@ -71,7 +71,7 @@ def pick(**values):
     click.echo(f"soup '{ensemble.name}': {len(ensemble.members)} member(s) on {settings.device} "
                f"({RUNTIME_NAMES[settings.engine]}), TTA {settings.tta}\n"
                f"precision: {precision_choice(settings.amp, settings.device)}")
-    int8 = [m.manifest.name for m in ensemble.members if "int8" in m.manifest.extra]
+    int8 = [m.manifest.name for m in ensemble.members if m.manifest.int8]
     if int8:  # their quantisers decide their arithmetic, whatever the precision above says
         click.echo(f"INT8 member(s): {', '.join(int8)} ("
                    + ("integer kernels" if settings.engine == "openvino" else

@@ -53,7 +53,7 @@ def check_member(path) -> MemberManifest:
         raise SoupError(f"{weights}: weights file missing for member {manifest.label}")
     if sha256(weights) != manifest.sha256:
         raise SoupError(f"{weights}: corrupt checkpoint (SHA-256 does not match its manifest)")
-    if "int8" in manifest.extra:
+    if manifest.int8:
         require_nncf(str(manifest.path))
     return manifest
 
@@ -69,8 +69,8 @@ def load_member(path, device="cpu"):
         model = create_model(manifest.variant, **manifest.unet)
     except SoupError as err:
         raise SoupError(f"{manifest.path}: {err}") from err
-    if "int8" in manifest.extra:
-        model = with_quantisers(model, manifest.extra["int8"]["nncf"], str(manifest.path))
+    if manifest.int8:
+        model = with_quantisers(model, manifest.int8["nncf"], str(manifest.path))
     try:
         state = load_file(str(weights))
     except SafetensorError as err:

@@ -88,6 +88,11 @@ class MemberManifest:
         return self.normalisation.get("method", "zscore")
 
     @property
+    def int8(self) -> dict:
+        """The INT8 record of a quantisation-aware member (model/int8.py: NNCF's placement, the teacher), else {}."""
+        return self.extra.get("int8") or {}
+
+    @property
     def weights_path(self) -> Path:
         return manifest_path(self.path).with_name(self.weights)
 
