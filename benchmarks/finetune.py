@@ -80,6 +80,7 @@ def one_pass(config, members) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engine", default="sart", help="the phantom engine of the lab's runs")
+    parser.add_argument("--init", default="fast", help="the soup fine-tuned (as `finetune --init`; its default)")
     parser.add_argument("--shape", default="128,256,256")
     parser.add_argument("--held-out", type=int, default=4, help="held-out runs to score on")
     parser.add_argument("--crowding", type=float, default=2.0,
@@ -103,22 +104,23 @@ def main() -> None:
                          crowding=args.crowding)
     held_out = [f"exp_{i:03d}" for i in range(len(TRAIN) + len(VAL), runs)]
 
-    before = score_soup(config, "default", held_out, "before")
-    searched = build_soup(config, [str(p) for p in member_paths("default")], VAL, out / "soup-searched",
+    before = score_soup(config, args.init, held_out, "before")
+    searched = build_soup(config, [str(p) for p in member_paths(args.init)], VAL, out / f"soup-searched-{args.init}",
                           echo=lambda m: None)
-    scores = [("default soup", before),
-              (f"default members, weights and thresholds searched on {len(VAL)} lab run",
+    scores = [(f"`{args.init}` soup", before),
+              (f"`{args.init}` members, weights and thresholds searched on {len(VAL)} lab run",
                score_soup(config, searched, held_out, "searched"))]
     records = []
     for layers in args.layers:
         overrides = {**parse_overrides(args.settings), **({"train_layers": layers} if layers else {})}
-        soup_dir = out / f"soup-{layers or 'lab'}"
+        soup_dir = out / f"soup-{args.init}-{layers or 'lab'}"
         shutil.rmtree(soup_dir, ignore_errors=True)  # an earlier run's: finetune writes into a new folder only
-        soup = finetune_soup(config, "default", soup_dir, TRAIN, VAL, steps=args.steps, members=args.members,
+        soup = finetune_soup(config, args.init, soup_dir, TRAIN, VAL, steps=args.steps, members=args.members,
                              overrides=overrides, echo=lambda m: None)
         record = json.loads((soup_dir / "finetune.json").read_text())
         member = json.loads(next((soup_dir / "members").glob("*.json")).read_text())["training"]["config"]
-        label = (f"`copick-soup finetune`: {member['steps']} steps per member, train_layers {member['train_layers']}, "
+        label = (f"`copick-soup finetune --init {args.init}`: {member['steps']} steps per member, "
+                 f"train_layers {member['train_layers']}, "
                  f"lr {member['lr']:g}" + (f", only {', '.join(args.members)}" if args.members else ""))
         scores.append((label, score_soup(config, soup, held_out, f"after-{layers or 'lab'}")))
         records.append((member["train_layers"], record))
@@ -132,10 +134,10 @@ def main() -> None:
                                           for _, r in records) + " |")
     members = ", ".join(f"{name} ({steps} steps)" for name, steps in records[0][1]["steps"].items())
     publish(RESULTS / args.results, [
-        f"Fine-tuning benchmark: the default soup fine-tuned with `copick-soup finetune` on {len(TRAIN)} annotated "
-        f"runs and searched on {len(VAL)}, all of {'x'.join(map(str, shape))} voxels from the `{args.engine}` "
-        f"engine (experimental profile, crowding {args.crowding:g}), scored on {args.held_out} held-out runs of "
-        f"it; {cpu()}, {time.strftime('%Y-%m-%d')}",
+        f"Fine-tuning benchmark: the `{args.init}` soup fine-tuned with `copick-soup finetune` on {len(TRAIN)} "
+        f"annotated runs and searched on {len(VAL)}, all of {'x'.join(map(str, shape))} voxels from the "
+        f"`{args.engine}` engine (experimental profile, crowding {args.crowding:g}), scored on {args.held_out} "
+        f"held-out runs of it; {cpu()}, {time.strftime('%Y-%m-%d')}",
         "",
         *markdown(["soup", "held-out F4", *names], rows),
         "",
@@ -154,7 +156,7 @@ def main() -> None:
         f"fixed-norm members).",
         "",
         *markdown(["member", "volumes", "torch, 64³ cubes", "as pick runs it", "speed-up"],
-                  one_pass(config, member_paths("default"))),
+                  one_pass(config, member_paths(args.init))),
     ])
 
 

@@ -35,7 +35,7 @@ from copick_soup.ensemble.thresholds import FLOOR
 from copick_soup.ensemble.tiling import SLOWER_WITH_SIZE
 from copick_soup.errors import SoupError
 from copick_soup.model.checkpoint import load_member
-from copick_soup.model.manifest import MemberManifest, SoupManifest, member_paths
+from copick_soup.model.manifest import MemberManifest, SoupManifest
 from copick_soup.model.registry import create_model
 from copick_soup.objects import classes_from_root
 from copick_soup.soup.build import build_soup
@@ -146,16 +146,24 @@ def minutes(seconds: float) -> str:
 # ---- input checks --------------------------------------------------------------------------------------------
 
 
-def choose_members(paths, names) -> list[MemberManifest]:
-    """The init soup's members, or those of them named (`--members`)."""
-    manifests = [MemberManifest.read(p) for p in paths]
-    if not names:
+def choose_members(init: str, names, left_out: list) -> list[MemberManifest]:
+    """The init soup's members that it weighs, or those of them named (`--members`). A member at weight 0 adds
+    nothing to the soup's picks, and fine-tuned it stayed at 0 (`fast`'s `wbp` member on `sart`,
+    benchmarks/results/finetune.md): fine-tuning it by default would only cost time. Adds to `left_out` why."""
+    soup = SoupManifest.read(init)
+    manifests = [MemberManifest.read(m.path) for m in soup.members]
+    if names:
+        unknown = [n for n in names if n not in {m.name for m in manifests}]
+        if unknown:
+            raise SoupError(f"--members: no member {list_names(unknown)} in the init soup; it has "
+                            f"{list_names([m.name for m in manifests])}")
+        return [m for m in manifests if m.name in names]
+    weights = [m.weight for m in soup.members]
+    if not any(w > 0 for w in weights):  # a folder of members, or a soup not searched: every member
         return manifests
-    unknown = [n for n in names if n not in {m.name for m in manifests}]
-    if unknown:
-        raise SoupError(f"--members: no member {list_names(unknown)} in the init soup; it has "
-                        f"{list_names([m.name for m in manifests])}")
-    return [m for m in manifests if m.name in names]
+    left_out += [f"{m.name}: left out (weight 0 in '{init}'; --members {m.name} fine-tunes it)"
+                 for m, w in zip(manifests, weights) if w <= 0]
+    return [m for m, w in zip(manifests, weights) if w > 0]
 
 
 def check_classes(classes, manifests, init: str) -> list[str]:
@@ -314,12 +322,15 @@ def plan_finetune(config, init: str, out, train_runs, val_runs, picks_user="cura
     root = open_project(config)
     classes = classes_from_root(root)
     train, val = split_runs(root, {}, train_runs, val_runs)
-    manifests = choose_members(member_paths(init), members)
+    left_out = []
+    manifests = choose_members(init, members, left_out)
     for line in check_classes(classes, manifests, init):
         echo(line)
     check_picks(classes, train, val, picks_user, picks_session)
-    left_out = []
-    kept = runnable_members(manifests, train, echo=left_out.append)
+    try:
+        kept = runnable_members(manifests, train, echo=left_out.append)
+    except SoupError as err:  # say, too, which members the init soup's weights left out
+        raise SoupError("; ".join([str(err), *left_out])) from None
     configs = [lab_config(m, {**(overrides or {}), **({"steps": steps} if steps else {})}) for m in kept]
     started = time.perf_counter()
     volumes = lab_volumes(root, kept, configs, classes, train, val, picks_user, picks_session, echo)

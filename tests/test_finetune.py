@@ -92,6 +92,26 @@ def test_a_budget_the_plan_exceeds_is_refused_before_any_work(init_soup, lab, tm
     assert "plan:" in result.output and not (tmp_path / "out").exists()  # the plan said, nothing written
 
 
+def test_a_member_the_init_soup_gives_no_weight_is_left_out_unless_named(init_soup, lab, tmp_path):
+    """`fast` carries its `wbp` member at weight 0: fine-tuned, it stayed at 0, so by default it is not fine-tuned."""
+    from copick_soup.model.manifest import SoupManifest
+
+    soup = SoupManifest.read(init_soup)
+    soup.members[0].weight = 0.0  # the denoised member, the only one these runs can feed
+    (tmp_path / "init").mkdir()
+    (tmp_path / "init" / "soup.json").write_text(json.dumps(soup.to_json()))
+    result = invoke("finetune", "-c", lab, "--init", tmp_path / "init", *TRAIN, *VAL, "--out", tmp_path / "a")
+    assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == (
+        f"Error: none of the members' tomogram types (wbp) is in the training runs; they have denoised; "
+        f"unet3d_test-denoised: left out (weight 0 in '{tmp_path / 'init'}'; --members unet3d_test-denoised "
+        f"fine-tunes it); unet3d_test-wbp: left out (no 'wbp' tomograms at 10.012 Å in the training runs)")
+    named = invoke("finetune", "-c", lab, "--init", tmp_path / "init", *TRAIN, *VAL, "--members",
+                   "unet3d_test-denoised", "--budget", 1e-4, "--out", tmp_path / "b")
+    # named, it is kept: the plan says so, then the budget stops it before any work
+    lines = named.output.splitlines()
+    assert named.exit_code == 1 and lines[lines.index("plan:") + 1].startswith("  unet3d_test-denoised: 300 steps (")
+
+
 def project(folder: Path, **kwargs) -> Path:
     from copick_soup.simulate import simulate_project
 

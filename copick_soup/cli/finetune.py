@@ -12,13 +12,14 @@ from copick_soup.cli.util import config_option, reports_errors, split_names
               help="Annotated runs to validate on and search the soup with (repeatable); none may train.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder for the new soup (soup.json, members/); pick with --soup OUT.")
-@click.option("--init", default="default", show_default=True,
-              help="The soup to start from: a shipped soup's name, a soup.json or a folder.")
+@click.option("--init", default="fast", show_default=True,
+              help="The soup to start from: a shipped soup's name, a soup.json or a folder. `fast` (the tiny "
+                   "denoised member) fine-tunes in 2 minutes and scored higher on a foreign engine than `default`.")
 @click.option("--members", "member_names", multiple=True, metavar="NAME",
               help="Fine-tune only these members of the init soup (repeat or comma-separate). Default: every member "
-                   "whose tomogram type the training runs hold.")
+                   "the init soup weighs whose tomogram type the training runs hold.")
 @click.option("--steps", default=None, type=click.IntRange(1),
-              help="Training steps per member.  [default: 100]")
+              help="Training steps per member.  [default: 300]")
 @click.option("--budget", default=None, type=click.FloatRange(min=0, min_open=True), metavar="MINUTES",
               help="Refuse, before any work, a plan expected to take longer than this.")
 @click.option("--picks-user", default="curation", show_default=True,

@@ -38,7 +38,7 @@ class TrainConfig:
     p_hard: float = 0.0  # chance a patch is centred on a hard negative (see negatives.py)
     hard_every: int = 500  # steps between minings of hard negatives (train/loop.py's mining_due), each a pass of the
     # network over every training volume as `pick` runs it: 25 s for unet3d_medium, 10 s for unet3d_tiny over three
-    # 64x128x128 volumes on 2 busy cores, a third of torch's time in 64³ cubes (benchmarks/results/finetune.md)
+    # 64x128x128 volumes on 2 busy cores, a third of torch's time in 64³ cubes (results/finetune-layers.md)
     hard_threshold: float = 0.15  # heatmap peaks above this that match no particle are hard negatives
     seed: int = 0
     normalisation: str = "zscore"  # zscore, or robust (median and MAD: see data/tomogram.py); pick does the same
