@@ -17,7 +17,7 @@ from copick_soup.errors import SoupError
                    "leave-one-engine-out fold without tilt).")
 @click.option("-c", "--config", "config", envvar="COPICK_CONFIG", type=click.Path(dir_okay=False),
               help="Lab fine-tuning: the copick project with your annotated runs.")
-@click.option("--init", default=None, help="Lab fine-tuning: start from this soup ('default'), folder or member.")
+@click.option("--init", default=None, help="Lab fine-tuning: start from this soup ('fast', 'default'), folder or member.")
 @click.option("--train-runs", multiple=True, help="Lab fine-tuning: runs to train on (default: all but validation).")
 @click.option("--val-runs", multiple=True, help="Lab fine-tuning: runs to validate on (default: the last run).")
 @click.option("--picks-user", default="curation", show_default=True,
@@ -37,7 +37,7 @@ def train(recipe, out, pretrain_config, finetune_config, engine, config, init, t
     Examples:
       copick-soup train --recipe configs/recipes/cpu-demo.yaml --out members/cpu-demo
       copick-soup train --recipe configs/recipes/cpu-default.yaml --engine blobs+sart --out build/fold-tilt
-      copick-soup train --config lab.json --init default --train-runs TS_1,TS_2 --val-runs TS_3 --out lab-members
+      copick-soup train --config lab.json --init fast --train-runs TS_1,TS_2 --val-runs TS_3 --out lab-members
     """
     # deferred: the pipeline (and torch) loads only when the command runs, not when copick lists its plugins
     from copick_soup.train.config import parse_overrides
