@@ -17,7 +17,8 @@ from copick_soup.errors import SoupError
                    "leave-one-engine-out fold without tilt).")
 @click.option("-c", "--config", "config", envvar="COPICK_CONFIG", type=click.Path(dir_okay=False),
               help="Lab fine-tuning: the copick project with your annotated runs.")
-@click.option("--init", default=None, help="Lab fine-tuning: start from this soup ('fast', 'default'), folder or member.")
+@click.option("--init", default=None,
+              help="Lab fine-tuning: start from this soup ('fast', 'default'), folder or member.")
 @click.option("--train-runs", multiple=True, help="Lab fine-tuning: runs to train on (default: all but validation).")
 @click.option("--val-runs", multiple=True, help="Lab fine-tuning: runs to validate on (default: the last run).")
 @click.option("--picks-user", default="curation", show_default=True,
