@@ -142,7 +142,7 @@ def main() -> None:
         *markdown(["soup", "held-out F4", *names], rows),
         "",
         f"Where the time went (seconds, wall): {members}; left out: "
-        f"{'; '.join(records[0][1]['left_out']) or 'none'}. Planned: from one training step, one inference window "
+        f"{'; '.join(records[0][1]['left_out']) or 'none'}. Planned: from a few training steps, one inference window "
         f"and one peak search per member, measured before any work; the tomograms were read in "
         f"{records[0][1]['read_s']:.0f} s before the plan. A busy machine (other jobs on its cores) makes both "
         f"columns longer, and the plan only as much as it was busy while measuring.",
