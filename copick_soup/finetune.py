@@ -149,7 +149,8 @@ def minutes(seconds: float) -> str:
 def choose_members(init: str, names, left_out: list) -> list[MemberManifest]:
     """The init soup's members that it weighs, or those of them named (`--members`). A member at weight 0 adds
     nothing to the soup's picks, and fine-tuned it stayed at 0 (`fast`'s `wbp` member on `sart`,
-    benchmarks/results/finetune.md): fine-tuning it by default would only cost time. Adds to `left_out` why."""
+    benchmarks/results/archive/finetune-fast-300-both.md): fine-tuning it by default would only cost time. Adds to
+    `left_out` why."""
     soup = SoupManifest.read(init)
     manifests = [MemberManifest.read(m.path) for m in soup.members]
     if names:
