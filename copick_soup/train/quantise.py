@@ -44,11 +44,11 @@ def quantise_member(member, volumes, out, steps: int = 300, lr: float = 1e-4, se
                         [torch.from_numpy(sampler.batch(1)[0]) for _ in range(CALIBRATION_PATCHES)], manifest.label)
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     started, losses = time.perf_counter(), []
+    student.train()
     for step in range(1, steps + 1):
         image = torch.from_numpy(sampler.batch(cfg.batch_size)[0])
         with torch.no_grad():
             target = teacher(image)
-        student.train()
         loss = weighted_mse(student(image), target, cfg.fg_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -58,7 +58,7 @@ def quantise_member(member, volumes, out, steps: int = 300, lr: float = 1e-4, se
             echo(f"{manifest.name}-int8 step {step}: distillation loss {np.mean(losses[-50:]):.2e} "
                  f"({time.perf_counter() - started:.0f} s)")
     record = dict(method="quantisation-aware fine-tuning (NNCF), the float member as teacher", steps=steps, lr=lr,
-                  seed=seed, patches=len(volumes), teacher=manifest.name, teacher_sha256=manifest.sha256,
+                  seed=seed, volumes=len(volumes), teacher=manifest.name, teacher_sha256=manifest.sha256,
                   loss=float(np.mean(losses[-50:])))
     int8 = replace(manifest, name=f"{manifest.name}-int8", extra={**manifest.extra, "int8": record})
     return save_member(Path(out) / f"{int8.name}.json", student.eval(), int8)
