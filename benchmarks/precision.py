@@ -4,9 +4,8 @@ F4 per class, so that a precision is adopted only where it keeps the picks.
 INT8 here is post-training quantisation with NNCF on OpenVINO's graph (the bench extra), not adopted: it loses picks
 (docs/decisions.md). The shipped INT8 member (`--soups fast fast-int8`) starts from the same ranges placed on the
 torch model and is fine-tuned after (model/int8.py, train/quantise.py). Each member's converted network gets its
-activations' ranges (min-max) from windows
-of simulated calibration runs (seeds no recipe, test or other benchmark uses; both
-phantom engines), normalised as the member normalises its input; weights are quantised per channel, and what
+activations' ranges (min-max) from windows of simulated calibration runs (seeds no recipe, test or other benchmark
+uses; both phantom engines), normalised as the member normalises its input; weights are quantised per channel, and what
 NNCF leaves unquantised runs in the precision `pick` would use (bf16 where native, else float32).
 
 Two tables, one file:

@@ -146,11 +146,11 @@ def minutes(seconds: float) -> str:
 # ---- input checks --------------------------------------------------------------------------------------------
 
 
-def choose_members(init: str, names, left_out: list) -> list[MemberManifest]:
-    """The init soup's members that it weighs, or those of them named (`--members`). A member at weight 0 adds
-    nothing to the soup's picks, and fine-tuned it stayed at 0 (`fast`'s `wbp` member on `sart`,
-    benchmarks/results/archive/finetune-fast-300-both.md): fine-tuning it by default would only cost time. Adds to
-    `left_out` why."""
+def choose_members(init: str, names) -> tuple[list[MemberManifest], list[str]]:
+    """(the init soup's members that it weighs, or those of them named (`--members`); lines saying which were left
+    out and why). A member at weight 0 adds nothing to the soup's picks, and fine-tuned it stayed at 0 (`fast`'s
+    `wbp` member on `sart`, benchmarks/results/archive/finetune-fast-300-both.md): fine-tuning it by default would
+    only cost time."""
     soup = SoupManifest.read(init)
     manifests = [MemberManifest.read(m.path) for m in soup.members]
     if names:
@@ -158,13 +158,13 @@ def choose_members(init: str, names, left_out: list) -> list[MemberManifest]:
         if unknown:
             raise SoupError(f"--members: no member {list_names(unknown)} in the init soup; it has "
                             f"{list_names([m.name for m in manifests])}")
-        return [m for m in manifests if m.name in names]
+        return [m for m in manifests if m.name in names], []
     weights = [m.weight for m in soup.members]
     if not any(w > 0 for w in weights):  # a folder of members, or a soup not searched: every member
-        return manifests
-    left_out += [f"{m.name}: left out (weight 0 in '{init}'; --members {m.name} fine-tunes it)"
-                 for m, w in zip(manifests, weights) if w <= 0]
-    return [m for m, w in zip(manifests, weights) if w > 0]
+        return manifests, []
+    return ([m for m, w in zip(manifests, weights) if w > 0],
+            [f"{m.name}: left out (weight 0 in '{init}'; --members {m.name} fine-tunes it)"
+             for m, w in zip(manifests, weights) if w <= 0])
 
 
 def check_classes(classes, manifests, init: str) -> list[str]:
@@ -326,8 +326,7 @@ def plan_finetune(config, init: str, out, train_runs, val_runs, picks_user="cura
     root = open_project(config)
     classes = classes_from_root(root)
     train, val = split_runs(root, {}, train_runs, val_runs)
-    left_out = []
-    manifests = choose_members(init, members, left_out)
+    manifests, left_out = choose_members(init, members)
     for line in check_classes(classes, manifests, init):
         echo(line)
     check_picks(classes, train, val, picks_user, picks_session)

@@ -299,7 +299,8 @@ def runnable_members(manifests: list[MemberManifest], runs, echo=print) -> list[
 # (`sart`, 3+1 runs of 128x256x256, 4 held out; benchmarks/results/finetune.md, finetune-layers.md). The class head
 # alone: `fast` fine-tuned 300 steps scored 0.653 with the head, 0.629 with the decoder (1000 steps), 0.583 with every
 # layer (0.533 at lr 1e-4, 600 steps), since a few runs' particles overfit the features the simulators taught. 300
-# steps: 0.598 at 100, 0.653 at 300, 0.628 at 1000 (about +-0.02 between repeats); 109 s in all for `fast`.
+# steps: 0.598 at 100, 0.653 at 300, 0.628 at 1000 (about +-0.02 between repeats); the whole `finetune` of `fast`
+# took 132 s.
 LAB_SETTINGS = dict(steps=300, lr=5e-4, warmup=10, train_layers="head")
 
 
