@@ -28,8 +28,6 @@ class TrainVolume:
     tomo_type: str
     image: np.ndarray  # (Z, Y, X) float32, normalised (z-score or robust: data/tomogram.py)
     points: list  # per class, (N, 3) voxel (z, y, x)
-    target: np.ndarray | None = None  # (C, Z, Y, X): a teacher's heatmap to learn instead of Gaussians at `points`
-    # (distillation, train/distil.py); `points` then only centre patches
 
 
 def load_volumes(root, runs, tomo_types, classes, voxel_size: float, picks_user: str,
@@ -122,12 +120,8 @@ class PatchSampler:
             q = min(crop_side(side, self.randomisation, self.rng), *volume.image.shape)
         z, y, x = self.origin(index, q)
         image, factor = zoom_to(volume.image[z:z + q, y:y + q, x:x + q], side)
-        if volume.target is not None:  # the teacher's heatmap, cropped and zoomed as the image is
-            target = np.stack([zoom_to(np.asarray(t[z:z + q, y:y + q, x:x + q], np.float32), side)[0]
-                               for t in volume.target])
-        else:
-            points = [(np.asarray(p, np.float64).reshape(-1, 3) - (z, y, x)) * factor for p in volume.points]
-            target = gaussian_heatmaps(points, [s * factor for s in self.sigmas], (0, 0, 0), (side,) * 3)
+        points = [(np.asarray(p, dtype=np.float64).reshape(-1, 3) - (z, y, x)) * factor for p in volume.points]
+        target = gaussian_heatmaps(points, [s * factor for s in self.sigmas], (0, 0, 0), (side,) * 3)
         if self.augment_data:
             image, target = augment(image, target, self.rng, randomisation=self.randomisation)
         return image[None].copy(), target
