@@ -10,6 +10,12 @@ PyPI wheels within the two set-up commands; the table is kept either way. ONNX R
 `bench` extra (OpenVINO is a dependency of copick-soup).
 
     python benchmarks/runtimes.py [--variants unet3d_tiny unet3d_medium unet3d_large] [--repeat 3]
+        [--precisions auto | float32 bf16] [--runtimes "torch eager" OpenVINO] [--out results/runtimes-NAME.md]
+
+`--precisions auto` (the default) times float32 and, where `--amp auto` would choose it on this CPU, bf16;
+`--precisions float32 bf16` times bf16 on any CPU (to see whether its bf16 is worth choosing). `--training` adds
+one training step per variant and precision (forward, backward and AdamW on a batch of 2 patches of 48³, as the
+recipes train; torch autocast, as `train` runs it), since `amp: auto` chooses for training as `pick` does.
 
 Prints a table and writes benchmarks/results/runtimes.md.
 """
@@ -20,6 +26,7 @@ import copick_soup  # noqa: F401  (first, as in `copick-soup pick`: its huge-pag
 
 # isort: split
 import argparse
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -72,6 +79,36 @@ RUNTIMES = {"torch eager": eager, "torch.compile": compiled, "OpenVINO": openvin
 FLOAT32_ONLY = {"ONNX Runtime"}  # its CPU provider has no bf16 convolutions
 
 
+def versions(runtimes: list[str]) -> str:
+    """'torch 2.13.0+cpu, OpenVINO 2026.4.1, ...': the libraries of the runtimes timed (ONNX Runtime only where it
+    ran: it comes with the `bench` extra)."""
+    found = [f"torch {torch.__version__}"]
+    if "OpenVINO" in runtimes:
+        import openvino
+
+        found.append(f"OpenVINO {openvino.__version__}")
+    if "ONNX Runtime" in runtimes:
+        import onnxruntime
+
+        found.append(f"ONNX Runtime {onnxruntime.__version__}")
+    return ", ".join(found)
+
+
+def training_step(model, amp):
+    """One step of training a copy of `model` on a batch, in `amp` autocast (None: float32), as train/loop.py does."""
+    model = copy.deepcopy(model).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step(x):
+        with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+            loss = model(x).float().square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
 def time_calls(fn, x, repeat: int) -> float:
     best = np.inf
     for _ in range(repeat):
@@ -86,8 +123,14 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["unet3d_tiny", "unet3d_medium", "unet3d_large"])
     parser.add_argument("--runtimes", nargs="+", default=list(RUNTIMES))
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--precisions", nargs="+", default=["auto"], choices=["auto", "float32", "bf16"])
+    parser.add_argument("--training", action="store_true", help="also time a training step per precision")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    native = amp_dtype("auto", "cpu")
+    if args.precisions == ["auto"]:
+        precisions = [None, amp_dtype("auto", "cpu")]
+    else:
+        precisions = [torch.bfloat16 if name == "bf16" else None for name in args.precisions]
     rows = []
     for variant in args.variants:
         torch.manual_seed(0)
@@ -98,7 +141,7 @@ def main() -> None:
             with torch.inference_mode():
                 reference = model(x).numpy()
             for name in args.runtimes:
-                for amp in dict.fromkeys([None, None if name in FLOAT32_ONLY else native]):
+                for amp in dict.fromkeys(None if name in FLOAT32_ONLY else amp for amp in precisions):
                     start = time.perf_counter()
                     try:
                         fn = RUNTIMES[name](model, shape, amp)
@@ -115,14 +158,20 @@ def main() -> None:
                                 f"{'bf16' if amp else 'float32'} | {x.numel() / seconds / 1e6:.2f} | "
                                 f"{seconds * 1e3:.0f} | {setup:.1f} | {error:.1e} |")
                     print(rows[-1], flush=True)
-    import onnxruntime
-    import openvino
-
-    publish(RESULTS, [
-        f"U-Net runtimes on the CPU ({cpu()}; torch {torch.__version__}, "
-        f"OpenVINO {openvino.__version__}, ONNX Runtime {onnxruntime.__version__}; {time.strftime('%Y-%m-%d')})",
-        f"One window per call; the fastest of {args.repeat} after a warm-up. Random weights (speed does not depend "
-        "on them). Error: max |out - torch float32| / max |torch float32|.",
+        if args.training:
+            x = torch.randn(2, 1, 48, 48, 48)
+            for amp in dict.fromkeys(precisions):
+                step = training_step(model, amp)
+                step(x)  # warm-up
+                seconds = time_calls(step, x, args.repeat)
+                rows.append(f"| {variant} | 2x48x48x48 | torch training step | {'bf16' if amp else 'float32'} | "
+                            f"{x.numel() / seconds / 1e6:.2f} | {seconds * 1e3:.0f} | - | - |")
+                print(rows[-1], flush=True)
+    publish(args.out, [
+        f"U-Net runtimes on the CPU ({cpu()}; {versions(args.runtimes)}; {time.strftime('%Y-%m-%d')})",
+        f"One window per call (a training step: a batch of two patches); the fastest of {args.repeat} after a "
+        "warm-up. Random weights (speed does not depend on them). Error: max |out - torch float32| / max |torch "
+        "float32|.",
         "",
         *markdown(["model", "window", "runtime", "precision", "Mvox/s", "ms/call", "set-up s", "error"], rows),
     ])

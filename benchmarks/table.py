@@ -27,16 +27,17 @@ def publish(path: Path, lines: list[str], echo: bool = True) -> str:
 
 
 def cpu() -> str:
-    """The CPU a table was taken on: model, architecture, cores and its bf16: 'bf16 AMX' (native and fast, what
-    `--amp auto` runs in), 'bf16 AVX512-BF16, no AMX' (native, no faster than float32) or 'no native bf16'.
+    """The CPU a table was taken on: model, architecture, cores, its bf16 ('bf16 AMX', 'bf16 AVX512-BF16, no AMX' or
+    'no native bf16') and what `--amp auto` runs there (bf16 with AMX, and with AVX512-BF16 on AMD; float32 else).
 
-    Sessions here land on different CPUs (an Intel with AMX one day, an AMD EPYC without bf16 the next), and
-    `--amp auto` resolves to bf16 on one and float32 on the other, so a table that names only the architecture
-    cannot be compared with another."""
+    Sessions here land on different CPUs (an Intel with AMX one day, an AMD EPYC the next), and `--amp auto`
+    resolves to bf16 on one and float32 on the other, so a table that names only the architecture cannot be
+    compared with another."""
     flags = cpu_flags(os.environ.get("COPICK_SOUP_CPUINFO", "/proc/cpuinfo")) or frozenset()
-    bf16 = ("bf16 AMX" if cpu_has_bf16() else "bf16 AVX512-BF16, no AMX" if "avx512_bf16" in flags
+    bf16 = ("bf16 AMX" if "amx_bf16" in flags else "bf16 AVX512-BF16, no AMX" if "avx512_bf16" in flags
             else "no native bf16")
-    return f"{cpu_model()}, {platform.machine()}, {os.cpu_count()} cores, {bf16}"
+    auto = "bfloat16" if cpu_has_bf16() else "float32"
+    return f"{cpu_model()}, {platform.machine()}, {os.cpu_count()} cores, {bf16}, --amp auto {auto}"
 
 
 def cpu_model() -> str:

@@ -70,16 +70,16 @@ def cpu_has_bf16() -> bool:
     return cpu_bf16()[0]
 
 
-# bf16 by default only where it was measured faster than float32: AMX (Sapphire Rapids and later), where a 64³
-# window of the tiny U-Net ran 2.4x (OpenVINO) to 3x (torch) faster (benchmarks/results/runtimes.md). AVX512-BF16
-# alone (Cooper Lake, Zen 4, Xeons whose AMX is not exposed) is a vector dot product: on such a Xeon, quiet, bf16
-# ran at 0.56-0.78x float32's speed with OpenVINO and 0.80-1.05x with torch (docs/decisions.md), the conversions
-# between layers costing more than the narrower arithmetic saves on these few-channel 3D convolutions. oneDNN's own
-# query says yes even on plain AVX-512, where bf16 is emulated (a pick 118 s in bf16 against 65 s, issue 48), so the
-# CPU's flags decide. Arm's BF16 extension is not measured here: float32 there until it is.
-FAST_BF16_FLAGS = ("amx_bf16",)
-
-
+# bf16 by default only where it was measured faster than float32, one window of each U-Net on each runtime:
+# - AMX (Intel Sapphire Rapids and later): a 64³ window of the tiny U-Net 2.4x (OpenVINO) to 3x (torch) faster
+#   (benchmarks/results/runtimes.md);
+# - AVX512-BF16 on AMD (Zen 4 and later): 1.9-2.2x (OpenVINO) and 2.0-2.7x (torch) for the tiny and medium U-Nets
+#   (benchmarks/results/runtimes-zen4.md, an EPYC of family 25);
+# - not AVX512-BF16 on an Intel without AMX (Cooper Lake, Xeons whose AMX a hypervisor hides): there, quiet, bf16 ran
+#   at 0.56-0.78x float32's speed with OpenVINO and 0.80-1.05x with torch (docs/decisions.md). The same flag, the
+#   opposite answer: so the vendor decides with the flags.
+# oneDNN's own query says yes even on plain AVX-512, where bf16 is emulated (a pick 118 s in bf16 against 65 s, issue
+# 48), so it is not asked. Arm's BF16 extension is not measured here: float32 there until it is.
 def cpu_bf16(cpuinfo: str | None = None) -> tuple[bool, str]:
     """(bf16, why): whether `--amp auto` runs bf16 on the CPU described by `cpuinfo` (a /proc/cpuinfo-style file;
     default /proc/cpuinfo, or $COPICK_SOUP_CPUINFO, which the tests use to fake a CPU), and the reason in words."""
@@ -87,9 +87,10 @@ def cpu_bf16(cpuinfo: str | None = None) -> tuple[bool, str]:
     flags = cpu_flags(path)
     if flags is None:
         return False, f"not assumed native: {path} lists no CPU flags"
-    fast = [flag for flag in FAST_BF16_FLAGS if flag in flags]
-    if fast:
-        return True, f"native on this CPU: {', '.join(fast)}"
+    if "amx_bf16" in flags:
+        return True, "native on this CPU: amx_bf16"
+    if "avx512_bf16" in flags and cpu_vendor(path) == "AuthenticAMD":
+        return True, "native on this CPU: avx512_bf16 on AMD, 2x float32's speed there"
     if "avx512_bf16" in flags:
         return False, "avx512_bf16 without AMX: bf16 ran no faster than float32 on such a CPU; --amp bf16 to use it"
     if "bf16" in flags:
@@ -97,18 +98,29 @@ def cpu_bf16(cpuinfo: str | None = None) -> tuple[bool, str]:
     return False, "this CPU has no native bf16 (no amx_bf16 or avx512_bf16 flag; --amp bf16 would emulate it)"
 
 
-@functools.lru_cache
 def cpu_flags(path: str) -> frozenset | None:
     """The instruction-set flags of the first CPU in a /proc/cpuinfo-style file ('flags' on x86, 'Features' on
     Arm); None where the file is missing or lists none (macOS, Windows)."""
+    value = _cpuinfo_field(path, ("flags", "Features"))
+    return frozenset(value.split()) if value is not None else None
+
+
+def cpu_vendor(path: str) -> str | None:
+    """'GenuineIntel', 'AuthenticAMD', ... from a /proc/cpuinfo-style file (None on Arm, which has no vendor_id)."""
+    return _cpuinfo_field(path, ("vendor_id",))
+
+
+@functools.lru_cache
+def _cpuinfo_field(path: str, keys: tuple[str, ...]) -> str | None:
+    """The first value of one of `keys` in a /proc/cpuinfo-style file, None where the file or the key is missing."""
     try:
         lines = Path(path).read_text().splitlines()
     except OSError:
         return None
     for line in lines:
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
+        if key.strip() in keys:
+            return value.strip()
     return None
 
 
