@@ -75,9 +75,9 @@ def cpu_has_bf16() -> bool:
 #   (benchmarks/results/runtimes.md);
 # - AVX512-BF16 on AMD (Zen 4 and later): 1.9-2.2x (OpenVINO) and 2.0-2.7x (torch) for the tiny and medium U-Nets
 #   (benchmarks/results/runtimes-zen4.md, an EPYC of family 25);
-# - not AVX512-BF16 on an Intel without AMX (Cooper Lake, Xeons whose AMX a hypervisor hides): there, quiet, bf16 ran
-#   at 0.56-0.78x float32's speed with OpenVINO and 0.80-1.05x with torch (docs/decisions.md). The same flag, the
-#   opposite answer: so the vendor decides with the flags.
+# but not AVX512-BF16 on an Intel without AMX (Cooper Lake, Xeons whose AMX a hypervisor hides): there, quiet, bf16
+# ran at 0.56-0.78x float32's speed with OpenVINO and 0.80-1.05x with torch (docs/decisions.md). The same flag, the
+# opposite answer: so the vendor decides with the flags.
 # oneDNN's own query says yes even on plain AVX-512, where bf16 is emulated (a pick 118 s in bf16 against 65 s, issue
 # 48), so it is not asked. Arm's BF16 extension is not measured here: float32 there until it is.
 def cpu_bf16(cpuinfo: str | None = None) -> tuple[bool, str]:

@@ -1,8 +1,7 @@
 """bf16 by default only where the CPU computes it natively and faster than float32 (AMX; AVX512-BF16 on AMD): the
 CPU's flags and vendor decide (oneDNN's own query also says yes where bf16 is only emulated, 1.8x slower than
 float32; with AVX512-BF16 but no AMX an Intel ran it no faster, an AMD Zen 4 twice as fast), and `pick` prints which
-precision it runs in and why. The CPU is faked with a /proc/cpuinfo-style
-file ($COPICK_SOUP_CPUINFO), every way."""
+precision it runs in and why. The CPU is faked with a /proc/cpuinfo-style file ($COPICK_SOUP_CPUINFO), every way."""
 
 import pytest
 import torch
