@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build on this machine's disk; GPU users pass their own, e.g. make TORCH=torch test.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test test-slow lint bench bench-gpu clean default-soup fast-int8 loeo-fold
+.PHONY: install demo test test-slow lint bench bench-gpu clean default-soup fast-int8 default-int8 loeo-fold
 
 $(BIN)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -103,6 +103,18 @@ fast-int8: install
 		--shape 96,192,192 --profile experimental --engine mixed --seed 2000 --crowding 2
 	$(BIN)/copick-soup quantise -c build/finetune-runs/copick.json \
 		--member copick_soup/soups/default/unet3d_tiny-denoised.json --out copick_soup/soups/fast-int8
+
+# The default soup in INT8 (build/default-int8/soup.json; not shipped: 35 MB more): its medium members quantised as
+# `fast-int8`'s tiny one was, that one reused, weights and thresholds kept. Measured in issue 48's full-tomogram table
+# (docs/results.md); about 25 minutes on 2 CPU cores.
+default-int8: install
+	test -f build/finetune-runs/copick.json || $(BIN)/copick-soup simulate --out build/finetune-runs --runs 12 \
+		--shape 96,192,192 --profile experimental --engine mixed --seed 2000 --crowding 2
+	for member in unet3d_medium-ctfdeconvolved unet3d_medium-denoised; do \
+		$(BIN)/copick-soup quantise -c build/finetune-runs/copick.json \
+			--member copick_soup/soups/default/$$member.json --out build/default-int8 || exit 1; done
+	$(BIN)/python benchmarks/int8_soup.py --soup default --int8 build/default-int8 copick_soup/soups/fast-int8 \
+		--out build/default-int8/soup.json
 
 # The default recipe without one phantom engine (make loeo-fold HELD_OUT=tilt, or blobs): the leave-one-engine-out
 # fold issue 46 asks for, trained, searched (weights and thresholds on runs of the other two engines) and scored on
