@@ -95,21 +95,22 @@ default-soup: install
 	$(BIN)/copick-soup soup -c build/soup-val/copick.json --members copick_soup/soups/default --window 64 \
 		--val-runs $$(seq -f 'exp_%03g' -s, 0 15) --out copick_soup/soups/default
 
+# The runs the INT8 members are fine-tuned on: like the default recipe's fine-tuning runs (both engines, seed 2000).
+build/finetune-runs/copick.json: | install
+	$(BIN)/copick-soup simulate --out build/finetune-runs --runs 12 --shape 96,192,192 --profile experimental \
+		--engine mixed --seed 2000 --crowding 2
+
 # The soup `fast` in INT8 (`pick --soup fast-int8`): its tiny denoised member quantised with quantisation-aware
-# fine-tuning, the float member as teacher (copick-soup quantise; NNCF), on runs like the default recipe's
-# fine-tuning runs (both engines, seed 2000). About 5 minutes on 2 CPU cores.
-fast-int8: install
-	test -f build/finetune-runs/copick.json || $(BIN)/copick-soup simulate --out build/finetune-runs --runs 12 \
-		--shape 96,192,192 --profile experimental --engine mixed --seed 2000 --crowding 2
+# fine-tuning, the float member as teacher (copick-soup quantise; NNCF), on build/finetune-runs. About 5 minutes on
+# 2 CPU cores.
+fast-int8: install build/finetune-runs/copick.json
 	$(BIN)/copick-soup quantise -c build/finetune-runs/copick.json \
 		--member copick_soup/soups/default/unet3d_tiny-denoised.json --out copick_soup/soups/fast-int8
 
 # The default soup in INT8 (build/default-int8/soup.json; not shipped: 35 MB more): its medium members quantised as
 # `fast-int8`'s tiny one was, that one reused, weights and thresholds kept. Measured in issue 48's full-tomogram table
 # (docs/results.md); about 25 minutes on 2 CPU cores.
-default-int8: install
-	test -f build/finetune-runs/copick.json || $(BIN)/copick-soup simulate --out build/finetune-runs --runs 12 \
-		--shape 96,192,192 --profile experimental --engine mixed --seed 2000 --crowding 2
+default-int8: install build/finetune-runs/copick.json
 	for member in unet3d_medium-ctfdeconvolved unet3d_medium-denoised; do \
 		$(BIN)/copick-soup quantise -c build/finetune-runs/copick.json \
 			--member copick_soup/soups/default/$$member.json --out build/default-int8 || exit 1; done

@@ -11,29 +11,24 @@ thresholds stay valid because each INT8 copy was fine-tuned to give its float me
 from __future__ import annotations
 
 import argparse
-import json
-import os
+from dataclasses import replace
 from pathlib import Path
 
 from copick_soup.ensemble import Ensemble
-from copick_soup.model.manifest import resolve_soup_path
+from copick_soup.model.manifest import SoupManifest, SoupMember
 
 
-def int8_soup(soup: Path, int8_folders: list[Path], out: Path) -> list[str]:
+def int8_soup(soup, int8_folders: list[Path], out: Path) -> list[str]:
     """Write the swapped soup.json to `out`; return the names of the members that were swapped."""
-    spec = json.loads(soup.read_text())
-    swapped = []
-    for member in spec["members"]:
-        path = (soup.parent / member["path"]).resolve()
-        copies = [folder / f"{path.stem}-int8.json" for folder in int8_folders]
-        found = next((copy for copy in copies if copy.exists()), None)
+    manifest = SoupManifest.read(soup)
+    members, swapped = [], []
+    for member in manifest.members:
+        copies = [folder / f"{member.path.stem}-int8.json" for folder in int8_folders]
+        found = next((copy.resolve() for copy in copies if copy.exists()), None)
         if found is not None:
-            path = found.resolve()
-            swapped.append(path.stem)
-        member["path"] = os.path.relpath(path, out.parent.resolve())
-    spec["name"] = f"{spec['name']}-int8"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(spec, indent=2) + "\n")
+            swapped.append(found.stem)
+        members.append(SoupMember(found or member.path, member.weight))
+    replace(manifest, name=f"{manifest.name}-int8", members=members).write(out)
     return swapped
 
 
@@ -43,7 +38,7 @@ def main() -> None:
     parser.add_argument("--int8", nargs="+", type=Path, required=True, help="folders holding <member>-int8.json")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    swapped = int8_soup(resolve_soup_path(args.soup), args.int8, args.out)
+    swapped = int8_soup(args.soup, args.int8, args.out)
     Ensemble.load(str(args.out))  # it must load as `pick` loads it
     print(f"{args.out}: {', '.join(swapped) or 'no member'} in INT8")
 
